@@ -1,0 +1,137 @@
+//! JSON rendering of a `FlowMessage`: one object per flow, keyed by the contract's
+//! field names, with addresses and MACs as text and enums by name. Every field is
+//! present, zero or not, so a line always has the same shape.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use serde_json::{Map, Value, json};
+
+use crate::{FlowMessage, FlowType, LayerStack};
+
+/// Renders `flow` as a JSON object.
+pub fn to_json(flow: &FlowMessage) -> Value {
+    let mut m = Map::with_capacity(64);
+    let flow_type = FlowType::try_from(flow.r#type).map_or("FLOWUNKNOWN", |t| t.as_str_name());
+    m.insert("type".into(), json!(flow_type));
+    m.insert("time_received_ns".into(), json!(flow.time_received_ns));
+    m.insert("sequence_num".into(), json!(flow.sequence_num));
+    m.insert("sampling_rate".into(), json!(flow.sampling_rate));
+    m.insert("sampler_address".into(), address(&flow.sampler_address));
+    m.insert("time_flow_start_ns".into(), json!(flow.time_flow_start_ns));
+    m.insert("time_flow_end_ns".into(), json!(flow.time_flow_end_ns));
+    m.insert("bytes".into(), json!(flow.bytes));
+    m.insert("packets".into(), json!(flow.packets));
+    m.insert("bytes_in".into(), json!(flow.bytes_in));
+    m.insert("bytes_out".into(), json!(flow.bytes_out));
+    m.insert("packets_in".into(), json!(flow.packets_in));
+    m.insert("packets_out".into(), json!(flow.packets_out));
+    m.insert("src_addr".into(), address(&flow.src_addr));
+    m.insert("dst_addr".into(), address(&flow.dst_addr));
+    m.insert("etype".into(), json!(flow.etype));
+    m.insert("proto".into(), json!(flow.proto));
+    m.insert("protocol_name".into(), json!(flow.protocol_name));
+    m.insert("src_port".into(), json!(flow.src_port));
+    m.insert("dst_port".into(), json!(flow.dst_port));
+    m.insert("in_if".into(), json!(flow.in_if));
+    m.insert("out_if".into(), json!(flow.out_if));
+    m.insert("src_mac".into(), json!(mac(flow.src_mac)));
+    m.insert("dst_mac".into(), json!(mac(flow.dst_mac)));
+    m.insert("src_vlan".into(), json!(flow.src_vlan));
+    m.insert("dst_vlan".into(), json!(flow.dst_vlan));
+    m.insert("vlan_id".into(), json!(flow.vlan_id));
+    m.insert("ip_tos".into(), json!(flow.ip_tos));
+    m.insert("forwarding_status".into(), json!(flow.forwarding_status));
+    m.insert("ip_ttl".into(), json!(flow.ip_ttl));
+    m.insert("ip_flags".into(), json!(flow.ip_flags));
+    m.insert("tcp_flags".into(), json!(flow.tcp_flags));
+    m.insert("icmp_type".into(), json!(flow.icmp_type));
+    m.insert("icmp_code".into(), json!(flow.icmp_code));
+    m.insert("ipv6_flow_label".into(), json!(flow.ipv6_flow_label));
+    m.insert("fragment_id".into(), json!(flow.fragment_id));
+    m.insert("fragment_offset".into(), json!(flow.fragment_offset));
+    m.insert("src_as".into(), json!(flow.src_as));
+    m.insert("dst_as".into(), json!(flow.dst_as));
+    m.insert("next_hop".into(), address(&flow.next_hop));
+    m.insert("next_hop_as".into(), json!(flow.next_hop_as));
+    m.insert("src_net".into(), json!(flow.src_net));
+    m.insert("dst_net".into(), json!(flow.dst_net));
+    m.insert("bgp_next_hop".into(), address(&flow.bgp_next_hop));
+    m.insert("bgp_communities".into(), json!(flow.bgp_communities));
+    m.insert("as_path".into(), json!(flow.as_path));
+    m.insert("mpls_ttl".into(), json!(flow.mpls_ttl));
+    m.insert("mpls_label".into(), json!(flow.mpls_label));
+    m.insert("mpls_ip".into(), Value::Array(flow.mpls_ip.iter().map(|a| address(a)).collect()));
+    m.insert("observation_domain_id".into(), json!(flow.observation_domain_id));
+    m.insert("observation_point_id".into(), json!(flow.observation_point_id));
+    let layers: Vec<&str> = flow
+        .layer_stack
+        .iter()
+        .map(|l| LayerStack::try_from(*l).map_or("Custom", |l| l.as_str_name()))
+        .collect();
+    m.insert("layer_stack".into(), json!(layers));
+    m.insert("layer_size".into(), json!(flow.layer_size));
+    m.insert(
+        "ipv6_routing_header_addresses".into(),
+        Value::Array(flow.ipv6_routing_header_addresses.iter().map(|a| address(a)).collect()),
+    );
+    m.insert("ipv6_routing_header_seg_left".into(), json!(flow.ipv6_routing_header_seg_left));
+    Value::Object(m)
+}
+
+/// Renders `flow` as one line of JSON, without the trailing newline.
+pub fn to_json_line(flow: &FlowMessage) -> String {
+    to_json(flow).to_string()
+}
+
+/// An address field as text: dotted IPv4 for 4 bytes, RFC 5952 IPv6 for 16, "" when
+/// empty, and hex for any other length (never silently dropped).
+fn address(bytes: &[u8]) -> Value {
+    match bytes.len() {
+        0 => json!(""),
+        4 => {
+            let octets: [u8; 4] = [bytes[0], bytes[1], bytes[2], bytes[3]];
+            json!(IpAddr::V4(Ipv4Addr::from(octets)).to_string())
+        }
+        16 => {
+            let mut octets = [0u8; 16];
+            octets.copy_from_slice(bytes);
+            json!(IpAddr::V6(Ipv6Addr::from(octets)).to_string())
+        }
+        _ => json!(bytes.iter().map(|b| format!("{b:02x}")).collect::<String>()),
+    }
+}
+
+/// A MAC held in the low 48 bits, first octet most significant, as `aa:bb:cc:dd:ee:ff`.
+fn mac(value: u64) -> String {
+    let b = value.to_be_bytes();
+    format!("{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}", b[2], b[3], b[4], b[5], b[6], b[7])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses_macs_and_enums_render_as_text() {
+        let flow = FlowMessage {
+            r#type: FlowType::NetflowV9 as i32,
+            src_addr: vec![10, 0, 0, 1],
+            dst_addr: "2001:db8::1".parse::<Ipv6Addr>().unwrap().octets().to_vec(),
+            src_mac: 0x0011_2233_4455,
+            layer_stack: vec![LayerStack::Ethernet as i32, LayerStack::IPv4 as i32],
+            ..Default::default()
+        };
+        let v = to_json(&flow);
+        assert_eq!(v["type"], "NETFLOW_V9");
+        assert_eq!(v["src_addr"], "10.0.0.1");
+        assert_eq!(v["dst_addr"], "2001:db8::1");
+        assert_eq!(v["src_mac"], "00:11:22:33:44:55");
+        assert_eq!(v["next_hop"], "");
+        assert_eq!(v["layer_stack"], json!(["Ethernet", "IPv4"]));
+    }
+
+    #[test]
+    fn odd_length_address_renders_as_hex() {
+        assert_eq!(address(&[1, 2, 3]), json!("010203"));
+    }
+}
