@@ -1,1 +1,53 @@
+//! Wire-format decoders: bytes in, `FlowMessage`s out.
+//!
+//! Nothing here knows of actors, sockets or NATS. Each exporter (one source IP) owns
+//! one decoder session ([`NetflowSession`] or [`SflowSession`]); a session keeps that
+//! exporter's state (templates, pending flows, sequence tracking) and turns each of its
+//! datagrams into flows, lifecycle events and counted errors.
 
+pub mod event;
+pub mod netflow;
+pub mod packet;
+pub mod report;
+pub mod sflow;
+
+pub use event::{LifecycleEvent, Protocol};
+pub use netflow::{NetflowSession, NetflowSettings, PendingFlowSettings};
+pub use report::{DatagramReport, DecodeError, SessionStats};
+pub use sflow::{SflowSession, SflowSettings};
+
+use std::net::SocketAddr;
+
+/// One received datagram, as the decoders see it.
+#[derive(Debug, Clone, Copy)]
+pub struct Datagram<'a> {
+    /// The UDP source (address and port) the datagram came from.
+    pub source: SocketAddr,
+    /// Collector clock when the datagram arrived, Unix nanoseconds.
+    pub received_ns: u64,
+    /// The UDP payload.
+    pub payload: &'a [u8],
+}
+
+/// The decoder state of one exporter, whatever protocol it speaks.
+pub trait ExporterSession: Send {
+    /// Decodes one datagram, appending its flows to `out`.
+    fn decode(&mut self, datagram: Datagram<'_>, out: &mut Vec<flowpb::FlowMessage>) -> DatagramReport;
+    /// Ages out state that timed out (templates past their TTL, pending flows past
+    /// `ttl_secs`), returning the lifecycle events that caused.
+    fn expire(&mut self, now_ns: u64) -> Vec<LifecycleEvent>;
+    /// Cache statistics for the periodic stats line and metrics.
+    fn stats(&self) -> SessionStats;
+}
+
+/// Converts an address into the contract's byte form: 4 bytes for IPv4 (also for
+/// v4-mapped IPv6), 16 for IPv6.
+pub fn address_bytes(addr: std::net::IpAddr) -> Vec<u8> {
+    match addr {
+        std::net::IpAddr::V4(v4) => v4.octets().to_vec(),
+        std::net::IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => v4.octets().to_vec(),
+            None => v6.octets().to_vec(),
+        },
+    }
+}

@@ -1,0 +1,81 @@
+//! Typed settings the actors are started with, built once by the binary from the
+//! validated config file.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use flow_decode::{NetflowSettings, SflowSettings};
+
+/// Everything the supervision tree needs to run.
+#[derive(Debug, Clone)]
+pub struct CollectorSettings {
+    /// One entry per socket to bind.
+    pub listeners: Vec<ListenerSettings>,
+    /// Depth of each listener's bounded datagram channel (`channel_size`); when full the
+    /// newest datagram is dropped and counted.
+    pub channel_size: usize,
+    /// Flows per publish batch (`batch_size`).
+    pub batch_size: usize,
+    /// Caps on the exporter directory of each listener.
+    pub exporters: ExporterLimits,
+    /// How often each exporter logs its template cache statistics line (30 s).
+    pub stats_interval: Duration,
+    /// Where decoded flows go.
+    pub sink: SinkSettings,
+    /// Partition tag of this install (`partition`).
+    pub partition: String,
+}
+
+/// One socket and the decoder its datagrams get.
+#[derive(Debug, Clone)]
+pub struct ListenerSettings {
+    /// Address to bind (`listen_addr`).
+    pub listen_addr: SocketAddr,
+    /// Subject the listener's flows are published on (`subject`).
+    pub subject: String,
+    /// Kernel receive buffer in bytes, SO_RCVBUF (`buffer_size`).
+    pub buffer_size: usize,
+    /// Which protocol is decoded, with its per-exporter limits.
+    pub protocol: ListenerProtocol,
+}
+
+impl ListenerSettings {
+    /// A stable name for logs, metrics and the actor registry: "netflow@0.0.0.0:2055".
+    pub fn name(&self) -> String {
+        format!("{}@{}", self.protocol.as_str(), self.listen_addr)
+    }
+}
+
+/// The protocol a listener decodes.
+#[derive(Debug, Clone)]
+pub enum ListenerProtocol {
+    Netflow(NetflowSettings),
+    Sflow(SflowSettings),
+}
+
+impl ListenerProtocol {
+    /// "netflow" or "sflow", as the config file names it.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            ListenerProtocol::Netflow(_) => "netflow",
+            ListenerProtocol::Sflow(_) => "sflow",
+        }
+    }
+}
+
+/// Bounds on the per-listener exporter directory.
+#[derive(Debug, Clone)]
+pub struct ExporterLimits {
+    /// Live exporter actors per listener at most (`max_exporters`); datagrams from a
+    /// new source beyond it are dropped and counted.
+    pub max_exporters: usize,
+    /// An exporter silent this long is stopped and its state freed (`exporter_idle_timeout_secs`).
+    pub idle_timeout: Duration,
+}
+
+/// The destination of decoded flows.
+#[derive(Debug, Clone)]
+pub enum SinkSettings {
+    /// One JSON line per flow on standard output (the embedded default; no NATS).
+    Stdout,
+}

@@ -1,0 +1,82 @@
+//! What decoding one datagram produced besides flows: lifecycle events and counted
+//! errors; and the cache statistics a session reports.
+
+use thiserror::Error;
+
+use crate::event::{LifecycleEvent, Protocol};
+
+/// Why (part of) a datagram could not be decoded. Each variant is a counter reason:
+/// [`DecodeError::reason`] is its stable label.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum DecodeError {
+    #[error("datagram too short for a {protocol} header: {len} bytes")]
+    TruncatedHeader { protocol: Protocol, len: usize },
+    #[error("unsupported export version {version}")]
+    UnsupportedVersion { version: u16 },
+    #[error("{protocol} set/record length {length} runs past the end of the datagram")]
+    LengthPastEnd { protocol: Protocol, length: usize },
+    #[error("{protocol} template {template_id} rejected: {detail}")]
+    BadTemplate { protocol: Protocol, template_id: u16, detail: String },
+    #[error("{protocol} template {template_id} has {fields} fields, more than max_template_fields {max}")]
+    TooManyFields { protocol: Protocol, template_id: u16, fields: usize, max: usize },
+    #[error("{protocol} data for template {template_id} dropped: no template and no room to hold it")]
+    NoTemplate { protocol: Protocol, template_id: u16 },
+    #[error("{protocol} malformed: {detail}")]
+    Malformed { protocol: Protocol, detail: String },
+    #[error("sFlow datagram has {samples} samples, more than max_samples_per_datagram {max}")]
+    TooManySamples { samples: u32, max: u32 },
+}
+
+impl DecodeError {
+    /// A short, stable label for metrics and drop counters.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            DecodeError::TruncatedHeader { .. } => "truncated_header",
+            DecodeError::UnsupportedVersion { .. } => "unsupported_version",
+            DecodeError::LengthPastEnd { .. } => "length_past_end",
+            DecodeError::BadTemplate { .. } => "bad_template",
+            DecodeError::TooManyFields { .. } => "too_many_fields",
+            DecodeError::NoTemplate { .. } => "no_template",
+            DecodeError::Malformed { .. } => "malformed",
+            DecodeError::TooManySamples { .. } => "too_many_samples",
+        }
+    }
+}
+
+/// The outcome of decoding one datagram, besides the flows appended to the output.
+#[derive(Debug, Default, Clone)]
+pub struct DatagramReport {
+    /// Flows appended to the output for this datagram (replayed pending flows included).
+    pub flows: usize,
+    /// Records recognised but deliberately not emitted as flows (options data,
+    /// sFlow counter samples).
+    pub non_flow_records: usize,
+    /// Data records held in the pending-flows cache until their template arrives.
+    pub records_pending: usize,
+    /// Lifecycle events, in the order they happened.
+    pub events: Vec<LifecycleEvent>,
+    /// Errors; a datagram may decode partly and still report errors.
+    pub errors: Vec<DecodeError>,
+}
+
+/// One protocol's template cache figures for an exporter, as the guide's stats line
+/// prints them: "V9 Template Cache [addr] - Templates: 15/2000, Data: 8/2000, ...".
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct CacheStats {
+    pub protocol: Option<Protocol>,
+    pub templates: usize,
+    pub max_templates: usize,
+    pub pending_flows: usize,
+    pub max_pending_flows: usize,
+    pub template_hits: u64,
+    pub template_misses: u64,
+    pub evictions: u64,
+    pub collisions: u64,
+    pub expired: u64,
+}
+
+/// A session's statistics: one entry per protocol it has seen.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct SessionStats {
+    pub caches: Vec<CacheStats>,
+}
