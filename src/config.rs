@@ -1,0 +1,612 @@
+//! The collector's configuration: one JSON file (default
+//! `/etc/serviceradar/flow-collector.json`) plus environment overrides, loaded with
+//! the `config` crate, checked once at start-up, and turned into the typed settings the
+//! actors run with.
+//!
+//! Environment overrides use the prefix `FLOW_COLLECTOR` and `__` between key parts,
+//! e.g. `FLOW_COLLECTOR__CHANNEL_SIZE=50000` or `FLOW_COLLECTOR__SECURITY__MODE=none`.
+//! `stream_subjects` takes a comma-separated list. The `listeners` array cannot be
+//! spelled key by key, so `FLOW_COLLECTOR_LISTENERS` takes it as one JSON array. The
+//! guide's Docker example sets `NATS_URL`; it is honoured as an alias of
+//! `FLOW_COLLECTOR__NATS_URL`.
+//!
+//! Every error names the key path and the reason; unknown keys are errors.
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use flow_actors::{
+    CollectorSettings, ExporterLimits, ListenerProtocol, ListenerSettings, SinkSettings,
+};
+use flow_decode::{NetflowSettings, PendingFlowSettings, SflowSettings};
+use serde::Deserialize;
+use thiserror::Error;
+
+/// Where the config file is read from when `--config` is not given.
+pub const DEFAULT_CONFIG_PATH: &str = "/etc/serviceradar/flow-collector.json";
+/// Prefix of environment overrides: `FLOW_COLLECTOR__KEY__SUBKEY`.
+pub const ENV_PREFIX: &str = "FLOW_COLLECTOR";
+/// Environment variable holding the whole `listeners` array as JSON.
+pub const LISTENERS_ENV: &str = "FLOW_COLLECTOR_LISTENERS";
+/// The guide's Docker Compose example sets this; it overrides `nats_url`.
+pub const NATS_URL_ENV: &str = "NATS_URL";
+
+/// The embedded default: NetFlow on 2055 and sFlow on 6343, flows printed to stdout.
+/// Used when no `--config` is given and the default path does not exist.
+pub const EMBEDDED_DEFAULT: &str = include_str!("../config/local.json");
+
+/// Why the configuration was refused.
+#[derive(Debug, Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Unreadable { path: PathBuf, source: std::io::Error },
+    /// The file or an override is not valid JSON, or a value has the wrong type.
+    #[error("config {origin}: {message}")]
+    Parse { origin: String, message: String },
+    /// A value is present and well-typed but not acceptable.
+    #[error("config key `{key}`: {reason}")]
+    Invalid { key: String, reason: String },
+}
+
+impl ConfigError {
+    fn invalid(key: impl Into<String>, reason: impl Into<String>) -> Self {
+        ConfigError::Invalid { key: key.into(), reason: reason.into() }
+    }
+}
+
+/// The whole config file, as written by the operator.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// NATS endpoint for JetStream publishing; absent: flows go to stdout.
+    #[serde(default)]
+    pub nats_url: Option<String>,
+    #[serde(default)]
+    pub nats_creds_file: Option<PathBuf>,
+    #[serde(default = "defaults::stream_name")]
+    pub stream_name: String,
+    #[serde(default = "defaults::stream_subjects")]
+    pub stream_subjects: Vec<String>,
+    #[serde(default = "defaults::stream_max_bytes")]
+    pub stream_max_bytes: i64,
+    #[serde(default = "defaults::stream_replicas")]
+    pub stream_replicas: usize,
+    #[serde(default = "defaults::partition")]
+    pub partition: String,
+    pub listeners: Vec<ListenerConfig>,
+    #[serde(default = "defaults::channel_size")]
+    pub channel_size: usize,
+    #[serde(default = "defaults::batch_size")]
+    pub batch_size: usize,
+    #[serde(default = "defaults::publish_timeout_ms")]
+    pub publish_timeout_ms: u64,
+    #[serde(default)]
+    pub security: Option<SecurityConfig>,
+    #[serde(default)]
+    pub metrics_addr: Option<String>,
+    /// Live exporters per listener at most; a new source beyond it is refused and counted.
+    #[serde(default = "defaults::max_exporters")]
+    pub max_exporters: usize,
+    /// An exporter silent this long is stopped and its templates freed.
+    #[serde(default = "defaults::exporter_idle_timeout_secs")]
+    pub exporter_idle_timeout_secs: u64,
+}
+
+/// Which decoder a listener runs.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum ListenerKind {
+    Netflow,
+    Sflow,
+}
+
+/// One `listeners[]` entry. The netflow-only and sflow-only keys are checked against
+/// `protocol` in [`Config::validate`].
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ListenerConfig {
+    pub protocol: ListenerKind,
+    pub listen_addr: String,
+    #[serde(default)]
+    pub subject: Option<String>,
+    #[serde(default = "defaults::buffer_size")]
+    pub buffer_size: usize,
+    #[serde(default)]
+    pub max_templates: Option<usize>,
+    #[serde(default)]
+    pub max_template_fields: Option<usize>,
+    #[serde(default)]
+    pub pending_flows: Option<PendingFlowsConfig>,
+    #[serde(default)]
+    pub max_samples_per_datagram: Option<u32>,
+}
+
+/// `pending_flows`: the cache for data that arrives before its template.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct PendingFlowsConfig {
+    #[serde(default = "defaults::max_pending_flows")]
+    pub max_pending_flows: usize,
+    #[serde(default = "defaults::max_entries_per_template")]
+    pub max_entries_per_template: usize,
+    #[serde(default = "defaults::max_entry_size_bytes")]
+    pub max_entry_size_bytes: usize,
+    #[serde(default = "defaults::pending_ttl_secs")]
+    pub ttl_secs: u64,
+}
+
+impl Default for PendingFlowsConfig {
+    fn default() -> Self {
+        PendingFlowsConfig {
+            max_pending_flows: defaults::max_pending_flows(),
+            max_entries_per_template: defaults::max_entries_per_template(),
+            max_entry_size_bytes: defaults::max_entry_size_bytes(),
+            ttl_secs: defaults::pending_ttl_secs(),
+        }
+    }
+}
+
+/// `security`: how the collector authenticates to NATS.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct SecurityConfig {
+    pub mode: SecurityMode,
+    #[serde(default)]
+    pub cert_dir: Option<PathBuf>,
+    #[serde(default)]
+    pub tls: Option<TlsConfig>,
+}
+
+/// `security.mode`.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum SecurityMode {
+    Mtls,
+    None,
+}
+
+/// `security.tls`: file names, resolved under `cert_dir` unless absolute.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
+    pub ca_file: PathBuf,
+}
+
+/// The defaults of the operator guide and the wire contract, in one place.
+mod defaults {
+    pub fn stream_name() -> String {
+        "events".into()
+    }
+    pub fn stream_subjects() -> Vec<String> {
+        vec!["flows.raw.netflow".into(), "flows.raw.sflow".into()]
+    }
+    pub fn stream_max_bytes() -> i64 {
+        10 * 1024 * 1024 * 1024
+    }
+    pub fn stream_replicas() -> usize {
+        1
+    }
+    pub fn partition() -> String {
+        "default".into()
+    }
+    pub fn channel_size() -> usize {
+        10_000
+    }
+    pub fn batch_size() -> usize {
+        100
+    }
+    pub fn publish_timeout_ms() -> u64 {
+        5_000
+    }
+    pub fn max_exporters() -> usize {
+        10_000
+    }
+    pub fn exporter_idle_timeout_secs() -> u64 {
+        3_600
+    }
+    pub fn buffer_size() -> usize {
+        65_536
+    }
+    pub fn max_templates() -> usize {
+        2_000
+    }
+    pub fn max_template_fields() -> usize {
+        10_000
+    }
+    pub fn max_pending_flows() -> usize {
+        256
+    }
+    pub fn max_entries_per_template() -> usize {
+        1_024
+    }
+    pub fn max_entry_size_bytes() -> usize {
+        65_535
+    }
+    pub fn pending_ttl_secs() -> u64 {
+        300
+    }
+    pub fn subject(kind: super::ListenerKind) -> String {
+        match kind {
+            super::ListenerKind::Netflow => "flows.raw.netflow".into(),
+            super::ListenerKind::Sflow => "flows.raw.sflow".into(),
+        }
+    }
+}
+
+/// Where the configuration text comes from.
+#[derive(Debug, Clone)]
+pub enum ConfigSource {
+    /// A file on disk.
+    File(PathBuf),
+    /// The embedded default (no file was given and none exists at the default path).
+    Embedded,
+}
+
+impl ConfigSource {
+    /// `--config PATH` when given; otherwise the default path when it exists; otherwise
+    /// the embedded default.
+    pub fn choose(explicit: Option<PathBuf>) -> Self {
+        match explicit {
+            Some(path) => ConfigSource::File(path),
+            None if Path::new(DEFAULT_CONFIG_PATH).exists() => {
+                ConfigSource::File(DEFAULT_CONFIG_PATH.into())
+            }
+            None => ConfigSource::Embedded,
+        }
+    }
+
+    fn describe(&self) -> String {
+        match self {
+            ConfigSource::File(path) => path.display().to_string(),
+            ConfigSource::Embedded => "embedded default".into(),
+        }
+    }
+}
+
+impl Config {
+    /// Reads, merges the environment overrides into, parses and validates the config.
+    pub fn load(source: &ConfigSource) -> Result<Config, ConfigError> {
+        let text = match source {
+            ConfigSource::File(path) => std::fs::read_to_string(path)
+                .map_err(|e| ConfigError::Unreadable { path: path.clone(), source: e })?,
+            ConfigSource::Embedded => EMBEDDED_DEFAULT.to_owned(),
+        };
+        let env: Vec<(String, String)> = std::env::vars().collect();
+        let config = Self::from_json_with_env(&text, &source.describe(), &env)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Parses `text` and layers the overrides found in `env` on top. Pure, for tests.
+    pub fn from_json_with_env(
+        text: &str,
+        origin: &str,
+        env: &[(String, String)],
+    ) -> Result<Config, ConfigError> {
+        let parse_error = |origin: &str, e: config::ConfigError| ConfigError::Parse {
+            origin: origin.to_owned(),
+            message: readable_key_paths(&e.to_string()),
+        };
+        // Check the JSON on its own first, so a syntax error names the file and not
+        // the merge of every source.
+        config::Config::builder()
+            .add_source(config::File::from_str(text, config::FileFormat::Json))
+            .build()
+            .map_err(|e| parse_error(origin, e))?;
+
+        let mut builder = config::Config::builder()
+            .add_source(config::File::from_str(text, config::FileFormat::Json));
+        if let Some((_, listeners)) = env.iter().find(|(k, _)| k == LISTENERS_ENV) {
+            let wrapped = format!("{{\"listeners\": {listeners}}}");
+            builder = builder.add_source(config::File::from_str(&wrapped, config::FileFormat::Json));
+        }
+        // `stream_subjects` is the one list-valued key; it is split here rather than by
+        // the `config` crate's `try_parsing`, which would also turn "007" into 7.
+        let subjects_key = format!("{ENV_PREFIX}__STREAM_SUBJECTS");
+        let overrides: config::Map<String, String> = env
+            .iter()
+            .filter(|(k, _)| k.starts_with(&format!("{ENV_PREFIX}__")) && *k != subjects_key)
+            .cloned()
+            .collect();
+        builder = builder.add_source(
+            config::Environment::with_prefix(ENV_PREFIX)
+                .prefix_separator("__")
+                .separator("__")
+                .source(Some(overrides)),
+        );
+        if let Some((_, subjects)) = env.iter().find(|(k, _)| *k == subjects_key) {
+            let list: Vec<String> = subjects.split(',').map(|s| s.trim().to_owned()).collect();
+            builder = builder
+                .set_override("stream_subjects", list)
+                .map_err(|e| parse_error(&subjects_key, e))?;
+        }
+        if let Some((_, url)) = env.iter().find(|(k, _)| k == NATS_URL_ENV) {
+            builder = builder
+                .set_override("nats_url", url.as_str())
+                .map_err(|e| parse_error(NATS_URL_ENV, e))?;
+        }
+        let merged_origin = format!("{origin} with environment overrides");
+        builder
+            .build()
+            .and_then(|c| c.try_deserialize::<Config>())
+            .map_err(|e| parse_error(&merged_origin, e))
+    }
+
+    /// Checks every range and cross-key rule, reporting the first violation.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if let Some(url) = &self.nats_url {
+            validate_nats_url(url)?;
+        }
+        if self.stream_name.is_empty() || self.stream_name.contains(['.', '*', '>', ' ']) {
+            return Err(ConfigError::invalid(
+                "stream_name",
+                "must be a non-empty name without '.', '*', '>' or spaces",
+            ));
+        }
+        for (i, subject) in self.stream_subjects.iter().enumerate() {
+            validate_subject(&format!("stream_subjects[{i}]"), subject)?;
+        }
+        if self.stream_max_bytes <= 0 && self.stream_max_bytes != -1 {
+            return Err(ConfigError::invalid("stream_max_bytes", "must be > 0 (or -1 for unlimited)"));
+        }
+        if !(1..=5).contains(&self.stream_replicas) {
+            return Err(ConfigError::invalid("stream_replicas", "must be between 1 and 5"));
+        }
+        if self.partition.trim().is_empty() {
+            return Err(ConfigError::invalid("partition", "must not be empty"));
+        }
+        positive("channel_size", self.channel_size)?;
+        positive("batch_size", self.batch_size)?;
+        positive("publish_timeout_ms", self.publish_timeout_ms as usize)?;
+        positive("max_exporters", self.max_exporters)?;
+        positive("exporter_idle_timeout_secs", self.exporter_idle_timeout_secs as usize)?;
+        if let Some(addr) = &self.metrics_addr {
+            parse_socket_addr("metrics_addr", addr)?;
+        }
+        if let Some(security) = &self.security {
+            security.validate()?;
+        }
+        if let Some(creds) = &self.nats_creds_file {
+            readable_file("nats_creds_file", creds)?;
+        }
+        self.validate_listeners()
+    }
+
+    fn validate_listeners(&self) -> Result<(), ConfigError> {
+        if self.listeners.is_empty() {
+            return Err(ConfigError::invalid("listeners", "at least one listener is required"));
+        }
+        let mut seen = HashSet::new();
+        for (i, listener) in self.listeners.iter().enumerate() {
+            let key = format!("listeners[{i}]");
+            let addr = listener.validate(&key)?;
+            if !seen.insert(addr) {
+                return Err(ConfigError::invalid(
+                    format!("{key}.listen_addr"),
+                    format!("{addr} is already used by another listener"),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The typed settings the supervision tree runs with (stdout sink; the binary
+    /// chooses the sink).
+    pub fn collector_settings(&self) -> Result<CollectorSettings, ConfigError> {
+        let listeners = self
+            .listeners
+            .iter()
+            .enumerate()
+            .map(|(i, l)| l.settings(&format!("listeners[{i}]")))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(CollectorSettings {
+            listeners,
+            channel_size: self.channel_size,
+            batch_size: self.batch_size,
+            exporters: ExporterLimits {
+                max_exporters: self.max_exporters,
+                idle_timeout: Duration::from_secs(self.exporter_idle_timeout_secs),
+            },
+            stats_interval: Duration::from_secs(30),
+            sink: SinkSettings::Stdout,
+            partition: self.partition.clone(),
+        })
+    }
+}
+
+impl ListenerConfig {
+    /// Checks this entry, returning its parsed address.
+    fn validate(&self, key: &str) -> Result<SocketAddr, ConfigError> {
+        let addr = parse_socket_addr(&format!("{key}.listen_addr"), &self.listen_addr)?;
+        if let Some(subject) = &self.subject {
+            validate_subject(&format!("{key}.subject"), subject)?;
+        }
+        in_range(&format!("{key}.buffer_size"), self.buffer_size, 1024, 1 << 30)?;
+        match self.protocol {
+            ListenerKind::Netflow => {
+                if self.max_samples_per_datagram.is_some() {
+                    return Err(only_for(key, "max_samples_per_datagram", "sflow"));
+                }
+                if let Some(n) = self.max_templates {
+                    in_range(&format!("{key}.max_templates"), n, 1, 65_536)?;
+                }
+                if let Some(n) = self.max_template_fields {
+                    in_range(&format!("{key}.max_template_fields"), n, 1, 65_535)?;
+                }
+                if let Some(pending) = &self.pending_flows {
+                    pending.validate(&format!("{key}.pending_flows"))?;
+                }
+            }
+            ListenerKind::Sflow => {
+                for (name, present) in [
+                    ("max_templates", self.max_templates.is_some()),
+                    ("max_template_fields", self.max_template_fields.is_some()),
+                    ("pending_flows", self.pending_flows.is_some()),
+                ] {
+                    if present {
+                        return Err(only_for(key, name, "netflow"));
+                    }
+                }
+                if let Some(n) = self.max_samples_per_datagram {
+                    in_range(&format!("{key}.max_samples_per_datagram"), n as usize, 1, 100_000)?;
+                }
+            }
+        }
+        Ok(addr)
+    }
+
+    fn settings(&self, key: &str) -> Result<ListenerSettings, ConfigError> {
+        let listen_addr = parse_socket_addr(&format!("{key}.listen_addr"), &self.listen_addr)?;
+        let protocol = match self.protocol {
+            ListenerKind::Netflow => {
+                let pending = self.pending_flows.clone().unwrap_or_default();
+                ListenerProtocol::Netflow(NetflowSettings {
+                    max_templates: self.max_templates.unwrap_or_else(defaults::max_templates),
+                    max_template_fields: self
+                        .max_template_fields
+                        .unwrap_or_else(defaults::max_template_fields),
+                    pending: Some(PendingFlowSettings {
+                        max_pending_flows: pending.max_pending_flows,
+                        max_entries_per_template: pending.max_entries_per_template,
+                        max_entry_size_bytes: pending.max_entry_size_bytes,
+                        ttl: Duration::from_secs(pending.ttl_secs),
+                    }),
+                })
+            }
+            ListenerKind::Sflow => ListenerProtocol::Sflow(SflowSettings {
+                max_samples_per_datagram: self.max_samples_per_datagram,
+            }),
+        };
+        Ok(ListenerSettings {
+            listen_addr,
+            subject: self.subject.clone().unwrap_or_else(|| defaults::subject(self.protocol)),
+            buffer_size: self.buffer_size,
+            protocol,
+        })
+    }
+
+    /// The subject this listener publishes on.
+    pub fn effective_subject(&self) -> String {
+        self.subject.clone().unwrap_or_else(|| defaults::subject(self.protocol))
+    }
+}
+
+impl PendingFlowsConfig {
+    fn validate(&self, key: &str) -> Result<(), ConfigError> {
+        in_range(&format!("{key}.max_pending_flows"), self.max_pending_flows, 1, 10_000)?;
+        in_range(
+            &format!("{key}.max_entries_per_template"),
+            self.max_entries_per_template,
+            1,
+            100_000,
+        )?;
+        in_range(&format!("{key}.max_entry_size_bytes"), self.max_entry_size_bytes, 1, 1_048_576)?;
+        in_range(&format!("{key}.ttl_secs"), self.ttl_secs as usize, 1, 3_600)
+    }
+}
+
+impl SecurityConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        if self.mode == SecurityMode::None {
+            return Ok(());
+        }
+        let tls = self
+            .tls
+            .as_ref()
+            .ok_or_else(|| ConfigError::invalid("security.tls", "required when mode is \"mtls\""))?;
+        for (name, file) in
+            [("cert_file", &tls.cert_file), ("key_file", &tls.key_file), ("ca_file", &tls.ca_file)]
+        {
+            readable_file(&format!("security.tls.{name}"), &self.resolve(file))?;
+        }
+        Ok(())
+    }
+
+    /// A TLS file name resolved under `cert_dir` (absolute names are kept).
+    pub fn resolve(&self, file: &Path) -> PathBuf {
+        match &self.cert_dir {
+            Some(dir) if file.is_relative() => dir.join(file),
+            _ => file.to_path_buf(),
+        }
+    }
+}
+
+fn only_for(key: &str, name: &str, protocol: &str) -> ConfigError {
+    ConfigError::invalid(format!("{key}.{name}"), format!("only valid for {protocol} listeners"))
+}
+
+fn positive(key: &str, value: usize) -> Result<(), ConfigError> {
+    if value == 0 {
+        return Err(ConfigError::invalid(key, "must be greater than 0"));
+    }
+    Ok(())
+}
+
+fn in_range(key: &str, value: usize, min: usize, max: usize) -> Result<(), ConfigError> {
+    if value < min || value > max {
+        return Err(ConfigError::invalid(
+            key,
+            format!("{value} is out of range: must be between {min} and {max}"),
+        ));
+    }
+    Ok(())
+}
+
+fn parse_socket_addr(key: &str, value: &str) -> Result<SocketAddr, ConfigError> {
+    value.parse().map_err(|_| {
+        ConfigError::invalid(key, format!("\"{value}\" is not an address:port such as 0.0.0.0:2055"))
+    })
+}
+
+fn validate_subject(key: &str, subject: &str) -> Result<(), ConfigError> {
+    let bad_token = subject.split('.').any(|t| t.is_empty() || t.contains([' ', '\t']));
+    if subject.is_empty() || bad_token {
+        return Err(ConfigError::invalid(
+            key,
+            format!("\"{subject}\" is not a NATS subject (dot-separated non-empty tokens)"),
+        ));
+    }
+    Ok(())
+}
+
+fn validate_nats_url(url: &str) -> Result<(), ConfigError> {
+    let ok = url.split(',').all(|part| {
+        let part = part.trim();
+        ["nats://", "tls://", "ws://", "wss://"].iter().any(|s| part.starts_with(s))
+            && part.len() > "nats://".len()
+    });
+    if !ok {
+        return Err(ConfigError::invalid(
+            "nats_url",
+            format!("\"{url}\" is not a nats://, tls://, ws:// or wss:// URL"),
+        ));
+    }
+    Ok(())
+}
+
+fn readable_file(key: &str, path: &Path) -> Result<(), ConfigError> {
+    std::fs::File::open(path)
+        .map(drop)
+        .map_err(|e| ConfigError::invalid(key, format!("cannot read {}: {e}", path.display())))
+}
+
+/// The `config` crate prints nested keys as `listeners[0]max_templates`; put the dot back.
+fn readable_key_paths(message: &str) -> String {
+    let mut out = String::with_capacity(message.len() + 4);
+    let mut chars = message.chars().peekable();
+    while let Some(c) = chars.next() {
+        out.push(c);
+        if c == ']' && chars.peek().is_some_and(|n| n.is_ascii_alphabetic()) {
+            out.push('.');
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests;

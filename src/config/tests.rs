@@ -1,0 +1,226 @@
+//! Config parsing and validation: every default, range, cross-key rule and error path.
+
+use super::*;
+
+const GUIDE_EXAMPLE: &str = include_str!("../../config/flow-collector.json");
+const HIGH_VOLUME: &str = include_str!("../../config/high-volume.json");
+
+fn parse(text: &str) -> Result<Config, ConfigError> {
+    parse_env(text, &[])
+}
+
+fn parse_env(text: &str, env: &[(&str, &str)]) -> Result<Config, ConfigError> {
+    let env: Vec<(String, String)> =
+        env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+    Config::from_json_with_env(text, "test.json", &env)
+}
+
+fn invalid_key(text: &str) -> String {
+    let config = parse(text).expect("parses");
+    match config.validate() {
+        Err(ConfigError::Invalid { key, .. }) => key,
+        other => panic!("expected a validation error, got {other:?}"),
+    }
+}
+
+const MINIMAL: &str = r#"{"listeners":[{"protocol":"netflow","listen_addr":"127.0.0.1:2055"}]}"#;
+
+#[test]
+fn guide_example_parses_with_its_values() {
+    let config = parse(GUIDE_EXAMPLE).expect("guide example parses");
+    assert_eq!(config.nats_url.as_deref(), Some("nats://nats:4222"));
+    assert_eq!(config.stream_max_bytes, 10_737_418_240);
+    assert_eq!(config.listeners.len(), 2);
+    assert_eq!(config.listeners[0].max_templates, Some(2000));
+    assert_eq!(config.metrics_addr.as_deref(), Some("0.0.0.0:50046"));
+    let security = config.security.as_ref().expect("security block");
+    assert_eq!(security.mode, SecurityMode::Mtls);
+    let tls = security.tls.as_ref().expect("tls block");
+    assert_eq!(security.resolve(&tls.ca_file), PathBuf::from("/etc/serviceradar/certs/root.pem"));
+}
+
+#[test]
+fn guide_example_fails_validation_only_on_missing_files() {
+    // The example points at /etc/serviceradar/creds and certs, which do not exist here.
+    let err = parse(GUIDE_EXAMPLE).unwrap().validate().unwrap_err().to_string();
+    assert!(err.contains("nats_creds_file") || err.contains("security.tls"), "{err}");
+}
+
+#[test]
+fn minimal_config_takes_every_documented_default() {
+    let config = parse(MINIMAL).unwrap();
+    config.validate().unwrap();
+    assert_eq!(config.stream_name, "events");
+    assert_eq!(config.stream_subjects, vec!["flows.raw.netflow", "flows.raw.sflow"]);
+    assert_eq!(config.stream_max_bytes, 10 * 1024 * 1024 * 1024);
+    assert_eq!(config.stream_replicas, 1);
+    assert_eq!(config.partition, "default");
+    assert_eq!(config.channel_size, 10_000);
+    assert_eq!(config.batch_size, 100);
+    assert_eq!(config.publish_timeout_ms, 5_000);
+    let settings = config.collector_settings().unwrap();
+    let listener = &settings.listeners[0];
+    assert_eq!(listener.subject, "flows.raw.netflow");
+    assert_eq!(listener.buffer_size, 65_536);
+    let ListenerProtocol::Netflow(netflow) = &listener.protocol else {
+        panic!("netflow listener expected");
+    };
+    assert_eq!(netflow.max_templates, 2_000);
+    assert_eq!(netflow.max_template_fields, 10_000);
+    let pending = netflow.pending.as_ref().expect("pending cache on by default");
+    assert_eq!(pending.max_pending_flows, 256);
+    assert_eq!(pending.max_entries_per_template, 1_024);
+    assert_eq!(pending.max_entry_size_bytes, 65_535);
+    assert_eq!(pending.ttl, Duration::from_secs(300));
+}
+
+#[test]
+fn high_volume_and_embedded_examples_validate() {
+    parse(HIGH_VOLUME).unwrap().validate().unwrap();
+    let local = parse(EMBEDDED_DEFAULT).unwrap();
+    local.validate().unwrap();
+    assert!(local.nats_url.is_none(), "the embedded default needs no NATS");
+    let subjects: Vec<String> = local.listeners.iter().map(|l| l.effective_subject()).collect();
+    assert_eq!(subjects, vec!["flows.raw.netflow", "flows.raw.sflow"]);
+}
+
+#[test]
+fn unknown_keys_are_rejected_with_their_path() {
+    let top = parse(r#"{"listeners":[], "chanel_size": 5}"#).unwrap_err().to_string();
+    assert!(top.contains("chanel_size"), "{top}");
+    let nested = parse(
+        r#"{"listeners":[{"protocol":"netflow","listen_addr":"0.0.0.0:1","pending_flows":{"ttl":1}}]}"#,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(nested.contains("`ttl`") && nested.contains("listeners[0].pending_flows"), "{nested}");
+}
+
+#[test]
+fn wrong_types_name_the_key() {
+    let err = parse(r#"{"listeners":[{"protocol":"netflow","listen_addr":"0.0.0.0:1","max_templates":"many"}]}"#)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("listeners[0].max_templates"), "{err}");
+    let err = parse(r#"{"listeners":[{"protocol":"ipfix","listen_addr":"0.0.0.0:1"}]}"#)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("ipfix") && err.contains("protocol"), "{err}");
+}
+
+#[test]
+fn malformed_json_names_the_file() {
+    let err = parse(r#"{"listeners": [ "#).unwrap_err().to_string();
+    assert!(err.contains("test.json"), "{err}");
+}
+
+#[test]
+fn ranges_are_enforced() {
+    let cases = [
+        (r#""channel_size": 0"#, "channel_size"),
+        (r#""batch_size": 0"#, "batch_size"),
+        (r#""stream_replicas": 0"#, "stream_replicas"),
+        (r#""publish_timeout_ms": 0"#, "publish_timeout_ms"),
+        (r#""stream_max_bytes": 0"#, "stream_max_bytes"),
+        (r#""partition": " ""#, "partition"),
+        (r#""stream_name": "a.b""#, "stream_name"),
+        (r#""stream_subjects": ["flows..raw"]"#, "stream_subjects[0]"),
+        (r#""metrics_addr": "nowhere""#, "metrics_addr"),
+        (r#""nats_url": "http://nats:4222""#, "nats_url"),
+        (r#""max_exporters": 0"#, "max_exporters"),
+    ];
+    for (fragment, key) in cases {
+        let text = format!(
+            r#"{{{fragment}, "listeners":[{{"protocol":"netflow","listen_addr":"0.0.0.0:2055"}}]}}"#
+        );
+        assert_eq!(invalid_key(&text), key, "for {fragment}");
+    }
+}
+
+#[test]
+fn listener_ranges_and_protocol_specific_keys_are_enforced() {
+    let cases = [
+        (r#""protocol":"netflow","listen_addr":"0.0.0.0:1","max_templates":0"#, "listeners[0].max_templates"),
+        (r#""protocol":"netflow","listen_addr":"0.0.0.0:1","max_template_fields":70000"#, "listeners[0].max_template_fields"),
+        (r#""protocol":"netflow","listen_addr":"0.0.0.0:1","pending_flows":{"max_pending_flows":10001}"#, "listeners[0].pending_flows.max_pending_flows"),
+        (r#""protocol":"netflow","listen_addr":"0.0.0.0:1","pending_flows":{"max_entries_per_template":0}"#, "listeners[0].pending_flows.max_entries_per_template"),
+        (r#""protocol":"netflow","listen_addr":"0.0.0.0:1","pending_flows":{"max_entry_size_bytes":1048577}"#, "listeners[0].pending_flows.max_entry_size_bytes"),
+        (r#""protocol":"netflow","listen_addr":"0.0.0.0:1","pending_flows":{"ttl_secs":3601}"#, "listeners[0].pending_flows.ttl_secs"),
+        (r#""protocol":"netflow","listen_addr":"0.0.0.0:1","max_samples_per_datagram":5"#, "listeners[0].max_samples_per_datagram"),
+        (r#""protocol":"sflow","listen_addr":"0.0.0.0:1","max_templates":5"#, "listeners[0].max_templates"),
+        (r#""protocol":"sflow","listen_addr":"0.0.0.0:1","max_samples_per_datagram":0"#, "listeners[0].max_samples_per_datagram"),
+        (r#""protocol":"sflow","listen_addr":"2055""#, "listeners[0].listen_addr"),
+        (r#""protocol":"sflow","listen_addr":"0.0.0.0:1","buffer_size":10"#, "listeners[0].buffer_size"),
+        (r#""protocol":"sflow","listen_addr":"0.0.0.0:1","subject":"a. b""#, "listeners[0].subject"),
+    ];
+    for (fragment, key) in cases {
+        let text = format!(r#"{{"listeners":[{{{fragment}}}]}}"#);
+        assert_eq!(invalid_key(&text), key, "for {fragment}");
+    }
+}
+
+#[test]
+fn listeners_must_exist_and_be_unique() {
+    assert_eq!(invalid_key(r#"{"listeners":[]}"#), "listeners");
+    let dup = r#"{"listeners":[{"protocol":"netflow","listen_addr":"0.0.0.0:2055"},
+                              {"protocol":"sflow","listen_addr":"0.0.0.0:2055"}]}"#;
+    assert_eq!(invalid_key(dup), "listeners[1].listen_addr");
+    let missing = parse(r#"{"channel_size": 5}"#).unwrap_err().to_string();
+    assert!(missing.contains("listeners"), "{missing}");
+}
+
+#[test]
+fn mtls_requires_readable_files_under_cert_dir() {
+    let dir = std::env::temp_dir().join(format!("fc-config-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    for f in ["c.pem", "k.pem", "ca.pem"] {
+        std::fs::write(dir.join(f), "x").unwrap();
+    }
+    let text = |ca: &str| {
+        format!(
+            r#"{{"security":{{"mode":"mtls","cert_dir":"{}","tls":{{"cert_file":"c.pem","key_file":"k.pem","ca_file":"{ca}"}}}},
+                "listeners":[{{"protocol":"netflow","listen_addr":"0.0.0.0:2055"}}]}}"#,
+            dir.display()
+        )
+    };
+    parse(&text("ca.pem")).unwrap().validate().unwrap();
+    assert_eq!(invalid_key(&text("missing.pem")), "security.tls.ca_file");
+    let no_tls = r#"{"security":{"mode":"mtls"},"listeners":[{"protocol":"netflow","listen_addr":"0.0.0.0:2055"}]}"#;
+    assert_eq!(invalid_key(no_tls), "security.tls");
+    let none = r#"{"security":{"mode":"none"},"listeners":[{"protocol":"netflow","listen_addr":"0.0.0.0:2055"}]}"#;
+    parse(none).unwrap().validate().unwrap();
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn environment_overrides_scalars_lists_listeners_and_nats_url() {
+    let config = parse_env(
+        MINIMAL,
+        &[
+            ("FLOW_COLLECTOR__CHANNEL_SIZE", "50000"),
+            ("FLOW_COLLECTOR__PARTITION", "tenant-a"),
+            ("FLOW_COLLECTOR__STREAM_SUBJECTS", "a.b,c.d"),
+            ("NATS_URL", "nats://127.0.0.1:4333"),
+            (
+                "FLOW_COLLECTOR_LISTENERS",
+                r#"[{"protocol":"sflow","listen_addr":"127.0.0.1:6343"}]"#,
+            ),
+            ("UNRELATED_VARIABLE", "ignored"),
+        ],
+    )
+    .unwrap();
+    assert_eq!(config.channel_size, 50_000);
+    assert_eq!(config.partition, "tenant-a");
+    assert_eq!(config.stream_subjects, vec!["a.b", "c.d"]);
+    assert_eq!(config.nats_url.as_deref(), Some("nats://127.0.0.1:4333"));
+    assert_eq!(config.listeners.len(), 1);
+    assert_eq!(config.listeners[0].protocol, ListenerKind::Sflow);
+}
+
+#[test]
+fn environment_override_with_a_bad_value_names_the_key() {
+    let err = parse_env(MINIMAL, &[("FLOW_COLLECTOR__BATCH_SIZE", "lots")]).unwrap_err().to_string();
+    assert!(err.contains("batch_size"), "{err}");
+    let err = parse_env(MINIMAL, &[("FLOW_COLLECTOR__NO_SUCH_KEY", "1")]).unwrap_err().to_string();
+    assert!(err.contains("no_such_key"), "{err}");
+}
