@@ -303,7 +303,8 @@ impl Config {
             .add_source(config::File::from_str(text, config::FileFormat::Json));
         if let Some((_, listeners)) = env.iter().find(|(k, _)| k == LISTENERS_ENV) {
             let wrapped = format!("{{\"listeners\": {listeners}}}");
-            builder = builder.add_source(config::File::from_str(&wrapped, config::FileFormat::Json));
+            builder =
+                builder.add_source(config::File::from_str(&wrapped, config::FileFormat::Json));
         }
         // `stream_subjects` is the one list-valued key; it is split here rather than by
         // the `config` crate's `try_parsing`, which would also turn "007" into 7.
@@ -352,7 +353,10 @@ impl Config {
             validate_subject(&format!("stream_subjects[{i}]"), subject)?;
         }
         if self.stream_max_bytes <= 0 && self.stream_max_bytes != -1 {
-            return Err(ConfigError::invalid("stream_max_bytes", "must be > 0 (or -1 for unlimited)"));
+            return Err(ConfigError::invalid(
+                "stream_max_bytes",
+                "must be > 0 (or -1 for unlimited)",
+            ));
         }
         if !(1..=5).contains(&self.stream_replicas) {
             return Err(ConfigError::invalid("stream_replicas", "must be between 1 and 5"));
@@ -515,10 +519,9 @@ impl SecurityConfig {
         if self.mode == SecurityMode::None {
             return Ok(());
         }
-        let tls = self
-            .tls
-            .as_ref()
-            .ok_or_else(|| ConfigError::invalid("security.tls", "required when mode is \"mtls\""))?;
+        let tls = self.tls.as_ref().ok_or_else(|| {
+            ConfigError::invalid("security.tls", "required when mode is \"mtls\"")
+        })?;
         for (name, file) in
             [("cert_file", &tls.cert_file), ("key_file", &tls.key_file), ("ca_file", &tls.ca_file)]
         {
@@ -559,7 +562,10 @@ fn in_range(key: &str, value: usize, min: usize, max: usize) -> Result<(), Confi
 
 fn parse_socket_addr(key: &str, value: &str) -> Result<SocketAddr, ConfigError> {
     value.parse().map_err(|_| {
-        ConfigError::invalid(key, format!("\"{value}\" is not an address:port such as 0.0.0.0:2055"))
+        ConfigError::invalid(
+            key,
+            format!("\"{value}\" is not an address:port such as 0.0.0.0:2055"),
+        )
     })
 }
 

@@ -1,9 +1,40 @@
 //! The supervision tree (ractor): a root supervisor, a listener actor per socket, an
 //! exporter actor per source IP, and publisher actors that hand flows to a sink.
 //!
+//! ```text
+//! CollectorSupervisor ─┬─ PublisherActor per subject ──▶ FlowSink (stdout JSON lines, …)
+//!                      └─ ListenerActor per socket
+//!                           receive task ─▶ bounded budget (channel_size, drop-newest)
+//!                           ─▶ dispatcher ─▶ listener ─▶ ExporterActor per source IP
+//!                                                          (decoder session) ─▶ publisher
+//! ```
+//!
 //! This crate knows nothing of the JSON config file: the binary turns the config into
-//! the typed [`settings`] below, and each actor receives only its part.
+//! the typed [`settings`] below, and each actor receives only its part. Start a tree with
+//! [`Collector::start`] (or [`run`] until a shutdown signal), read its [`counters`], and
+//! stop it with [`Collector::shutdown`], which drains everything queued.
 
+mod batch;
+mod budget;
+mod collector;
+pub mod counters;
+mod exporter;
+mod listener;
+mod publisher;
+mod ratelimit;
+pub mod session;
 pub mod settings;
+pub mod sink;
+mod socket;
+mod supervisor;
 
+pub use collector::{Collector, CollectorError, RunReport, run};
+pub use counters::CountersSnapshot;
+pub use publisher::LINGER;
+pub use session::{DecoderSessions, SessionFactory};
 pub use settings::{CollectorSettings, ExporterLimits, ListenerProtocol, ListenerSettings, SinkSettings};
+pub use sink::{ConfiguredSinks, FlowSink, JsonLinesSink, SinkError, SinkFactory, SinkFuture, StdoutSink};
+pub use socket::BindError;
+pub use supervisor::DRAIN_TIMEOUT;
+#[cfg(any(test, feature = "fault-injection"))]
+pub use supervisor::Fault;

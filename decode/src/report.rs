@@ -53,6 +53,10 @@ pub struct DatagramReport {
     pub non_flow_records: usize,
     /// Data records held in the pending-flows cache until their template arrives.
     pub records_pending: usize,
+    /// Export datagrams the exporter's sequence numbers show were lost, declared while
+    /// decoding this one (sFlow: counted once a missing datagram sequence number falls
+    /// out of the 64-datagram reordering window, so a late arrival is not a loss).
+    pub sequence_gap: u64,
     /// Lifecycle events, in the order they happened.
     pub events: Vec<LifecycleEvent>,
     /// Errors; a datagram may decode partly and still report errors.

@@ -140,18 +140,51 @@ fn ranges_are_enforced() {
 #[test]
 fn listener_ranges_and_protocol_specific_keys_are_enforced() {
     let cases = [
-        (r#""protocol":"netflow","listen_addr":"0.0.0.0:1","max_templates":0"#, "listeners[0].max_templates"),
-        (r#""protocol":"netflow","listen_addr":"0.0.0.0:1","max_template_fields":70000"#, "listeners[0].max_template_fields"),
-        (r#""protocol":"netflow","listen_addr":"0.0.0.0:1","pending_flows":{"max_pending_flows":10001}"#, "listeners[0].pending_flows.max_pending_flows"),
-        (r#""protocol":"netflow","listen_addr":"0.0.0.0:1","pending_flows":{"max_entries_per_template":0}"#, "listeners[0].pending_flows.max_entries_per_template"),
-        (r#""protocol":"netflow","listen_addr":"0.0.0.0:1","pending_flows":{"max_entry_size_bytes":1048577}"#, "listeners[0].pending_flows.max_entry_size_bytes"),
-        (r#""protocol":"netflow","listen_addr":"0.0.0.0:1","pending_flows":{"ttl_secs":3601}"#, "listeners[0].pending_flows.ttl_secs"),
-        (r#""protocol":"netflow","listen_addr":"0.0.0.0:1","max_samples_per_datagram":5"#, "listeners[0].max_samples_per_datagram"),
-        (r#""protocol":"sflow","listen_addr":"0.0.0.0:1","max_templates":5"#, "listeners[0].max_templates"),
-        (r#""protocol":"sflow","listen_addr":"0.0.0.0:1","max_samples_per_datagram":0"#, "listeners[0].max_samples_per_datagram"),
+        (
+            r#""protocol":"netflow","listen_addr":"0.0.0.0:1","max_templates":0"#,
+            "listeners[0].max_templates",
+        ),
+        (
+            r#""protocol":"netflow","listen_addr":"0.0.0.0:1","max_template_fields":70000"#,
+            "listeners[0].max_template_fields",
+        ),
+        (
+            r#""protocol":"netflow","listen_addr":"0.0.0.0:1","pending_flows":{"max_pending_flows":10001}"#,
+            "listeners[0].pending_flows.max_pending_flows",
+        ),
+        (
+            r#""protocol":"netflow","listen_addr":"0.0.0.0:1","pending_flows":{"max_entries_per_template":0}"#,
+            "listeners[0].pending_flows.max_entries_per_template",
+        ),
+        (
+            r#""protocol":"netflow","listen_addr":"0.0.0.0:1","pending_flows":{"max_entry_size_bytes":1048577}"#,
+            "listeners[0].pending_flows.max_entry_size_bytes",
+        ),
+        (
+            r#""protocol":"netflow","listen_addr":"0.0.0.0:1","pending_flows":{"ttl_secs":3601}"#,
+            "listeners[0].pending_flows.ttl_secs",
+        ),
+        (
+            r#""protocol":"netflow","listen_addr":"0.0.0.0:1","max_samples_per_datagram":5"#,
+            "listeners[0].max_samples_per_datagram",
+        ),
+        (
+            r#""protocol":"sflow","listen_addr":"0.0.0.0:1","max_templates":5"#,
+            "listeners[0].max_templates",
+        ),
+        (
+            r#""protocol":"sflow","listen_addr":"0.0.0.0:1","max_samples_per_datagram":0"#,
+            "listeners[0].max_samples_per_datagram",
+        ),
         (r#""protocol":"sflow","listen_addr":"2055""#, "listeners[0].listen_addr"),
-        (r#""protocol":"sflow","listen_addr":"0.0.0.0:1","buffer_size":10"#, "listeners[0].buffer_size"),
-        (r#""protocol":"sflow","listen_addr":"0.0.0.0:1","subject":"a. b""#, "listeners[0].subject"),
+        (
+            r#""protocol":"sflow","listen_addr":"0.0.0.0:1","buffer_size":10"#,
+            "listeners[0].buffer_size",
+        ),
+        (
+            r#""protocol":"sflow","listen_addr":"0.0.0.0:1","subject":"a. b""#,
+            "listeners[0].subject",
+        ),
     ];
     for (fragment, key) in cases {
         let text = format!(r#"{{"listeners":[{{{fragment}}}]}}"#);
@@ -219,7 +252,8 @@ fn environment_overrides_scalars_lists_listeners_and_nats_url() {
 
 #[test]
 fn environment_override_with_a_bad_value_names_the_key() {
-    let err = parse_env(MINIMAL, &[("FLOW_COLLECTOR__BATCH_SIZE", "lots")]).unwrap_err().to_string();
+    let err =
+        parse_env(MINIMAL, &[("FLOW_COLLECTOR__BATCH_SIZE", "lots")]).unwrap_err().to_string();
     assert!(err.contains("batch_size"), "{err}");
     let err = parse_env(MINIMAL, &[("FLOW_COLLECTOR__NO_SUCH_KEY", "1")]).unwrap_err().to_string();
     assert!(err.contains("no_such_key"), "{err}");

@@ -1,0 +1,165 @@
+//! What moves between the actors: datagrams and flows, always in batches (one ractor
+//! message costs about as much as decoding a small record), each batch carrying the
+//! budget [`Credit`] of the datagrams it came from.
+//!
+//! Both batch types count themselves as lost when dropped unfinished, so datagrams or
+//! flows that die in a mailbox with a failed actor are counted, never silently gone.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use bytes::Bytes;
+use flowpb::FlowMessage;
+
+use crate::budget::Credit;
+use crate::counters::{ListenerCounters, PublisherCounters, flow_drop};
+
+/// One datagram as received.
+#[derive(Debug, Clone)]
+pub(crate) struct RawDatagram {
+    /// UDP source address and port.
+    pub(crate) source: SocketAddr,
+    /// Collector clock at receipt, Unix nanoseconds.
+    pub(crate) received_ns: u64,
+    pub(crate) payload: Bytes,
+}
+
+/// Datagrams on their way to (or being decoded by) an exporter.
+#[derive(Debug)]
+pub(crate) struct DatagramBatch {
+    datagrams: Vec<RawDatagram>,
+    credit: Credit,
+    counters: Arc<ListenerCounters>,
+}
+
+impl DatagramBatch {
+    pub(crate) fn new(
+        datagrams: Vec<RawDatagram>,
+        credit: Credit,
+        counters: Arc<ListenerCounters>,
+    ) -> Self {
+        Self { datagrams, credit, counters }
+    }
+
+    pub(crate) fn datagrams(&self) -> &[RawDatagram] {
+        &self.datagrams
+    }
+
+    /// Takes the datagrams and their credit out, to regroup them; the caller becomes
+    /// responsible for accounting each one.
+    pub(crate) fn into_parts(mut self) -> (Vec<RawDatagram>, Credit) {
+        (std::mem::take(&mut self.datagrams), self.credit.take())
+    }
+
+    /// Marks every datagram decoded and hands back the credit, to travel on with the flows.
+    pub(crate) fn finish(mut self) -> Credit {
+        let decoded = u64::try_from(self.datagrams.len()).unwrap_or(u64::MAX);
+        self.counters.datagrams_decoded.fetch_add(decoded, Ordering::Relaxed);
+        self.datagrams.clear();
+        self.credit.take()
+    }
+}
+
+impl Drop for DatagramBatch {
+    fn drop(&mut self) {
+        if !self.datagrams.is_empty() {
+            let lost = u64::try_from(self.datagrams.len()).unwrap_or(u64::MAX);
+            self.counters.datagrams_lost_in_restart.fetch_add(lost, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Decoded flows on their way to a publisher.
+#[derive(Debug)]
+pub(crate) struct FlowBatch {
+    flows: Vec<FlowMessage>,
+    credit: Credit,
+    counters: Arc<PublisherCounters>,
+}
+
+impl FlowBatch {
+    pub(crate) fn new(
+        flows: Vec<FlowMessage>,
+        credit: Credit,
+        counters: Arc<PublisherCounters>,
+    ) -> Self {
+        Self { flows, credit, counters }
+    }
+
+    /// The publisher takes the flows into its batch: the datagrams' budget is given back.
+    pub(crate) fn accept(mut self) -> Vec<FlowMessage> {
+        drop(self.credit.take());
+        std::mem::take(&mut self.flows)
+    }
+}
+
+impl Drop for FlowBatch {
+    fn drop(&mut self) {
+        if !self.flows.is_empty() {
+            let lost = u64::try_from(self.flows.len()).unwrap_or(u64::MAX);
+            self.counters.flows_dropped.add(flow_drop::PUBLISHER_FAILED, lost);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::budget::InFlight;
+
+    fn datagram() -> RawDatagram {
+        RawDatagram {
+            source: SocketAddr::from(([127, 0, 0, 2], 9)),
+            received_ns: 1,
+            payload: Bytes::from_static(b"x"),
+        }
+    }
+
+    #[test]
+    fn a_dropped_datagram_batch_counts_as_lost_and_a_finished_one_as_decoded() {
+        let counters = Arc::new(ListenerCounters::default());
+        let budget = InFlight::new(10, Arc::clone(&counters));
+        for _ in 0..3 {
+            assert!(budget.try_acquire());
+        }
+        let lost = DatagramBatch::new(
+            vec![datagram()],
+            Credit::adopt(Arc::clone(&budget), 1),
+            Arc::clone(&counters),
+        );
+        let done = DatagramBatch::new(
+            vec![datagram(), datagram()],
+            Credit::adopt(Arc::clone(&budget), 2),
+            Arc::clone(&counters),
+        );
+        drop(lost);
+        let credit = done.finish();
+        let s = counters.snapshot();
+        assert_eq!((s.datagrams_lost_in_restart, s.datagrams_decoded), (1, 2));
+        assert_eq!(s.datagrams_in_flight, 2);
+        drop(credit);
+        assert_eq!(counters.snapshot().datagrams_in_flight, 0);
+    }
+
+    #[test]
+    fn a_dropped_flow_batch_counts_its_flows_as_dropped() {
+        let listener = Arc::new(ListenerCounters::default());
+        let budget = InFlight::new(10, listener);
+        let counters = Arc::new(PublisherCounters::default());
+        let batch = FlowBatch::new(
+            vec![FlowMessage::default(); 4],
+            Credit::adopt(Arc::clone(&budget), 0),
+            Arc::clone(&counters),
+        );
+        drop(batch);
+        assert_eq!(counters.flows_dropped.get(flow_drop::PUBLISHER_FAILED), 4);
+        let accepted = FlowBatch::new(
+            vec![FlowMessage::default(); 2],
+            Credit::adopt(budget, 0),
+            Arc::clone(&counters),
+        );
+        assert_eq!(accepted.accept().len(), 2);
+        assert_eq!(counters.flows_dropped.get(flow_drop::PUBLISHER_FAILED), 4);
+    }
+}

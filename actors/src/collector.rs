@@ -1,0 +1,270 @@
+//! The entry point: start the tree from [`CollectorSettings`], learn its bound addresses
+//! and counters, and shut it down with a drain.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ractor::rpc::CallResult;
+use ractor::{Actor, ActorRef, SpawnErr};
+use thiserror::Error;
+use tokio::task::JoinHandle;
+
+use crate::budget::InFlight;
+use crate::counters::{CountersSnapshot, ListenerCounters, ListenerSnapshot, PublisherSnapshot};
+use crate::exporter::ListenerContext;
+use crate::listener::ListenerSpec;
+use crate::publisher::PublisherSlot;
+use crate::session::{DecoderSessions, SessionFactory};
+use crate::settings::{CollectorSettings, ListenerSettings};
+use crate::sink::{ConfiguredSinks, SinkError, SinkFactory};
+use crate::socket::{BindError, bind_udp};
+use crate::supervisor::{CollectorSupervisor, DRAIN_TIMEOUT, RootArgs, RootMsg};
+
+/// Extra time the caller of a shutdown waits beyond the drain timeout itself.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// Why the collector could not start or stopped badly.
+#[derive(Debug, Error)]
+pub enum CollectorError {
+    #[error("invalid collector settings: {0}")]
+    InvalidSettings(&'static str),
+    #[error(transparent)]
+    Bind(#[from] BindError),
+    #[error("cannot create the sink for subject {subject}: {source}")]
+    Sink {
+        subject: String,
+        #[source]
+        source: SinkError,
+    },
+    #[error("cannot start the collector supervision tree: {0}")]
+    Spawn(#[source] SpawnErr),
+    #[error("the collector supervision tree stopped unexpectedly")]
+    SupervisorStopped,
+}
+
+/// What a run ends with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunReport {
+    /// Counters after the drain.
+    pub counters: CountersSnapshot,
+    /// Whether the drain finished in time; if not, what was left is counted as lost.
+    pub drained_cleanly: bool,
+}
+
+/// Runs a collector until `shutdown` resolves, then drains it and reports its counters.
+/// Fails at start-up (a socket that cannot be bound, named with the OS error) or when the
+/// supervision tree dies, in which case the process should exit non-zero.
+pub async fn run(
+    settings: CollectorSettings,
+    shutdown: impl Future<Output = ()>,
+) -> Result<RunReport, CollectorError> {
+    let mut collector = Collector::start(settings).await?;
+    tokio::select! {
+        () = shutdown => collector.shutdown().await,
+        error = collector.stopped() => Err(error),
+    }
+}
+
+/// A running collector.
+pub struct Collector {
+    root: ActorRef<RootMsg>,
+    root_task: JoinHandle<()>,
+    listeners: Vec<ListenerInfo>,
+    publishers: Vec<Arc<PublisherSlot>>,
+}
+
+struct ListenerInfo {
+    name: String,
+    subject: String,
+    local_addr: SocketAddr,
+    counters: Arc<ListenerCounters>,
+}
+
+impl Collector {
+    /// Binds every listener and starts the tree with the real decoders and the sinks the
+    /// settings name.
+    pub async fn start(settings: CollectorSettings) -> Result<Self, CollectorError> {
+        let sinks = ConfiguredSinks::new(settings.sink.clone());
+        Self::start_with(settings, Arc::new(DecoderSessions), &sinks).await
+    }
+
+    /// Starts the tree with the given decoder sessions and sinks.
+    pub async fn start_with(
+        settings: CollectorSettings,
+        sessions: Arc<dyn SessionFactory>,
+        sinks: &dyn SinkFactory,
+    ) -> Result<Self, CollectorError> {
+        validate(&settings)?;
+        let publishers = create_publishers(&settings, sinks)?;
+        let mut listeners = Vec::with_capacity(settings.listeners.len());
+        let mut infos = Vec::with_capacity(settings.listeners.len());
+        for listener in &settings.listeners {
+            let publisher = publishers
+                .iter()
+                .find(|slot| slot.subject() == listener.subject)
+                .cloned()
+                .ok_or(CollectorError::InvalidSettings("listener subject without a publisher"))?;
+            let (spec, socket) = bind_listener(&settings, listener, publisher, Arc::clone(&sessions))?;
+            infos.push(ListenerInfo {
+                name: spec.ctx.name.clone(),
+                subject: listener.subject.clone(),
+                local_addr: spec.local_addr,
+                counters: Arc::clone(&spec.ctx.counters),
+            });
+            listeners.push((spec, socket));
+        }
+        let args = RootArgs { listeners, publishers: publishers.clone() };
+        let (root, root_task) = CollectorSupervisor::spawn(None, CollectorSupervisor, args)
+            .await
+            .map_err(CollectorError::Spawn)?;
+        let addrs: Vec<String> = infos.iter().map(|l| format!("{} on {}", l.name, l.local_addr)).collect();
+        tracing::info!(listeners = ?addrs, "Collector started");
+        Ok(Self { root, root_task, listeners: infos, publishers })
+    }
+
+    /// The bound address of each listener, in configuration order (the real port when 0
+    /// was configured).
+    pub fn local_addrs(&self) -> Vec<SocketAddr> {
+        self.listeners.iter().map(|l| l.local_addr).collect()
+    }
+
+    /// Every counter, now.
+    pub fn counters(&self) -> CountersSnapshot {
+        snapshot(&self.listeners, &self.publishers)
+    }
+
+    /// Resolves only if the supervision tree stops by itself (its root failed).
+    pub async fn stopped(&mut self) -> CollectorError {
+        let _ = (&mut self.root_task).await;
+        tracing::error!("Collector supervision tree stopped unexpectedly");
+        CollectorError::SupervisorStopped
+    }
+
+    /// Stops receiving, drains everything queued through the decoders and publishers,
+    /// flushes the sinks, and returns the final counters. Bounded by the drain timeout.
+    pub async fn shutdown(self) -> Result<RunReport, CollectorError> {
+        let Self { root, root_task, listeners, publishers } = self;
+        let call = root.call(RootMsg::Shutdown, Some(DRAIN_TIMEOUT + SHUTDOWN_GRACE)).await;
+        let drained_cleanly = match call {
+            Ok(CallResult::Success(clean)) => clean,
+            Ok(CallResult::Timeout) => {
+                tracing::warn!("Collector drain did not answer in time; stopping it");
+                root.kill();
+                false
+            }
+            Ok(CallResult::SenderError) | Err(_) => return Err(CollectorError::SupervisorStopped),
+        };
+        if tokio::time::timeout(SHUTDOWN_GRACE, root_task).await.is_err() {
+            tracing::warn!("Collector supervisor did not stop in time");
+        }
+        let counters = snapshot(&listeners, &publishers);
+        tracing::info!(
+            drained_cleanly,
+            datagrams_received = counters.datagrams_received(),
+            flows_decoded = counters.flows_decoded(),
+            flows_published = counters.flows_published(),
+            flows_dropped = counters.flows_dropped(),
+            "Collector stopped"
+        );
+        Ok(RunReport { counters, drained_cleanly })
+    }
+
+    /// Makes an actor of the tree fail, to test supervision. Returns whether the target
+    /// existed.
+    #[cfg(any(test, feature = "fault-injection"))]
+    pub async fn inject_fault(&self, fault: crate::supervisor::Fault) -> Result<bool, CollectorError> {
+        match self.root.call(|reply| RootMsg::Inject(fault, reply), Some(SHUTDOWN_GRACE)).await {
+            Ok(CallResult::Success(found)) => Ok(found),
+            Ok(CallResult::Timeout | CallResult::SenderError) | Err(_) => Err(CollectorError::SupervisorStopped),
+        }
+    }
+}
+
+fn snapshot(listeners: &[ListenerInfo], publishers: &[Arc<PublisherSlot>]) -> CountersSnapshot {
+    CountersSnapshot {
+        listeners: listeners
+            .iter()
+            .map(|l| ListenerSnapshot {
+                name: l.name.clone(),
+                subject: l.subject.clone(),
+                local_addr: l.local_addr,
+                counters: l.counters.snapshot(),
+            })
+            .collect(),
+        publishers: publishers
+            .iter()
+            .map(|p| PublisherSnapshot {
+                subject: p.subject().to_owned(),
+                counters: p.counters().snapshot(),
+            })
+            .collect(),
+    }
+}
+
+/// Checks what the actors rely on (the binary validates the config file in depth).
+fn validate(settings: &CollectorSettings) -> Result<(), CollectorError> {
+    let checks = [
+        (settings.listeners.is_empty(), "at least one listener is required"),
+        (settings.channel_size == 0, "channel_size must be > 0"),
+        (settings.batch_size == 0, "batch_size must be > 0"),
+        (settings.exporters.max_exporters == 0, "max_exporters must be > 0"),
+        (settings.exporters.idle_timeout.is_zero(), "the exporter idle timeout must be > 0"),
+        (settings.stats_interval.is_zero(), "stats_interval must be > 0"),
+    ];
+    match checks.iter().find(|(failed, _)| *failed) {
+        Some((_, message)) => Err(CollectorError::InvalidSettings(message)),
+        None => Ok(()),
+    }
+}
+
+/// One publisher slot (and sink) per distinct subject, in order of first appearance.
+fn create_publishers(
+    settings: &CollectorSettings,
+    sinks: &dyn SinkFactory,
+) -> Result<Vec<Arc<PublisherSlot>>, CollectorError> {
+    let mut publishers: Vec<Arc<PublisherSlot>> = Vec::new();
+    for listener in &settings.listeners {
+        if publishers.iter().any(|slot| slot.subject() == listener.subject) {
+            continue;
+        }
+        let subject = listener.subject.clone();
+        let sink = sinks
+            .create(&subject)
+            .map_err(|source| CollectorError::Sink { subject: subject.clone(), source })?;
+        publishers.push(PublisherSlot::new(subject, settings.batch_size, sink));
+    }
+    Ok(publishers)
+}
+
+/// Binds one listener's socket and builds what its actor is (re)started with.
+fn bind_listener(
+    settings: &CollectorSettings,
+    listener: &ListenerSettings,
+    publisher: Arc<PublisherSlot>,
+    sessions: Arc<dyn SessionFactory>,
+) -> Result<(Arc<ListenerSpec>, std::net::UdpSocket), CollectorError> {
+    let socket = bind_udp(listener.listen_addr, listener.buffer_size)?;
+    let local_addr = socket
+        .local_addr()
+        .map_err(|source| BindError { addr: listener.listen_addr, source })?;
+    let counters = Arc::new(ListenerCounters::default());
+    let ctx = ListenerContext {
+        name: listener.name(),
+        protocol: listener.protocol.clone(),
+        partition: settings.partition.clone(),
+        counters: Arc::clone(&counters),
+        publisher,
+        sessions,
+    };
+    let spec = ListenerSpec {
+        ctx: Arc::new(ctx),
+        local_addr,
+        buffer_size: listener.buffer_size,
+        channel_size: settings.channel_size,
+        limits: settings.exporters.clone(),
+        stats_interval: settings.stats_interval,
+        budget: InFlight::new(settings.channel_size, counters),
+    };
+    Ok((Arc::new(spec), socket))
+}

@@ -1,0 +1,303 @@
+//! Counters of the pipeline: plain atomics in named structs, shared through `Arc`s by the
+//! actors and tasks that update them, read as snapshots by tests, the binary and (next) the
+//! metrics endpoint.
+//!
+//! Accounting invariants, exact once the pipeline is quiet (after a drain):
+//! - per listener: `datagrams_received = datagrams_decoded + datagrams_dropped.total()
+//!   + datagrams_lost_in_restart`; while running, the difference is still in flight.
+//! - per publisher: every flow handed to it (the listeners' `flows_decoded` of its subject)
+//!   ends as `flows_published` or in `flows_dropped` under a reason.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{PoisonError, RwLock};
+
+/// Relaxed is enough: each counter is an independent tally, read for reporting only.
+const ORDER: Ordering = Ordering::Relaxed;
+
+/// A counter family keyed by a short, stable label (a drop reason, an error reason, an
+/// event kind). The set of labels is small and fixed by the code, so the map stays tiny.
+#[derive(Debug, Default)]
+pub struct LabeledCounter {
+    values: RwLock<BTreeMap<&'static str, AtomicU64>>,
+}
+
+impl LabeledCounter {
+    /// Adds `n` under `label`; the label is created on first use.
+    pub fn add(&self, label: &'static str, n: u64) {
+        {
+            let values = self.values.read().unwrap_or_else(PoisonError::into_inner);
+            if let Some(counter) = values.get(label) {
+                counter.fetch_add(n, ORDER);
+                return;
+            }
+        }
+        let mut values = self.values.write().unwrap_or_else(PoisonError::into_inner);
+        values.entry(label).or_default().fetch_add(n, ORDER);
+    }
+
+    /// The current value under `label` (0 when never counted).
+    pub fn get(&self, label: &str) -> u64 {
+        let values = self.values.read().unwrap_or_else(PoisonError::into_inner);
+        values.get(label).map_or(0, |c| c.load(ORDER))
+    }
+
+    /// Every label with its current value.
+    pub fn snapshot(&self) -> BTreeMap<&'static str, u64> {
+        let values = self.values.read().unwrap_or_else(PoisonError::into_inner);
+        values.iter().map(|(label, c)| (*label, c.load(ORDER))).collect()
+    }
+}
+
+/// Why a listener dropped a datagram before decoding it.
+#[derive(Debug, Default)]
+pub struct DatagramDrops {
+    /// The listener's in-flight budget (`channel_size`) was used up: backpressure, drop-newest.
+    pub channel_full: AtomicU64,
+    /// The datagram came from a new source while `max_exporters` exporters were live.
+    pub exporter_cap: AtomicU64,
+}
+
+/// Counters of one listener (one socket) and the exporters below it.
+#[derive(Debug, Default)]
+pub struct ListenerCounters {
+    /// Datagrams read from the socket, dropped ones included.
+    pub datagrams_received: AtomicU64,
+    /// Payload bytes read from the socket.
+    pub bytes_received: AtomicU64,
+    /// Datagrams dropped before decoding, by reason.
+    pub datagrams_dropped: DatagramDrops,
+    /// Accepted datagrams lost because the actor holding them failed or was stopped
+    /// (an exporter panic, a listener restart, a drain cut short).
+    pub datagrams_lost_in_restart: AtomicU64,
+    /// Datagrams an exporter decoded and whose flows it handed to the publisher.
+    pub datagrams_decoded: AtomicU64,
+    /// Errors reported by the decoders, by `DecodeError::reason()`.
+    pub decode_errors: LabeledCounter,
+    /// Lifecycle events reported by the decoders, by kind ("template_learned", …).
+    pub lifecycle_events: LabeledCounter,
+    /// Flows decoded and handed to the publisher.
+    pub flows_decoded: AtomicU64,
+    /// Records recognised but not flows (options data, sFlow counter samples).
+    pub non_flow_records: AtomicU64,
+    /// Data records parked in a pending-flows cache until their template arrives.
+    pub records_pending: AtomicU64,
+    /// Errors returned by `recv_from` on the socket.
+    pub receive_errors: AtomicU64,
+    /// Exporter actors alive now (a gauge).
+    pub exporters_live: AtomicU64,
+    /// Exporter actors started for a new source.
+    pub exporters_added: AtomicU64,
+    /// Exporter actors stopped after `idle_timeout` of silence.
+    pub exporters_evicted: AtomicU64,
+    /// Exporter actors restarted with fresh state after a failure.
+    pub exporters_restarted: AtomicU64,
+    /// Times this listener actor itself was restarted by the root supervisor.
+    pub listener_restarts: AtomicU64,
+    /// Accepted datagrams whose flows have not yet reached the publisher's batch (a gauge).
+    pub datagrams_in_flight: AtomicU64,
+}
+
+impl ListenerCounters {
+    /// Reads every counter.
+    pub fn snapshot(&self) -> ListenerCountersSnapshot {
+        ListenerCountersSnapshot {
+            datagrams_received: self.datagrams_received.load(ORDER),
+            bytes_received: self.bytes_received.load(ORDER),
+            dropped_channel_full: self.datagrams_dropped.channel_full.load(ORDER),
+            dropped_exporter_cap: self.datagrams_dropped.exporter_cap.load(ORDER),
+            datagrams_lost_in_restart: self.datagrams_lost_in_restart.load(ORDER),
+            datagrams_decoded: self.datagrams_decoded.load(ORDER),
+            decode_errors: self.decode_errors.snapshot(),
+            lifecycle_events: self.lifecycle_events.snapshot(),
+            flows_decoded: self.flows_decoded.load(ORDER),
+            non_flow_records: self.non_flow_records.load(ORDER),
+            records_pending: self.records_pending.load(ORDER),
+            receive_errors: self.receive_errors.load(ORDER),
+            exporters_live: self.exporters_live.load(ORDER),
+            exporters_added: self.exporters_added.load(ORDER),
+            exporters_evicted: self.exporters_evicted.load(ORDER),
+            exporters_restarted: self.exporters_restarted.load(ORDER),
+            listener_restarts: self.listener_restarts.load(ORDER),
+            datagrams_in_flight: self.datagrams_in_flight.load(ORDER),
+        }
+    }
+}
+
+/// A point-in-time copy of [`ListenerCounters`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ListenerCountersSnapshot {
+    pub datagrams_received: u64,
+    pub bytes_received: u64,
+    pub dropped_channel_full: u64,
+    pub dropped_exporter_cap: u64,
+    pub datagrams_lost_in_restart: u64,
+    pub datagrams_decoded: u64,
+    pub decode_errors: BTreeMap<&'static str, u64>,
+    pub lifecycle_events: BTreeMap<&'static str, u64>,
+    pub flows_decoded: u64,
+    pub non_flow_records: u64,
+    pub records_pending: u64,
+    pub receive_errors: u64,
+    pub exporters_live: u64,
+    pub exporters_added: u64,
+    pub exporters_evicted: u64,
+    pub exporters_restarted: u64,
+    pub listener_restarts: u64,
+    pub datagrams_in_flight: u64,
+}
+
+impl ListenerCountersSnapshot {
+    /// Datagrams dropped before decoding, all reasons.
+    pub fn datagrams_dropped(&self) -> u64 {
+        self.dropped_channel_full + self.dropped_exporter_cap
+    }
+
+    /// Received datagrams not yet accounted as decoded, dropped or lost: zero once drained.
+    pub fn datagrams_unaccounted(&self) -> u64 {
+        self.datagrams_received.saturating_sub(
+            self.datagrams_decoded + self.datagrams_dropped() + self.datagrams_lost_in_restart,
+        )
+    }
+}
+
+/// Reasons a publisher gives up flows, as used in [`PublisherCounters::flows_dropped`].
+pub mod flow_drop {
+    /// The publisher actor failed or was killed with the flows still in its mailbox.
+    pub const PUBLISHER_FAILED: &str = "publisher_failed";
+    /// The shutdown drain ran out of time with the flows still pending.
+    pub const DRAIN_TIMEOUT: &str = "drain_timeout";
+}
+
+/// Counters of one publisher (one subject).
+#[derive(Debug, Default)]
+pub struct PublisherCounters {
+    /// Flows the sink accepted.
+    pub flows_published: AtomicU64,
+    /// Batches the sink accepted.
+    pub batches_published: AtomicU64,
+    /// Flows given up, by reason: the sink's error reasons and those of [`flow_drop`].
+    pub flows_dropped: LabeledCounter,
+    /// Times the publisher actor was restarted by the root supervisor.
+    pub publisher_restarts: AtomicU64,
+}
+
+impl PublisherCounters {
+    /// Reads every counter.
+    pub fn snapshot(&self) -> PublisherCountersSnapshot {
+        PublisherCountersSnapshot {
+            flows_published: self.flows_published.load(ORDER),
+            batches_published: self.batches_published.load(ORDER),
+            flows_dropped: self.flows_dropped.snapshot(),
+            publisher_restarts: self.publisher_restarts.load(ORDER),
+        }
+    }
+}
+
+/// A point-in-time copy of [`PublisherCounters`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PublisherCountersSnapshot {
+    pub flows_published: u64,
+    pub batches_published: u64,
+    pub flows_dropped: BTreeMap<&'static str, u64>,
+    pub publisher_restarts: u64,
+}
+
+impl PublisherCountersSnapshot {
+    /// Flows given up, all reasons.
+    pub fn flows_dropped_total(&self) -> u64 {
+        self.flows_dropped.values().sum()
+    }
+}
+
+/// One listener's identity and counters.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListenerSnapshot {
+    /// "netflow@0.0.0.0:2055", as configured.
+    pub name: String,
+    /// The subject its flows are published on.
+    pub subject: String,
+    /// The address the socket is bound to (the real port when 0 was configured).
+    pub local_addr: SocketAddr,
+    pub counters: ListenerCountersSnapshot,
+}
+
+/// One publisher's identity and counters.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PublisherSnapshot {
+    pub subject: String,
+    pub counters: PublisherCountersSnapshot,
+}
+
+/// Every counter of a collector, at one moment.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CountersSnapshot {
+    /// In configuration order.
+    pub listeners: Vec<ListenerSnapshot>,
+    /// One per distinct subject, in order of first appearance.
+    pub publishers: Vec<PublisherSnapshot>,
+}
+
+impl CountersSnapshot {
+    /// Datagrams received by all listeners.
+    pub fn datagrams_received(&self) -> u64 {
+        self.listeners.iter().map(|l| l.counters.datagrams_received).sum()
+    }
+
+    /// Flows decoded by all listeners.
+    pub fn flows_decoded(&self) -> u64 {
+        self.listeners.iter().map(|l| l.counters.flows_decoded).sum()
+    }
+
+    /// Flows accepted by all sinks.
+    pub fn flows_published(&self) -> u64 {
+        self.publishers.iter().map(|p| p.counters.flows_published).sum()
+    }
+
+    /// Flows given up by all publishers.
+    pub fn flows_dropped(&self) -> u64 {
+        self.publishers.iter().map(|p| p.counters.flows_dropped_total()).sum()
+    }
+
+    /// The listener bound to `addr`, if any.
+    pub fn listener(&self, addr: SocketAddr) -> Option<&ListenerSnapshot> {
+        self.listeners.iter().find(|l| l.local_addr == addr)
+    }
+
+    /// The publisher of `subject`, if any.
+    pub fn publisher(&self, subject: &str) -> Option<&PublisherSnapshot> {
+        self.publishers.iter().find(|p| p.subject == subject)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn labeled_counter_adds_per_label() {
+        let c = LabeledCounter::default();
+        c.add("a", 2);
+        c.add("b", 1);
+        c.add("a", 3);
+        assert_eq!(c.get("a"), 5);
+        assert_eq!(c.get("b"), 1);
+        assert_eq!(c.get("missing"), 0);
+        assert_eq!(c.snapshot().into_iter().collect::<Vec<_>>(), vec![("a", 5), ("b", 1)]);
+    }
+
+    #[test]
+    fn unaccounted_is_what_is_neither_decoded_dropped_nor_lost() {
+        let s = ListenerCountersSnapshot {
+            datagrams_received: 10,
+            datagrams_decoded: 5,
+            dropped_channel_full: 2,
+            dropped_exporter_cap: 1,
+            datagrams_lost_in_restart: 1,
+            ..Default::default()
+        };
+        assert_eq!(s.datagrams_dropped(), 3);
+        assert_eq!(s.datagrams_unaccounted(), 1);
+    }
+}

@@ -1,0 +1,306 @@
+//! The publisher of one subject: gathers the flows of every exporter of the listeners on
+//! that subject into batches of `batch_size` (or whatever is there after [`LINGER`]) and
+//! hands each batch to the subject's [`FlowSink`].
+//!
+//! Its batch and its sink live in a [`PublisherSlot`] owned by the root supervisor and
+//! handed to the actor as its argument, so a publisher restarted after a failure picks up
+//! the flows it had already accepted: a restart loses no accepted flow (architecture.md).
+
+use std::sync::{Arc, PoisonError, RwLock};
+use std::time::{Duration, Instant};
+
+use flowpb::FlowMessage;
+use ractor::{Actor, ActorProcessingErr, ActorRef};
+use tokio::sync::Mutex;
+
+use crate::batch::FlowBatch;
+use crate::budget::Credit;
+use crate::counters::{PublisherCounters, flow_drop};
+use crate::ratelimit::LogLimiter;
+use crate::sink::FlowSink;
+
+/// The longest a flow waits for its batch to fill: bounds latency at low rates, while at
+/// high rates batches fill long before it.
+pub const LINGER: Duration = Duration::from_millis(50);
+
+/// How often the publisher checks for a lingering batch.
+const LINGER_TICK: Duration = Duration::from_millis(10);
+
+/// At most one "sink failed" warning per subject this often (every failure is counted).
+const SINK_ERROR_LOG_INTERVAL: Duration = Duration::from_secs(10);
+
+/// Messages of a [`PublisherActor`].
+pub(crate) enum PublisherMsg {
+    /// Flows from an exporter.
+    Flows(FlowBatch),
+    /// Time to publish a batch that waited [`LINGER`].
+    Linger,
+    /// Test hook: fail on purpose, to exercise the restart path.
+    #[cfg(any(test, feature = "fault-injection"))]
+    Panic,
+}
+
+/// One subject's publishing state, kept by the root supervisor across publisher restarts.
+pub(crate) struct PublisherSlot {
+    subject: String,
+    counters: Arc<PublisherCounters>,
+    batcher: Mutex<Batcher>,
+    actor: RwLock<Option<ActorRef<PublisherMsg>>>,
+}
+
+impl PublisherSlot {
+    pub(crate) fn new(subject: String, batch_size: usize, sink: Box<dyn FlowSink>) -> Arc<Self> {
+        Arc::new(Self {
+            batcher: Mutex::new(Batcher::new(subject.clone(), batch_size, sink)),
+            subject,
+            counters: Arc::default(),
+            actor: RwLock::new(None),
+        })
+    }
+
+    pub(crate) fn subject(&self) -> &str {
+        &self.subject
+    }
+
+    pub(crate) fn counters(&self) -> &Arc<PublisherCounters> {
+        &self.counters
+    }
+
+    /// Sends flows to whichever publisher actor is current. If there is none (it failed
+    /// and is being restarted), the batch is dropped and counted.
+    pub(crate) fn send(&self, flows: Vec<FlowMessage>, credit: Credit) {
+        let batch = FlowBatch::new(flows, credit, Arc::clone(&self.counters));
+        if let Some(actor) = self.current() {
+            // On failure the batch comes back inside the error and is dropped: counted.
+            let _ = actor.send_message(PublisherMsg::Flows(batch));
+        }
+    }
+
+    /// The publisher actor flows go to now.
+    pub(crate) fn current(&self) -> Option<ActorRef<PublisherMsg>> {
+        self.actor.read().unwrap_or_else(PoisonError::into_inner).clone()
+    }
+
+    /// Makes `actor` the one flows are sent to.
+    pub(crate) fn attach(&self, actor: ActorRef<PublisherMsg>) {
+        *self.actor.write().unwrap_or_else(PoisonError::into_inner) = Some(actor);
+    }
+
+    /// Forgets the current actor (shutdown), returning it.
+    pub(crate) fn detach(&self) -> Option<ActorRef<PublisherMsg>> {
+        self.actor.write().unwrap_or_else(PoisonError::into_inner).take()
+    }
+
+    /// After the publisher was killed at the drain deadline: counts the flows it still
+    /// held as dropped.
+    pub(crate) fn abandon_pending(&self) {
+        match self.batcher.try_lock() {
+            Ok(mut batcher) => batcher.abandon(&self.counters),
+            Err(_) => tracing::warn!(subject = %self.subject, "Pending flows of a killed publisher not counted: batch still locked"),
+        }
+    }
+}
+
+/// The batch being filled and the sink it goes to.
+struct Batcher {
+    subject: String,
+    batch_size: usize,
+    pending: Vec<FlowMessage>,
+    /// When the oldest pending flow arrived.
+    oldest: Option<Instant>,
+    sink: Box<dyn FlowSink>,
+    error_log: LogLimiter,
+}
+
+impl Batcher {
+    fn new(subject: String, batch_size: usize, sink: Box<dyn FlowSink>) -> Self {
+        Self {
+            subject,
+            batch_size: batch_size.max(1),
+            pending: Vec::new(),
+            oldest: None,
+            sink,
+            error_log: LogLimiter::new(SINK_ERROR_LOG_INTERVAL),
+        }
+    }
+
+    /// Adds flows, publishing every full batch.
+    async fn add(&mut self, flows: Vec<FlowMessage>, counters: &PublisherCounters) {
+        if self.pending.is_empty() {
+            self.oldest = Some(Instant::now());
+            self.pending = flows;
+        } else {
+            self.pending.extend(flows);
+        }
+        while self.pending.len() >= self.batch_size {
+            self.publish_front(self.batch_size, counters).await;
+        }
+    }
+
+    /// Publishes what is pending if it has waited [`LINGER`].
+    async fn publish_if_lingering(&mut self, now: Instant, counters: &PublisherCounters) {
+        if self.oldest.is_some_and(|oldest| now.duration_since(oldest) >= LINGER) {
+            self.publish_all(counters).await;
+        }
+    }
+
+    /// Publishes everything pending, in batches.
+    async fn publish_all(&mut self, counters: &PublisherCounters) {
+        while !self.pending.is_empty() {
+            let n = self.pending.len().min(self.batch_size);
+            self.publish_front(n, counters).await;
+        }
+    }
+
+    /// Hands the first `n` pending flows to the sink and accounts for them either way.
+    async fn publish_front(&mut self, n: usize, counters: &PublisherCounters) {
+        let result = self.sink.publish(&self.pending[..n]).await;
+        let count = u64::try_from(n).unwrap_or(u64::MAX);
+        match result {
+            Ok(()) => {
+                counters.flows_published.fetch_add(count, std::sync::atomic::Ordering::Relaxed);
+                counters.batches_published.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+            Err(error) => {
+                counters.flows_dropped.add(error.reason(), count);
+                if let Some(held_back) = self.error_log.allow(Instant::now()) {
+                    tracing::warn!(subject = %self.subject, flows = n, %error, held_back, "Sink failed, dropping flow batch");
+                }
+            }
+        }
+        self.pending.drain(..n);
+        self.oldest = if self.pending.is_empty() { None } else { Some(Instant::now()) };
+    }
+
+    /// Flushes the sink (called once, at the end of a drain).
+    async fn flush_sink(&mut self) {
+        if let Err(error) = self.sink.flush().await {
+            tracing::warn!(subject = %self.subject, %error, "Sink flush failed at shutdown");
+        }
+    }
+
+    fn abandon(&mut self, counters: &PublisherCounters) {
+        let count = u64::try_from(self.pending.len()).unwrap_or(u64::MAX);
+        if count > 0 {
+            counters.flows_dropped.add(flow_drop::DRAIN_TIMEOUT, count);
+            tracing::warn!(subject = %self.subject, flows = count, "Drain timed out, dropping pending flows");
+        }
+        self.pending.clear();
+        self.oldest = None;
+    }
+}
+
+/// The actor: routes messages to the slot's batcher, one at a time.
+pub(crate) struct PublisherActor;
+
+impl Actor for PublisherActor {
+    type Msg = PublisherMsg;
+    type State = Arc<PublisherSlot>;
+    type Arguments = Arc<PublisherSlot>;
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        slot: Arc<PublisherSlot>,
+    ) -> Result<Self::State, ActorProcessingErr> {
+        // The ticker stops by itself once this actor stops.
+        drop(myself.send_interval(LINGER_TICK, || PublisherMsg::Linger));
+        Ok(slot)
+    }
+
+    async fn handle(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        message: Self::Msg,
+        slot: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        let mut batcher = slot.batcher.lock().await;
+        match message {
+            PublisherMsg::Flows(batch) => batcher.add(batch.accept(), &slot.counters).await,
+            PublisherMsg::Linger => batcher.publish_if_lingering(Instant::now(), &slot.counters).await,
+            #[cfg(any(test, feature = "fault-injection"))]
+            PublisherMsg::Panic => panic!("fault injection: publisher {} told to fail", slot.subject),
+        }
+        Ok(())
+    }
+
+    /// Reached after a drain (every queued batch handled) or a stop: publish the rest.
+    /// Not reached after a panic, when the batch stays in the slot for the next actor.
+    async fn post_stop(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        slot: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        let mut batcher = slot.batcher.lock().await;
+        batcher.publish_all(&slot.counters).await;
+        batcher.flush_sink().await;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sink::{SinkError, SinkFuture};
+
+    /// Records batch sizes; fails every batch when `fail` is set.
+    struct Recorder {
+        batches: Arc<std::sync::Mutex<Vec<usize>>>,
+        fail: bool,
+    }
+
+    impl FlowSink for Recorder {
+        fn publish<'a>(&'a mut self, flows: &'a [FlowMessage]) -> SinkFuture<'a> {
+            Box::pin(async move {
+                if self.fail {
+                    return Err(SinkError::Rejected("test".into()));
+                }
+                self.batches.lock().unwrap().push(flows.len());
+                Ok(())
+            })
+        }
+    }
+
+    fn batcher(batch_size: usize, fail: bool) -> (Batcher, Arc<std::sync::Mutex<Vec<usize>>>) {
+        let batches = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let sink = Recorder { batches: Arc::clone(&batches), fail };
+        (Batcher::new("s".into(), batch_size, Box::new(sink)), batches)
+    }
+
+    #[tokio::test]
+    async fn full_batches_go_at_once_and_the_rest_after_linger() {
+        let counters = PublisherCounters::default();
+        let (mut b, batches) = batcher(4, false);
+        b.add(vec![FlowMessage::default(); 10], &counters).await;
+        assert_eq!(*batches.lock().unwrap(), vec![4, 4]);
+        assert_eq!(b.pending.len(), 2);
+
+        b.publish_if_lingering(Instant::now(), &counters).await;
+        assert_eq!(b.pending.len(), 2, "published before the linger elapsed");
+        b.publish_if_lingering(Instant::now() + LINGER, &counters).await;
+        assert_eq!(*batches.lock().unwrap(), vec![4, 4, 2]);
+        let s = counters.snapshot();
+        assert_eq!((s.flows_published, s.batches_published), (10, 3));
+    }
+
+    #[tokio::test]
+    async fn sink_errors_drop_and_count_the_batch() {
+        let counters = PublisherCounters::default();
+        let (mut b, _) = batcher(3, true);
+        b.add(vec![FlowMessage::default(); 7], &counters).await;
+        b.publish_all(&counters).await;
+        assert!(b.pending.is_empty());
+        assert_eq!(counters.flows_dropped.get("sink_rejected"), 7);
+        assert_eq!(counters.snapshot().flows_published, 0);
+    }
+
+    #[tokio::test]
+    async fn abandoning_counts_pending_flows_as_drain_timeout() {
+        let counters = PublisherCounters::default();
+        let (mut b, _) = batcher(100, false);
+        b.add(vec![FlowMessage::default(); 5], &counters).await;
+        b.abandon(&counters);
+        assert_eq!(counters.flows_dropped.get(flow_drop::DRAIN_TIMEOUT), 5);
+        assert!(b.pending.is_empty());
+    }
+}

@@ -1,0 +1,228 @@
+//! Our record of each template netflow_parser holds (its layout), and the walker that
+//! splits records of variable-length templates.
+//!
+//! netflow_parser's caches are private and its events carry no template id (and fire
+//! `Learned` on every refresh), so a scope keeps the layout of every template the parser
+//! accepted. Comparing an arriving template with it tells new from refreshed from
+//! reused-with-a-new-layout; asking the parser which ids it still holds after an
+//! eviction tells which one went. The layouts also give each decoded value its
+//! Information Element id: netflow_parser's IPFIX field enums do not convert back.
+
+use std::collections::HashMap;
+
+use netflow_parser::variable_versions::{ipfix, v9};
+
+use super::fields::{FieldSpec, VARIABLE_LENGTH};
+
+/// Data template or options template (they share one id space per scope).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum TemplateKind {
+    Data,
+    Options,
+}
+
+/// The layout of one template as netflow_parser accepted it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Layout {
+    pub kind: TemplateKind,
+    /// All fields in wire order, scope fields first. For v9 options templates the scope
+    /// fields carry the v9 scope type as their id (they are not Information Elements).
+    pub fields: Vec<FieldSpec>,
+    pub scope_fields: usize,
+    /// Whether any field is IPFIX variable-length.
+    pub variable: bool,
+}
+
+impl Layout {
+    fn new(kind: TemplateKind, fields: Vec<FieldSpec>, scope_fields: usize) -> Self {
+        let variable = fields.iter().any(|f| f.length == VARIABLE_LENGTH);
+        Self { kind, fields, scope_fields, variable }
+    }
+
+    pub fn from_v9(template: &v9::Template) -> Self {
+        let fields = template
+            .fields
+            .iter()
+            .map(|f| FieldSpec { id: f.field_type_number, enterprise: 0, length: f.field_length })
+            .collect();
+        Self::new(TemplateKind::Data, fields, 0)
+    }
+
+    pub fn from_v9_options(template: &v9::OptionsTemplate) -> Self {
+        let scope = template
+            .scope_fields
+            .iter()
+            .map(|f| FieldSpec { id: f.field_type_number, enterprise: 0, length: f.field_length });
+        let options = template
+            .option_fields
+            .iter()
+            .map(|f| FieldSpec { id: f.field_type_number, enterprise: 0, length: f.field_length });
+        Self::new(TemplateKind::Options, scope.chain(options).collect(), template.scope_fields.len())
+    }
+
+    fn ipfix_fields(fields: &[ipfix::TemplateField]) -> Vec<FieldSpec> {
+        fields
+            .iter()
+            .map(|f| FieldSpec {
+                id: f.field_type_number,
+                enterprise: f.enterprise_number.unwrap_or(0),
+                length: f.field_length,
+            })
+            .collect()
+    }
+
+    pub fn from_ipfix(template: &ipfix::Template) -> Self {
+        Self::new(TemplateKind::Data, Self::ipfix_fields(&template.fields), 0)
+    }
+
+    pub fn from_ipfix_options(template: &ipfix::OptionsTemplate) -> Self {
+        Self::new(
+            TemplateKind::Options,
+            Self::ipfix_fields(&template.fields),
+            usize::from(template.scope_field_count),
+        )
+    }
+
+    /// Length of the record at the start of `data`, or `None` when it is not all there.
+    /// Variable-length fields may be empty (length 0): RFC 7011 §7 allows it.
+    pub fn record_len(&self, data: &[u8]) -> Option<usize> {
+        let mut at = 0usize;
+        for field in &self.fields {
+            let (start, len) = field_extent(field.length, data, at)?;
+            at = start.checked_add(len).filter(|end| *end <= data.len())?;
+        }
+        Some(at)
+    }
+
+    /// Calls `apply` with each field of the record at the start of `data` (which
+    /// [`Layout::record_len`] has measured).
+    pub fn for_each_field(&self, data: &[u8], mut apply: impl FnMut(FieldSpec, &[u8])) {
+        let mut at = 0usize;
+        for field in &self.fields {
+            let Some((start, len)) = field_extent(field.length, data, at) else {
+                return;
+            };
+            let Some(value) = data.get(start..start + len) else {
+                return;
+            };
+            apply(*field, value);
+            at = start + len;
+        }
+    }
+}
+
+/// Where a field's value starts and how long it is: fixed, or an IPFIX variable-length
+/// prefix (1 byte, or 255 followed by 2 bytes).
+fn field_extent(length: u16, data: &[u8], at: usize) -> Option<(usize, usize)> {
+    if length != VARIABLE_LENGTH {
+        return Some((at, usize::from(length)));
+    }
+    match *data.get(at)? {
+        255 => {
+            let long = data.get(at + 1..at + 3)?;
+            Some((at + 3, usize::from(u16::from_be_bytes([long[0], long[1]]))))
+        }
+        short => Some((at + 1, usize::from(short))),
+    }
+}
+
+/// What installing a template did to a scope's layouts.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Installed {
+    /// Not known before.
+    New,
+    /// Known with this exact layout (a refresh).
+    Refreshed,
+    /// Known with a different layout, which it replaced.
+    Replaced { old_field_count: usize },
+}
+
+/// The layouts of one scope's templates, by template id.
+#[derive(Debug, Default)]
+pub(crate) struct Layouts {
+    by_id: HashMap<u16, Layout>,
+}
+
+impl Layouts {
+    pub fn get(&self, id: u16) -> Option<&Layout> {
+        self.by_id.get(&id)
+    }
+
+    pub fn len(&self) -> usize {
+        self.by_id.len()
+    }
+
+    pub fn install(&mut self, id: u16, layout: Layout) -> Installed {
+        match self.by_id.insert(id, layout) {
+            None => Installed::New,
+            Some(old) if Some(&old) == self.by_id.get(&id) => Installed::Refreshed,
+            Some(old) => Installed::Replaced { old_field_count: old.fields.len() },
+        }
+    }
+
+    pub fn remove(&mut self, id: u16) -> Option<Layout> {
+        self.by_id.remove(&id)
+    }
+
+    /// Ids of the templates of `kind`, sorted (for a deterministic event order).
+    pub fn ids_of(&self, kind: TemplateKind) -> Vec<u16> {
+        let mut ids: Vec<u16> =
+            self.by_id.iter().filter(|(_, l)| l.kind == kind).map(|(id, _)| *id).collect();
+        ids.sort_unstable();
+        ids
+    }
+
+    /// Removes and returns (sorted) the ids for which `keep` is false.
+    pub fn retain(&mut self, mut keep: impl FnMut(u16) -> bool) -> Vec<u16> {
+        let mut gone: Vec<u16> = self.by_id.keys().copied().filter(|id| !keep(*id)).collect();
+        gone.sort_unstable();
+        for id in &gone {
+            self.by_id.remove(id);
+        }
+        gone
+    }
+
+    pub fn all_ids(&self) -> Vec<u16> {
+        let mut ids: Vec<u16> = self.by_id.keys().copied().collect();
+        ids.sort_unstable();
+        ids
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn layout(lengths: &[u16]) -> Layout {
+        let fields = lengths.iter().map(|l| FieldSpec { id: 1, enterprise: 0, length: *l }).collect();
+        Layout::new(TemplateKind::Data, fields, 0)
+    }
+
+    #[test]
+    fn variable_length_fields_may_be_empty() {
+        let l = layout(&[2, VARIABLE_LENGTH, 1]);
+        assert_eq!(l.record_len(&[1, 2, 0, 9]), Some(4));
+        let mut seen = Vec::new();
+        l.for_each_field(&[1, 2, 0, 9], |_, v| seen.push(v.to_vec()));
+        assert_eq!(seen, vec![vec![1, 2], vec![], vec![9]]);
+    }
+
+    #[test]
+    fn long_variable_length_prefix_and_truncation() {
+        let l = layout(&[VARIABLE_LENGTH]);
+        assert_eq!(l.record_len(&[255, 0, 2, 7, 7]), Some(5));
+        assert_eq!(l.record_len(&[255, 0, 3, 7, 7]), None);
+        assert_eq!(l.record_len(&[]), None);
+    }
+
+    #[test]
+    fn install_tells_new_refresh_and_replacement_apart() {
+        let mut layouts = Layouts::default();
+        assert_eq!(layouts.install(256, layout(&[4])), Installed::New);
+        assert_eq!(layouts.install(256, layout(&[4])), Installed::Refreshed);
+        assert_eq!(
+            layouts.install(256, layout(&[4, 2])),
+            Installed::Replaced { old_field_count: 1 }
+        );
+    }
+}

@@ -1,0 +1,210 @@
+//! Flow start/end times in Unix nanoseconds.
+//!
+//! Sources, in order of preference for each end of the flow:
+//! 1. absolute IPFIX times: flowStart/End Seconds (150/151), Milliseconds (152/153),
+//!    Microseconds (154/155, NTP format) and Nanoseconds (156/157, NTP format);
+//! 2. flowStart/EndDeltaMicroseconds (158/159): microseconds before the export time;
+//! 3. sysUpTime milliseconds (22/21): relative to the v9 header's sysUpTime and export
+//!    time, or for IPFIX to systemInitTimeMilliseconds (IE 160, from the record itself
+//!    or announced by options data); without IE 160 an IPFIX uptime is left unknown;
+//! 4. flowDurationMilliseconds/Microseconds (161/162) derive a missing end from the
+//!    other one.
+//!
+//! A time that cannot be resolved is left 0 ("unknown"), never invented.
+
+use super::fields::{RecordContext, be_uint};
+
+const NS_PER_MS: u64 = 1_000_000;
+const NS_PER_US: u64 = 1_000;
+const NS_PER_S: u64 = 1_000_000_000;
+/// Seconds from the NTP epoch (1900) to the Unix epoch (1970).
+const NTP_UNIX_OFFSET_S: u64 = 2_208_988_800;
+
+/// The time-carrying Information Elements.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum TimeField {
+    StartSeconds,
+    EndSeconds,
+    StartMilliseconds,
+    EndMilliseconds,
+    StartMicroseconds,
+    EndMicroseconds,
+    StartNanoseconds,
+    EndNanoseconds,
+    StartDeltaMicroseconds,
+    EndDeltaMicroseconds,
+    DurationMilliseconds,
+    DurationMicroseconds,
+}
+
+/// Times carried by one record, before resolution.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct FlowTimes {
+    absolute_start_ns: Option<u64>,
+    absolute_end_ns: Option<u64>,
+    delta_start_us: Option<u64>,
+    delta_end_us: Option<u64>,
+    duration_ns: Option<u64>,
+}
+
+/// An NTP timestamp (32-bit seconds since 1900, 32-bit fraction) in Unix nanoseconds.
+fn ntp_to_unix_ns(bytes: &[u8]) -> Option<u64> {
+    let raw = be_uint(bytes).filter(|_| bytes.len() == 8)?;
+    let seconds = (raw >> 32).checked_sub(NTP_UNIX_OFFSET_S)?;
+    let fraction_ns = ((raw & 0xFFFF_FFFF) * NS_PER_S) >> 32;
+    seconds.checked_mul(NS_PER_S)?.checked_add(fraction_ns)
+}
+
+fn set_first(slot: &mut Option<u64>, value: Option<u64>) {
+    if slot.is_none() {
+        *slot = value;
+    }
+}
+
+impl FlowTimes {
+    pub fn set(&mut self, field: TimeField, value: &[u8]) {
+        let scaled = |unit: u64| be_uint(value).and_then(|v| v.checked_mul(unit));
+        match field {
+            TimeField::StartSeconds => set_first(&mut self.absolute_start_ns, scaled(NS_PER_S)),
+            TimeField::EndSeconds => set_first(&mut self.absolute_end_ns, scaled(NS_PER_S)),
+            TimeField::StartMilliseconds => {
+                set_first(&mut self.absolute_start_ns, scaled(NS_PER_MS))
+            }
+            TimeField::EndMilliseconds => set_first(&mut self.absolute_end_ns, scaled(NS_PER_MS)),
+            TimeField::StartMicroseconds | TimeField::StartNanoseconds => {
+                set_first(&mut self.absolute_start_ns, ntp_to_unix_ns(value))
+            }
+            TimeField::EndMicroseconds | TimeField::EndNanoseconds => {
+                set_first(&mut self.absolute_end_ns, ntp_to_unix_ns(value))
+            }
+            TimeField::StartDeltaMicroseconds => set_first(&mut self.delta_start_us, be_uint(value)),
+            TimeField::EndDeltaMicroseconds => set_first(&mut self.delta_end_us, be_uint(value)),
+            TimeField::DurationMilliseconds => set_first(&mut self.duration_ns, scaled(NS_PER_MS)),
+            TimeField::DurationMicroseconds => set_first(&mut self.duration_ns, scaled(NS_PER_US)),
+        }
+    }
+
+    /// Start and end in Unix ns, given the export time and the uptime-derived times.
+    pub fn resolve(
+        &self,
+        export_ms: u64,
+        uptime_start_ns: Option<u64>,
+        uptime_end_ns: Option<u64>,
+    ) -> (Option<u64>, Option<u64>) {
+        let export_ns = export_ms.checked_mul(NS_PER_MS);
+        let before_export =
+            |us: u64| export_ns.and_then(|e| e.checked_sub(us.checked_mul(NS_PER_US)?));
+        let mut start = self
+            .absolute_start_ns
+            .or_else(|| self.delta_start_us.and_then(before_export))
+            .or(uptime_start_ns);
+        let mut end = self
+            .absolute_end_ns
+            .or_else(|| self.delta_end_us.and_then(before_export))
+            .or(uptime_end_ns);
+        if let Some(duration) = self.duration_ns {
+            match (start, end) {
+                (Some(s), None) => end = s.checked_add(duration),
+                (None, Some(e)) => start = e.checked_sub(duration),
+                _ => {}
+            }
+        }
+        (start, end)
+    }
+}
+
+/// What a sysUpTime value (22/21) is relative to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum UptimeBase {
+    /// NetFlow v9: the header's sysUpTime was taken at the header's export time.
+    Header { export_ms: u64, sys_uptime_ms: u32 },
+    /// IPFIX: the exporter booted at this Unix time (IE 160).
+    SystemInit { init_ms: u64 },
+}
+
+impl UptimeBase {
+    /// The base for a record: the v9 header, or IE 160 from the record (preferred) or
+    /// from options data; `None` for IPFIX without a known IE 160.
+    pub fn for_record(ctx: &RecordContext<'_>, record_init_ms: Option<u64>) -> Option<Self> {
+        match ctx.sys_uptime_ms {
+            Some(sys_uptime_ms) => Some(Self::Header { export_ms: ctx.export_ms, sys_uptime_ms }),
+            None => record_init_ms
+                .or(ctx.system_init_ms)
+                .map(|init_ms| Self::SystemInit { init_ms }),
+        }
+    }
+
+    /// Unix ns of an uptime in milliseconds.
+    ///
+    /// v9 uptimes are 32-bit and wrap after ~49.7 days; the difference to the header's
+    /// uptime is taken modulo 2^32 and read as signed, so a flow that started before the
+    /// wrap (or a timestamp a little after the header's, seen on some exporters) lands
+    /// at the right time as long as it is within ~24.8 days of the export.
+    pub fn to_unix_ns(self, uptime_ms: u32) -> Option<u64> {
+        let ms = match self {
+            Self::Header { export_ms, sys_uptime_ms } => {
+                let offset = i64::from(uptime_ms.wrapping_sub(sys_uptime_ms) as i32);
+                export_ms.checked_add_signed(offset)?
+            }
+            Self::SystemInit { init_ms } => init_ms.checked_add(u64::from(uptime_ms))?,
+        };
+        ms.checked_mul(NS_PER_MS)
+    }
+}
+
+/// v5 flow times: `first`/`last` are sysUpTime ms, relative to the header's uptime and
+/// its export time in seconds + nanoseconds.
+pub(crate) fn v5_time_ns(unix_secs: u32, unix_nsecs: u32, sys_uptime_ms: u32, at: u32) -> u64 {
+    let export_ns = u64::from(unix_secs) * NS_PER_S + u64::from(unix_nsecs);
+    let offset_ns = i64::from(at.wrapping_sub(sys_uptime_ms) as i32) * NS_PER_MS as i64;
+    export_ns.checked_add_signed(offset_ns).unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn v9_uptime_before_the_wrap_resolves_before_export() {
+        let base = UptimeBase::Header { export_ms: 1_000_000, sys_uptime_ms: 500 };
+        // The flow started 1000 ms before the export, before the uptime wrapped.
+        let start = u32::MAX - 499;
+        assert_eq!(base.to_unix_ns(start), Some(999_000 * NS_PER_MS));
+        assert_eq!(base.to_unix_ns(400), Some(999_900 * NS_PER_MS));
+    }
+
+    #[test]
+    fn ipfix_uptime_needs_system_init_time() {
+        let base = UptimeBase::SystemInit { init_ms: 1_000 };
+        assert_eq!(base.to_unix_ns(250), Some(1_250 * NS_PER_MS));
+    }
+
+    #[test]
+    fn ntp_microseconds_convert_to_unix() {
+        let secs = (NTP_UNIX_OFFSET_S + 10) << 32;
+        let half = 1u64 << 31;
+        assert_eq!(ntp_to_unix_ns(&(secs | half).to_be_bytes()), Some(10 * NS_PER_S + NS_PER_S / 2));
+    }
+
+    #[test]
+    fn delta_microseconds_count_back_from_export() {
+        let mut t = FlowTimes::default();
+        t.set(TimeField::StartDeltaMicroseconds, &2_000_000u32.to_be_bytes());
+        let (start, end) = t.resolve(10_000, None, Some(7));
+        assert_eq!(start, Some(8_000 * NS_PER_MS));
+        assert_eq!(end, Some(7));
+    }
+
+    #[test]
+    fn duration_derives_the_missing_end() {
+        let mut t = FlowTimes::default();
+        t.set(TimeField::StartMilliseconds, &5_000u64.to_be_bytes());
+        t.set(TimeField::DurationMilliseconds, &250u32.to_be_bytes());
+        assert_eq!(t.resolve(0, None, None), (Some(5_000 * NS_PER_MS), Some(5_250 * NS_PER_MS)));
+    }
+
+    #[test]
+    fn v5_times_use_header_nanoseconds() {
+        assert_eq!(v5_time_ns(10, 5, 2_000, 1_000), 9 * NS_PER_S + 5);
+    }
+}

@@ -1,0 +1,94 @@
+//! NetFlow v5: a fixed 24-byte header and 1–30 fixed 48-byte records.
+
+use flowpb::{FlowMessage, FlowType};
+use netflow_parser::static_versions::v5::{FlowSet, Header};
+use netflow_parser::{NetflowPacket, NetflowParser};
+
+use crate::Datagram;
+use crate::event::Protocol;
+use crate::packet::{ETHERTYPE_IPV4, protocol_name};
+use crate::report::{DatagramReport, DecodeError};
+
+use super::time::v5_time_ns;
+
+const HEADER_LEN: usize = 24;
+const RECORD_LEN: usize = 48;
+const MAX_RECORDS: usize = 30;
+/// The sampling interval is the low 14 bits; the top 2 bits are the sampling mode.
+const SAMPLING_INTERVAL_MASK: u16 = 0x3FFF;
+
+/// Decodes a v5 datagram. Bytes after the `count` records are ignored.
+pub(crate) fn decode(
+    parser: &mut NetflowParser,
+    datagram: Datagram<'_>,
+    sampler_address: &[u8],
+    out: &mut Vec<FlowMessage>,
+    report: &mut DatagramReport,
+) {
+    let payload = datagram.payload;
+    let Some(count) = payload.get(2..4).map(|c| usize::from(u16::from_be_bytes([c[0], c[1]])))
+    else {
+        report.errors.push(DecodeError::TruncatedHeader { protocol: Protocol::V5, len: payload.len() });
+        return;
+    };
+    if payload.len() < HEADER_LEN {
+        report.errors.push(DecodeError::TruncatedHeader { protocol: Protocol::V5, len: payload.len() });
+        return;
+    }
+    if count == 0 || count > MAX_RECORDS {
+        report.errors.push(DecodeError::Malformed {
+            protocol: Protocol::V5,
+            detail: format!("record count {count} is outside 1..=30"),
+        });
+        return;
+    }
+    let length = HEADER_LEN + count * RECORD_LEN;
+    let Some(packet) = payload.get(..length) else {
+        report.errors.push(DecodeError::LengthPastEnd { protocol: Protocol::V5, length });
+        return;
+    };
+    let result = parser.parse_bytes(packet);
+    if let Some(error) = result.error {
+        report.errors.push(DecodeError::Malformed { protocol: Protocol::V5, detail: error.to_string() });
+    }
+    for packet in &result.packets {
+        if let NetflowPacket::V5(v5) = packet {
+            for record in &v5.flowsets {
+                out.push(flow(&v5.header, record, datagram.received_ns, sampler_address));
+                report.flows += 1;
+            }
+        }
+    }
+}
+
+fn flow(header: &Header, record: &FlowSet, received_ns: u64, sampler_address: &[u8]) -> FlowMessage {
+    let time = |at| v5_time_ns(header.unix_secs, header.unix_nsecs, header.sys_up_time, at);
+    FlowMessage {
+        r#type: FlowType::NetflowV5 as i32,
+        time_received_ns: received_ns,
+        sequence_num: header.flow_sequence,
+        sampling_rate: u64::from(header.sampling_interval & SAMPLING_INTERVAL_MASK),
+        sampler_address: sampler_address.to_vec(),
+        time_flow_start_ns: time(record.first),
+        time_flow_end_ns: time(record.last),
+        bytes: u64::from(record.d_octets),
+        packets: u64::from(record.d_pkts),
+        src_addr: record.src_addr.octets().to_vec(),
+        dst_addr: record.dst_addr.octets().to_vec(),
+        next_hop: record.next_hop.octets().to_vec(),
+        etype: u32::from(ETHERTYPE_IPV4),
+        proto: u32::from(record.protocol_number),
+        protocol_name: protocol_name(record.protocol_number).to_owned(),
+        src_port: u32::from(record.src_port),
+        dst_port: u32::from(record.dst_port),
+        in_if: u32::from(record.input),
+        out_if: u32::from(record.output),
+        tcp_flags: u32::from(record.tcp_flags),
+        ip_tos: u32::from(record.tos),
+        src_as: u32::from(record.src_as),
+        dst_as: u32::from(record.dst_as),
+        src_net: u32::from(record.src_mask),
+        dst_net: u32::from(record.dst_mask),
+        ..Default::default()
+    }
+}

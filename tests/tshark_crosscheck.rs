@@ -1,0 +1,237 @@
+//! Real exporters against the real collector, with tshark as an independent decoder.
+//!
+//! softflowd (and pmacct) meter a generated traffic capture and export NetFlow v5, v9
+//! and IPFIX to a UDP socket owned by this test. The recorded datagrams are written
+//! into a pcap that tshark decodes, then replayed to one running collector, each
+//! exporter run from its own loopback address at the same time. Every field tshark
+//! decoded must match the collector's JSON for the same flow. The shared router
+//! captures get the same treatment.
+
+mod support;
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
+use std::num::NonZeroU32;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Barrier};
+use std::thread;
+use std::time::Duration;
+
+use flow_replay::write::write_pcap_file;
+use flow_replay::{Replayer, SourcePlan, UdpDatagram, read_file};
+use serde_json::{Value, json};
+use support::tshark::{self, Expect, Options, Record};
+use support::{Collector, have, shared_pcaps, traffic};
+
+/// Replay pace per exporter: fast enough, gentle on the collector's socket buffer.
+const PPS: u32 = 2_000;
+/// How long the collector may take to print every expected flow.
+const FLOW_TIMEOUT: Duration = Duration::from_secs(60);
+/// Quiet time after the last expected flow, to catch extra ones.
+const SETTLE: Duration = Duration::from_millis(750);
+
+/// One exporter's datagrams, what tshark made of them, and where they are replayed from.
+struct Job {
+    name: String,
+    datagrams: Vec<UdpDatagram>,
+    records: Vec<Record>,
+    source: IpAddr,
+}
+
+/// A softflowd configuration to run.
+struct Variant {
+    name: &'static str,
+    args: &'static [&'static str],
+    biflow: bool,
+}
+
+const SOFTFLOWD: &[Variant] = &[
+    Variant { name: "v5", args: &["-v", "5", "-a"], biflow: false },
+    Variant { name: "v5-sampled", args: &["-v", "5", "-s", "4", "-a"], biflow: false },
+    Variant { name: "v9", args: &["-v", "9", "-a"], biflow: false },
+    Variant { name: "v9-sampled", args: &["-v", "9", "-s", "4", "-a"], biflow: false },
+    Variant { name: "ipfix-uptime", args: &["-v", "10", "-a"], biflow: false },
+    Variant { name: "ipfix-sampled", args: &["-v", "10", "-s", "4", "-a"], biflow: false },
+    Variant { name: "ipfix-milli", args: &["-v", "10", "-A", "milli"], biflow: false },
+    Variant { name: "ipfix-micro", args: &["-v", "10", "-A", "micro"], biflow: false },
+    Variant { name: "ipfix-nano", args: &["-v", "10", "-A", "nano"], biflow: false },
+    Variant { name: "ipfix-biflow", args: &["-v", "10", "-b", "-a"], biflow: true },
+];
+
+#[test]
+fn softflowd_exports_match_tshark() {
+    if !have("tshark") || !have("softflowd") {
+        eprintln!("SKIP: tshark or softflowd not installed");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
+    let traffic = dir.path().join("traffic.pcap");
+    traffic::write_traffic_pcap(&traffic);
+    let jobs: Vec<Job> = SOFTFLOWD
+        .iter()
+        .enumerate()
+        .map(|(k, variant)| {
+            let work = dir.path().join(variant.name);
+            std::fs::create_dir(&work).unwrap_or_else(|e| panic!("{}: {e}", work.display()));
+            let datagrams = record_exporter(|port| softflowd(&traffic, &work, port, variant.args));
+            let options = Options { biflow: variant.biflow };
+            let records = tshark_records(&work, &datagrams, options);
+            assert!(!records.is_empty(), "{}: tshark decoded no flow", variant.name);
+            Job {
+                name: format!("softflowd {}", variant.name),
+                datagrams,
+                records,
+                source: source_ip(1, k),
+            }
+        })
+        .collect();
+    let problems = replay_and_compare(jobs);
+    assert!(problems.is_empty(), "collector vs tshark:\n{}", problems.join("\n"));
+}
+
+#[test]
+fn shared_captures_match_tshark() {
+    if !have("tshark") {
+        eprintln!("SKIP: tshark not installed");
+        return;
+    }
+    let jobs: Vec<Job> = captures()
+        .iter()
+        .enumerate()
+        .map(|(k, path)| {
+            let capture = read_file(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            let port = capture.datagrams.first().map_or(0, |d| d.destination.port());
+            let records = tshark::decode(path, port, Options::default());
+            let name = path.strip_prefix(shared_pcaps()).unwrap_or(path).display().to_string();
+            Job { name, datagrams: capture.datagrams, records, source: source_ip(2, k) }
+        })
+        .collect();
+    let problems = replay_and_compare(jobs);
+    assert!(problems.is_empty(), "collector vs tshark:\n{}", problems.join("\n"));
+}
+
+/// Every shared `*.pcap`, sorted.
+fn captures() -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(shared_pcaps())
+        .unwrap_or_else(|e| panic!("shared captures: {e}"))
+        .flatten()
+        .filter_map(|dir| std::fs::read_dir(dir.path()).ok())
+        .flat_map(|entries| entries.flatten().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|e| e == "pcap"))
+        .collect();
+    files.sort();
+    files
+}
+
+/// The loopback source address of job `k` in test group `group`: 127.0.group.(k+1).
+fn source_ip(group: u8, k: usize) -> IpAddr {
+    let host = u8::try_from(k + 1).unwrap_or_else(|_| panic!("too many jobs"));
+    IpAddr::V4(Ipv4Addr::new(127, 0, group, host))
+}
+
+/// Runs `export(port)` (an exporter sending to 127.0.0.1:port) and returns every
+/// datagram that arrived on that port.
+fn record_exporter(export: impl FnOnce(u16)) -> Vec<UdpDatagram> {
+    let socket = UdpSocket::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("bind: {e}"));
+    let local = socket.local_addr().unwrap_or_else(|e| panic!("local_addr: {e}"));
+    export(local.port());
+    socket.set_read_timeout(Some(Duration::from_millis(500))).unwrap_or_else(|e| panic!("{e}"));
+    let mut buf = vec![0u8; 65_535];
+    let mut datagrams = Vec::new();
+    while let Ok((len, from)) = socket.recv_from(&mut buf) {
+        datagrams.push(UdpDatagram {
+            source: from,
+            destination: local,
+            payload: buf[..len].to_vec(),
+        });
+    }
+    assert!(!datagrams.is_empty(), "the exporter sent nothing");
+    datagrams
+}
+
+/// Runs softflowd over `traffic`, exporting to 127.0.0.1:`port`, until it exits.
+fn softflowd(traffic: &Path, work: &Path, port: u16, args: &[&str]) {
+    let out = Command::new("softflowd")
+        .arg("-r")
+        .arg(traffic)
+        .args(["-n", &format!("127.0.0.1:{port}"), "-P", "udp", "-d"])
+        .arg("-p")
+        .arg(work.join("softflowd.pid"))
+        .arg("-c")
+        .arg(work.join("softflowd.ctl"))
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("softflowd: {e}"));
+    assert!(out.status.success(), "softflowd {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// Writes `datagrams` into a pcap under `work` and decodes it with tshark.
+fn tshark_records(work: &Path, datagrams: &[UdpDatagram], options: Options) -> Vec<Record> {
+    let pcap = work.join("export.pcap");
+    write_pcap_file(&pcap, datagrams).unwrap_or_else(|e| panic!("{}: {e}", pcap.display()));
+    let port = datagrams.first().map_or(0, |d| d.destination.port());
+    tshark::decode(&pcap, port, options)
+}
+
+/// Replays every job at once to one collector, each from its own source address, and
+/// returns every difference between the collector's flows and tshark's records.
+fn replay_and_compare(mut jobs: Vec<Job>) -> Vec<String> {
+    for job in &mut jobs {
+        let exporter = Expect::Exact(json!(job.source.to_string()));
+        for record in &mut job.records {
+            record.fields.insert("sampler_address", exporter.clone());
+        }
+    }
+    let collector = Collector::start_netflow();
+    send_concurrently(collector.addr(), &jobs);
+    let expected: usize = jobs.iter().map(|j| j.records.len()).sum();
+    collector.wait_for_lines(expected, FLOW_TIMEOUT, SETTLE);
+    let finished = collector.stop();
+    assert!(
+        finished.status.success(),
+        "collector exit {}:\n{}",
+        finished.status,
+        finished.logs.join("\n")
+    );
+    let mut problems = Vec::new();
+    for job in &jobs {
+        let source = json!(job.source.to_string());
+        let flows: Vec<Value> =
+            finished.flows.iter().filter(|f| f["sampler_address"] == source).cloned().collect();
+        if flows.len() != job.records.len() {
+            problems.push(format!(
+                "{}: {} flows from {}, tshark decoded {}",
+                job.name,
+                flows.len(),
+                job.source,
+                job.records.len()
+            ));
+        }
+        problems.extend(
+            tshark::match_all(&job.records, &flows)
+                .into_iter()
+                .map(|p| format!("{}: {p}", job.name)),
+        );
+    }
+    problems
+}
+
+/// Sends each job's datagrams from its source address, all jobs at the same time.
+fn send_concurrently(target: SocketAddr, jobs: &[Job]) {
+    let start = Arc::new(Barrier::new(jobs.len()));
+    thread::scope(|scope| {
+        for job in jobs {
+            let start = Arc::clone(&start);
+            scope.spawn(move || {
+                let plan = SourcePlan::Addresses(vec![job.source]);
+                let mut replayer = Replayer::new(target, plan, NonZeroU32::new(PPS))
+                    .unwrap_or_else(|e| panic!("{}: {e}", job.name));
+                start.wait();
+                for datagram in &job.datagrams {
+                    replayer.send(datagram).unwrap_or_else(|e| panic!("{}: {e}", job.name));
+                }
+            });
+        }
+    });
+}
