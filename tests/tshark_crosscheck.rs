@@ -9,13 +9,14 @@
 
 mod support;
 
+use std::fs::File;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
 use std::num::NonZeroU32;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Barrier};
 use std::thread;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use flow_replay::write::write_pcap_file;
 use flow_replay::{Replayer, SourcePlan, UdpDatagram, read_file};
@@ -29,6 +30,8 @@ const PPS: u32 = 2_000;
 const FLOW_TIMEOUT: Duration = Duration::from_secs(60);
 /// Quiet time after the last expected flow, to catch extra ones.
 const SETTLE: Duration = Duration::from_millis(750);
+/// How long an exporter may take to meter the traffic capture.
+const TOOL_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// One exporter's datagrams, what tshark made of them, and where they are replayed from.
 struct Job {
@@ -83,6 +86,82 @@ fn softflowd_exports_match_tshark() {
                 records,
                 source: source_ip(1, k),
             }
+        })
+        .collect();
+    let problems = replay_and_compare(jobs);
+    assert!(problems.is_empty(), "collector vs tshark:\n{}", problems.join("\n"));
+}
+
+/// The test's own arithmetic (tshark field mapping, sysUpTime and absolute times)
+/// against the generated traffic's known truth, before any collector is involved.
+#[test]
+fn tshark_records_of_softflowd_exports_match_the_generated_traffic() {
+    if !have("tshark") || !have("softflowd") {
+        eprintln!("SKIP: tshark or softflowd not installed");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
+    let traffic = dir.path().join("traffic.pcap");
+    traffic::write_traffic_pcap(&traffic);
+    // The HTTPS client's flow: 6 packets, 757 bytes, SYN|ACK|PSH|FIN, first packet at the
+    // capture's start and the last 421.9 ms later (exporters keep milliseconds).
+    let start_ns = traffic::START.as_nanos() as u64;
+    let client = [
+        ("src_addr", json!("10.1.0.1")),
+        ("dst_addr", json!("10.2.0.1")),
+        ("src_port", json!(40001)),
+        ("dst_port", json!(443)),
+        ("proto", json!(6)),
+        ("bytes", json!(757)),
+        ("packets", json!(6)),
+        ("tcp_flags", json!(0x1B)),
+    ];
+    for args in [&["-v", "5", "-a"][..], &["-v", "10", "-a"], &["-v", "10", "-A", "milli"]] {
+        let work = dir.path().join(args.join(""));
+        std::fs::create_dir(&work).unwrap_or_else(|e| panic!("{}: {e}", work.display()));
+        let datagrams = record_exporter(|port| softflowd(&traffic, &work, port, args));
+        let records = tshark_records(&work, &datagrams, Options::default());
+        let found = records.iter().find(|r| {
+            client.iter().take(2).all(|(k, v)| r.fields.get(k) == Some(&Expect::Exact(v.clone())))
+        });
+        let record = found.unwrap_or_else(|| panic!("{args:?}: no record of the HTTPS client"));
+        for (field, value) in &client {
+            assert_eq!(
+                record.fields.get(field),
+                Some(&Expect::Exact(value.clone())),
+                "{args:?} {field}"
+            );
+        }
+        assert_eq!(
+            record.fields.get("time_flow_start_ns"),
+            Some(&Expect::TimeNs(start_ns)),
+            "{args:?}"
+        );
+        let end = record.fields.get("time_flow_end_ns");
+        assert_eq!(end, Some(&Expect::TimeNs(start_ns + 421_000_000)), "{args:?}");
+    }
+}
+
+#[test]
+fn pmacct_exports_match_tshark() {
+    if !have("tshark") || !have("pmacctd") {
+        eprintln!("SKIP: tshark or pmacctd not installed");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
+    let traffic = dir.path().join("traffic.pcap");
+    traffic::write_traffic_pcap(&traffic);
+    let jobs: Vec<Job> = ["5", "9", "10"]
+        .iter()
+        .enumerate()
+        .map(|(k, version)| {
+            let work = dir.path().join(format!("nfprobe-v{version}"));
+            std::fs::create_dir(&work).unwrap_or_else(|e| panic!("{}: {e}", work.display()));
+            let datagrams = record_exporter(|port| pmacctd(&traffic, &work, port, version));
+            let records = tshark_records(&work, &datagrams, Options::default());
+            assert!(!records.is_empty(), "pmacct v{version}: tshark decoded no flow");
+            let name = format!("pmacct nfprobe v{version}");
+            Job { name, datagrams, records, source: source_ip(3, k) }
         })
         .collect();
     let problems = replay_and_compare(jobs);
@@ -151,7 +230,8 @@ fn record_exporter(export: impl FnOnce(u16)) -> Vec<UdpDatagram> {
 
 /// Runs softflowd over `traffic`, exporting to 127.0.0.1:`port`, until it exits.
 fn softflowd(traffic: &Path, work: &Path, port: u16, args: &[&str]) {
-    let out = Command::new("softflowd")
+    let mut command = Command::new("softflowd");
+    command
         .arg("-r")
         .arg(traffic)
         .args(["-n", &format!("127.0.0.1:{port}"), "-P", "udp", "-d"])
@@ -159,11 +239,51 @@ fn softflowd(traffic: &Path, work: &Path, port: u16, args: &[&str]) {
         .arg(work.join("softflowd.pid"))
         .arg("-c")
         .arg(work.join("softflowd.ctl"))
-        .args(args)
+        .args(args);
+    run_to_exit(command, &format!("softflowd {args:?}"), &work.join("softflowd.log"));
+}
+
+/// Runs pmacctd's nfprobe plugin over `traffic`, exporting NetFlow `version` to
+/// 127.0.0.1:`port`, until it exits at the end of the file.
+fn pmacctd(traffic: &Path, work: &Path, port: u16, version: &str) {
+    let config = work.join("pmacctd.conf");
+    let text = format!(
+        "daemonize: false\npcap_savefile: {}\nplugins: nfprobe\n\
+         nfprobe_receiver: 127.0.0.1:{port}\nnfprobe_version: {version}\n",
+        traffic.display()
+    );
+    std::fs::write(&config, text).unwrap_or_else(|e| panic!("{}: {e}", config.display()));
+    let mut command = Command::new("pmacctd");
+    command.arg("-f").arg(&config);
+    run_to_exit(command, &format!("pmacctd nfprobe v{version}"), &work.join("pmacctd.log"));
+}
+
+/// Runs `command` to its end (killing it after [`TOOL_TIMEOUT`]), its output going to
+/// `log`, and asserts success.
+fn run_to_exit(mut command: Command, what: &str, log: &Path) {
+    let file = File::create(log).unwrap_or_else(|e| panic!("{}: {e}", log.display()));
+    let file2 = file.try_clone().unwrap_or_else(|e| panic!("{}: {e}", log.display()));
+    let mut child = command
         .stdin(Stdio::null())
-        .output()
-        .unwrap_or_else(|e| panic!("softflowd: {e}"));
-    assert!(out.status.success(), "softflowd {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        .stdout(file)
+        .stderr(file2)
+        .spawn()
+        .unwrap_or_else(|e| panic!("{what}: {e}"));
+    let deadline = Instant::now() + TOOL_TIMEOUT;
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(status)) => break status,
+            Ok(None) if Instant::now() < deadline => thread::sleep(Duration::from_millis(50)),
+            Ok(None) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("{what} did not finish within {TOOL_TIMEOUT:?}");
+            }
+            Err(e) => panic!("{what}: {e}"),
+        }
+    };
+    let output = std::fs::read_to_string(log).unwrap_or_default();
+    assert!(status.success(), "{what} failed ({status}): {output}");
 }
 
 /// Writes `datagrams` into a pcap under `work` and decodes it with tshark.

@@ -23,9 +23,6 @@ use crate::sink::FlowSink;
 /// high rates batches fill long before it.
 pub const LINGER: Duration = Duration::from_millis(50);
 
-/// How often the publisher checks for a lingering batch.
-const LINGER_TICK: Duration = Duration::from_millis(10);
-
 /// At most one "sink failed" warning per subject this often (every failure is counted).
 const SINK_ERROR_LOG_INTERVAL: Duration = Duration::from_secs(10);
 
@@ -33,7 +30,7 @@ const SINK_ERROR_LOG_INTERVAL: Duration = Duration::from_secs(10);
 pub(crate) enum PublisherMsg {
     /// Flows from an exporter.
     Flows(FlowBatch),
-    /// Time to publish a batch that waited [`LINGER`].
+    /// [`LINGER`] has passed since the batch started: publish what is there.
     Linger,
     /// Test hook: fail on purpose, to exercise the restart path.
     #[cfg(any(test, feature = "fault-injection"))]
@@ -106,8 +103,6 @@ struct Batcher {
     subject: String,
     batch_size: usize,
     pending: Vec<FlowMessage>,
-    /// When the oldest pending flow arrived.
-    oldest: Option<Instant>,
     sink: Box<dyn FlowSink>,
     error_log: LogLimiter,
 }
@@ -118,7 +113,6 @@ impl Batcher {
             subject,
             batch_size: batch_size.max(1),
             pending: Vec::new(),
-            oldest: None,
             sink,
             error_log: LogLimiter::new(SINK_ERROR_LOG_INTERVAL),
         }
@@ -127,20 +121,12 @@ impl Batcher {
     /// Adds flows, publishing every full batch.
     async fn add(&mut self, flows: Vec<FlowMessage>, counters: &PublisherCounters) {
         if self.pending.is_empty() {
-            self.oldest = Some(Instant::now());
             self.pending = flows;
         } else {
             self.pending.extend(flows);
         }
         while self.pending.len() >= self.batch_size {
             self.publish_front(self.batch_size, counters).await;
-        }
-    }
-
-    /// Publishes what is pending if it has waited [`LINGER`].
-    async fn publish_if_lingering(&mut self, now: Instant, counters: &PublisherCounters) {
-        if self.oldest.is_some_and(|oldest| now.duration_since(oldest) >= LINGER) {
-            self.publish_all(counters).await;
         }
     }
 
@@ -169,7 +155,6 @@ impl Batcher {
             }
         }
         self.pending.drain(..n);
-        self.oldest = if self.pending.is_empty() { None } else { Some(Instant::now()) };
     }
 
     /// Flushes the sink (called once, at the end of a drain).
@@ -186,7 +171,23 @@ impl Batcher {
             tracing::warn!(subject = %self.subject, flows = count, "Drain timed out, dropping pending flows");
         }
         self.pending.clear();
-        self.oldest = None;
+    }
+}
+
+/// A publisher's own state: the slot it works on, and whether a [`PublisherMsg::Linger`]
+/// is on its way (at most one is, so a sink that blocks cannot pile up timer messages).
+pub(crate) struct PublisherState {
+    slot: Arc<PublisherSlot>,
+    linger_armed: bool,
+}
+
+impl PublisherState {
+    /// Schedules a linger flush if flows are pending and none is scheduled.
+    fn arm_linger(&mut self, myself: &ActorRef<PublisherMsg>, pending: bool) {
+        if pending && !self.linger_armed {
+            self.linger_armed = true;
+            drop(myself.send_after(LINGER, || PublisherMsg::Linger));
+        }
     }
 }
 
@@ -195,32 +196,39 @@ pub(crate) struct PublisherActor;
 
 impl Actor for PublisherActor {
     type Msg = PublisherMsg;
-    type State = Arc<PublisherSlot>;
+    type State = PublisherState;
     type Arguments = Arc<PublisherSlot>;
 
+    /// A restarted publisher finds the flows its predecessor accepted, and schedules them.
     async fn pre_start(
         &self,
         myself: ActorRef<Self::Msg>,
         slot: Arc<PublisherSlot>,
     ) -> Result<Self::State, ActorProcessingErr> {
-        // The ticker stops by itself once this actor stops.
-        drop(myself.send_interval(LINGER_TICK, || PublisherMsg::Linger));
-        Ok(slot)
+        let pending = !slot.batcher.lock().await.pending.is_empty();
+        let mut state = PublisherState { slot, linger_armed: false };
+        state.arm_linger(&myself, pending);
+        Ok(state)
     }
 
     async fn handle(
         &self,
-        _myself: ActorRef<Self::Msg>,
+        myself: ActorRef<Self::Msg>,
         message: Self::Msg,
-        slot: &mut Self::State,
+        state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
+        let slot = Arc::clone(&state.slot);
         let mut batcher = slot.batcher.lock().await;
         match message {
             PublisherMsg::Flows(batch) => batcher.add(batch.accept(), &slot.counters).await,
-            PublisherMsg::Linger => batcher.publish_if_lingering(Instant::now(), &slot.counters).await,
+            PublisherMsg::Linger => {
+                state.linger_armed = false;
+                batcher.publish_all(&slot.counters).await;
+            }
             #[cfg(any(test, feature = "fault-injection"))]
             PublisherMsg::Panic => panic!("fault injection: publisher {} told to fail", slot.subject),
         }
+        state.arm_linger(&myself, !batcher.pending.is_empty());
         Ok(())
     }
 
@@ -229,10 +237,10 @@ impl Actor for PublisherActor {
     async fn post_stop(
         &self,
         _myself: ActorRef<Self::Msg>,
-        slot: &mut Self::State,
+        state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
-        let mut batcher = slot.batcher.lock().await;
-        batcher.publish_all(&slot.counters).await;
+        let mut batcher = state.slot.batcher.lock().await;
+        batcher.publish_all(&state.slot.counters).await;
         batcher.flush_sink().await;
         Ok(())
     }
@@ -268,16 +276,14 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn full_batches_go_at_once_and_the_rest_after_linger() {
+    async fn full_batches_go_at_once_and_the_rest_when_flushed() {
         let counters = PublisherCounters::default();
         let (mut b, batches) = batcher(4, false);
         b.add(vec![FlowMessage::default(); 10], &counters).await;
         assert_eq!(*batches.lock().unwrap(), vec![4, 4]);
         assert_eq!(b.pending.len(), 2);
 
-        b.publish_if_lingering(Instant::now(), &counters).await;
-        assert_eq!(b.pending.len(), 2, "published before the linger elapsed");
-        b.publish_if_lingering(Instant::now() + LINGER, &counters).await;
+        b.publish_all(&counters).await;
         assert_eq!(*batches.lock().unwrap(), vec![4, 4, 2]);
         let s = counters.snapshot();
         assert_eq!((s.flows_published, s.batches_published), (10, 3));

@@ -12,7 +12,7 @@ use tokio::sync::oneshot;
 use tokio::time::Instant;
 
 use crate::listener::{ListenerActor, ListenerArgs, ListenerMsg, ListenerSpec};
-use crate::publisher::{PublisherActor, PublisherMsg, PublisherSlot};
+use crate::publisher::{PublisherActor, PublisherSlot};
 
 /// Time the shutdown drain may take before what is left is killed and counted.
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
@@ -215,7 +215,7 @@ impl RootState {
                 .publishers
                 .get(index)
                 .and_then(|slot| slot.current())
-                .is_some_and(|actor| actor.send_message(PublisherMsg::Panic).is_ok()),
+                .is_some_and(|actor| actor.send_message(crate::publisher::PublisherMsg::Panic).is_ok()),
         };
         let _ = reply.send(found);
     }

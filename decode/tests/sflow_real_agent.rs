@@ -10,13 +10,16 @@ mod sflow_builder;
 use std::fs;
 use std::io::Write;
 use std::net::UdpSocket;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use flow_decode::{Datagram, ExporterSession, SflowSession, SflowSettings};
 use flowpb::FlowMessage;
 use serde_json::Value;
+use sflow_builder::tools::{
+    addr_bytes, find_tool, mac, num, samples_of, scratch_dir, tshark_sflow, write_pcap,
+};
 use sflow_builder::*;
 
 const AGENT: [u8; 4] = [10, 9, 8, 7];
@@ -124,47 +127,6 @@ fn traffic() -> Vec<Expected> {
     ]
 }
 
-/// The first of `dirs` holding an executable `name`.
-fn find_tool(name: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .chain(["/usr/sbin", "/usr/bin", "/usr/local/sbin", "/usr/local/bin"].map(PathBuf::from))
-        .map(|dir| dir.join(name))
-        .find(|candidate| candidate.is_file())
-}
-
-/// A classic libpcap file (microsecond timestamps) with the given link type.
-fn write_pcap(path: &Path, link_type: u32, frames: &[Vec<u8>]) {
-    let mut out = Vec::new();
-    out.extend_from_slice(&0xA1B2_C3D4u32.to_le_bytes());
-    out.extend_from_slice(&2u16.to_le_bytes());
-    out.extend_from_slice(&4u16.to_le_bytes());
-    out.extend_from_slice(&0i32.to_le_bytes());
-    out.extend_from_slice(&0u32.to_le_bytes());
-    out.extend_from_slice(&65_535u32.to_le_bytes());
-    out.extend_from_slice(&link_type.to_le_bytes());
-    for (i, frame) in frames.iter().enumerate() {
-        out.extend_from_slice(&(1_700_000_000u32 + i as u32).to_le_bytes());
-        out.extend_from_slice(&0u32.to_le_bytes());
-        out.extend_from_slice(&(frame.len() as u32).to_le_bytes());
-        out.extend_from_slice(&(frame.len() as u32).to_le_bytes());
-        out.extend_from_slice(frame);
-    }
-    fs::write(path, out).expect("write pcap");
-}
-
-/// Wraps a received datagram in Ethernet/IPv4/UDP so tshark can read it from a pcap.
-fn udp_frame(payload: &[u8], dst_port: u16) -> Vec<u8> {
-    let udp_len = 8 + payload.len() as u16;
-    [
-        ethernet(MAC_B, MAC_A, 0x0800),
-        ipv4(0, 0, 0, 0, 64, 17, [127, 0, 0, 1], [127, 0, 0, 1], udp_len),
-        [40_000u16.to_be_bytes(), dst_port.to_be_bytes(), udp_len.to_be_bytes(), [0, 0]].concat(),
-        payload.to_vec(),
-    ]
-    .concat()
-}
-
 struct KillOnDrop(Child);
 
 impl Drop for KillOnDrop {
@@ -219,66 +181,6 @@ fn capture_sflow(pmacctd: &Path, dir: &Path, pcap: &Path) -> (Vec<Vec<u8>>, u16)
         }
     }
     (datagrams, port)
-}
-
-fn tshark_samples(tshark: &Path, pcap: &Path, port: u16) -> Vec<Value> {
-    let output = Command::new(tshark)
-        .arg("-r")
-        .arg(pcap)
-        .arg("-d")
-        .arg(format!("udp.port=={port},sflow"))
-        .args(["-T", "json", "--no-duplicate-keys"])
-        .output()
-        .expect("run tshark");
-    assert!(output.status.success(), "tshark failed: {}", String::from_utf8_lossy(&output.stderr));
-    let packets: Value = serde_json::from_slice(&output.stdout).expect("tshark JSON");
-    packets
-        .as_array()
-        .expect("array of packets")
-        .iter()
-        .map(|p| p["_source"]["layers"]["sflow"].clone())
-        .collect()
-}
-
-/// The samples of one tshark sFlow datagram, in order: (label, sample object).
-fn samples_of(datagram: &Value) -> Vec<(String, Value)> {
-    let mut samples = Vec::new();
-    for (key, value) in datagram.as_object().expect("sflow object") {
-        if !key.contains("sample") || key.starts_with("sflow") {
-            continue;
-        }
-        match value {
-            Value::Array(items) => samples.extend(items.iter().map(|v| (key.clone(), v.clone()))),
-            other => samples.push((key.clone(), other.clone())),
-        }
-    }
-    // Sort by the sample sequence number; tshark's object keeps key order.
-    samples.sort_by_key(|(_, s)| {
-        s["sflow.flow_sample.sequence_number"]
-            .as_str()
-            .or(s["sflow.counters_sample.sequence_number"].as_str())
-            .and_then(|n| n.parse::<u64>().ok())
-            .unwrap_or(0)
-    });
-    samples
-}
-
-fn num(value: &Value) -> u64 {
-    let text = value.as_str().unwrap_or_else(|| panic!("not a string: {value}"));
-    match text.strip_prefix("0x") {
-        Some(hex) => u64::from_str_radix(hex, 16).expect("hex"),
-        None => text.parse().expect("number"),
-    }
-}
-
-fn mac(value: &Value) -> u64 {
-    let text = value.as_str().expect("mac string");
-    text.split(':').fold(0, |acc, byte| (acc << 8) | u64::from_str_radix(byte, 16).expect("hex"))
-}
-
-fn addr_bytes(value: &Value) -> Vec<u8> {
-    let ip: std::net::IpAddr = value.as_str().expect("address").parse().expect("ip");
-    flow_decode::address_bytes(ip)
 }
 
 /// Checks one decoded flow against tshark's view of the same flow sample.
@@ -339,11 +241,10 @@ fn pmacct_sfprobe_export_decodes_like_the_packets_and_like_tshark() {
         );
         return;
     };
-    let dir = std::env::temp_dir().join(format!("sflow-real-agent-{}", std::process::id()));
-    fs::create_dir_all(&dir).expect("temp dir");
+    let dir = scratch_dir("sflow-real-agent");
     let expected = traffic();
     let traffic_pcap = dir.join("traffic.pcap");
-    write_pcap(&traffic_pcap, 1, &expected.iter().map(|e| e.frame.clone()).collect::<Vec<_>>());
+    write_pcap(&traffic_pcap, &expected.iter().map(|e| e.frame.clone()).collect::<Vec<_>>());
 
     let (datagrams, port) = capture_sflow(&pmacctd, &dir, &traffic_pcap);
     let log = fs::read_to_string(dir.join("pmacctd.log")).unwrap_or_default();
@@ -390,10 +291,7 @@ fn pmacct_sfprobe_export_decodes_like_the_packets_and_like_tshark() {
     }
 
     // Against tshark on the very same datagrams.
-    let sflow_pcap = dir.join("sflow.pcap");
-    write_pcap(&sflow_pcap, 1, &datagrams.iter().map(|d| udp_frame(d, port)).collect::<Vec<_>>());
-    let dissected = tshark_samples(&tshark, &sflow_pcap, port);
-    assert_eq!(dissected.len(), datagrams.len());
+    let dissected = tshark_sflow(&tshark, &dir, &datagrams, port);
     let mut flow_iter = flows.iter();
     let mut tshark_counters = 0;
     for (datagram, payload) in dissected.iter().zip(&datagrams) {

@@ -22,7 +22,7 @@ const PSH: u8 = 0x08;
 const ACK: u8 = 0x10;
 
 /// First frame of the capture: 2024-03-01T10:00:00Z.
-const START: Duration = Duration::from_secs(1_709_287_200);
+pub const START: Duration = Duration::from_secs(1_709_287_200);
 
 /// One packet of the generated traffic, before framing.
 struct Packet {

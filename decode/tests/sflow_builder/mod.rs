@@ -2,6 +2,8 @@
 //! written here follows the sFlow v5 specification's XDR layout.
 #![allow(dead_code)]
 
+pub mod tools;
+
 use std::net::{IpAddr, SocketAddr};
 
 use flow_decode::{Datagram, DatagramReport, ExporterSession, SflowSession, SflowSettings};

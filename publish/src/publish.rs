@@ -1,0 +1,495 @@
+//! Publishing batches with delivery guarantees.
+//!
+//! A batch is sent with many acks in flight (bounded by `max_in_flight` across the whole
+//! connection). Messages whose ack did not come back — timed out, connection lost, no
+//! stream listening — are re-sent with the same `Nats-Msg-Id` after a backoff, so
+//! JetStream stores each at most once, for as long as a re-send still lands inside the
+//! stream's duplicate window. What is finally given up is counted by reason: every
+//! message of a batch ends up acked, a duplicate, or given up — never unaccounted.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use async_nats::Subject;
+use async_nats::jetstream::context::{Publish, PublishError, PublishErrorKind};
+use async_nats::jetstream::publish::PublishAck;
+use async_nats::jetstream::{self, ErrorCode};
+use bytes::Bytes;
+use futures_util::StreamExt;
+use futures_util::stream::FuturesUnordered;
+use thiserror::Error;
+use tokio::sync::Mutex;
+use tracing::{debug, error, info, warn};
+
+use crate::connect::{ConnectError, ConnectionState, JetStreamConnection, wait_connected};
+use crate::settings::{Backoff, JetStreamSettings, StreamSettings};
+use crate::stream::{EnsureOutcome, StreamChange, StreamError, ensure_stream};
+
+/// One message to publish: an opaque payload and its dedupe id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutboundMessage {
+    /// Unique per message and identical on every re-send (see
+    /// [`MessageIdGenerator`](crate::MessageIdGenerator)).
+    pub msg_id: String,
+    pub payload: Bytes,
+}
+
+/// Why a message was finally given up; labels for the `flows_dropped` counter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum GiveUpReason {
+    /// No ack within `publish_timeout`, on every attempt inside the duplicate window.
+    AckTimeout,
+    /// No stream listened on the subject (stream deleted, JetStream down), and
+    /// re-creating the stream did not help in time.
+    NoResponders,
+    /// The connection dropped before the ack arrived, on every attempt.
+    ConnectionClosed,
+    /// Larger than the server's `max_payload` or the stream's `max_msg_size`.
+    MaxPayload,
+    /// The stream is at its limits and refuses new messages (discard policy `new`).
+    StreamFull,
+    /// JetStream answered "temporarily unavailable" (e.g. no quorum) every time.
+    Unavailable,
+    /// Any other refusal of JetStream (sealed stream, storage failure, ...).
+    Rejected,
+}
+
+impl GiveUpReason {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            GiveUpReason::AckTimeout => "ack_timeout",
+            GiveUpReason::NoResponders => "no_responders",
+            GiveUpReason::ConnectionClosed => "connection_closed",
+            GiveUpReason::MaxPayload => "max_payload",
+            GiveUpReason::StreamFull => "stream_full",
+            GiveUpReason::Unavailable => "jetstream_unavailable",
+            GiveUpReason::Rejected => "rejected",
+        }
+    }
+}
+
+impl std::fmt::Display for GiveUpReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What became of a batch. `acked + duplicates + given_up_total()` is the batch size.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct BatchOutcome {
+    /// Stored by JetStream.
+    pub acked: u64,
+    /// Acked as already stored (`duplicate: true`): an earlier attempt had made it.
+    pub duplicates: u64,
+    /// Re-sends made, over all rounds.
+    pub retries: u64,
+    /// Messages given up, by reason.
+    pub given_up: BTreeMap<GiveUpReason, u64>,
+}
+
+impl BatchOutcome {
+    /// Messages the stream holds: newly stored or already there.
+    pub fn delivered(&self) -> u64 {
+        self.acked + self.duplicates
+    }
+
+    pub fn given_up_total(&self) -> u64 {
+        self.given_up.values().sum()
+    }
+
+    fn give_up(&mut self, reason: GiveUpReason, count: u64) {
+        *self.given_up.entry(reason).or_default() += count;
+    }
+}
+
+/// Why the publisher could not start.
+#[derive(Debug, Error)]
+pub enum PublisherError {
+    #[error(transparent)]
+    Connect(#[from] ConnectError),
+    #[error(transparent)]
+    Stream(#[from] StreamError),
+}
+
+/// The JetStream transport: one connection, one stream, any number of subjects. Share it
+/// behind an `Arc`; batches of different subjects publish concurrently.
+#[derive(Debug)]
+pub struct JetStreamPublisher {
+    connection: JetStreamConnection,
+    stream: StreamSettings,
+    publish_timeout: Duration,
+    retry_backoff: Backoff,
+    /// One stream repair at a time when several batches find it missing.
+    ensure_lock: Mutex<()>,
+    /// The stream's duplicate window as last seen, in nanoseconds.
+    duplicate_window_ns: AtomicU64,
+}
+
+impl JetStreamPublisher {
+    /// Connects (retrying per the settings) and brings the stream into shape.
+    pub async fn connect(settings: JetStreamSettings) -> Result<Self, PublisherError> {
+        let connection = JetStreamConnection::connect(&settings).await?;
+        let publisher = JetStreamPublisher {
+            connection,
+            stream: settings.stream,
+            publish_timeout: settings.publish_timeout,
+            retry_backoff: settings.retry_backoff,
+            ensure_lock: Mutex::new(()),
+            duplicate_window_ns: AtomicU64::new(0),
+        };
+        let outcome = publisher.ensure_stream().await?;
+        info!(
+            stream = %publisher.stream.name,
+            servers = %publisher.connection.servers(),
+            change = %outcome.change,
+            duplicate_window = ?outcome.duplicate_window,
+            "JetStream stream ready"
+        );
+        Ok(publisher)
+    }
+
+    /// Creates the stream or reconciles its subjects and replicas; remembers its duplicate
+    /// window, which bounds retries.
+    pub async fn ensure_stream(&self) -> Result<EnsureOutcome, StreamError> {
+        let _one_at_a_time = self.ensure_lock.lock().await;
+        let outcome = ensure_stream(self.connection.context(), &self.stream).await?;
+        let window = u64::try_from(outcome.duplicate_window.as_nanos()).unwrap_or(u64::MAX);
+        self.duplicate_window_ns.store(window, Ordering::Relaxed);
+        if outcome.duplicate_window <= self.publish_timeout {
+            warn!(
+                stream = %self.stream.name,
+                duplicate_window = ?outcome.duplicate_window,
+                publish_timeout = ?self.publish_timeout,
+                "the stream's duplicate window is not longer than the publish timeout: \
+                 unacknowledged messages will not be retried"
+            );
+        }
+        Ok(outcome)
+    }
+
+    pub fn connection(&self) -> &JetStreamConnection {
+        &self.connection
+    }
+
+    pub fn is_connected(&self) -> bool {
+        self.connection.is_connected()
+    }
+
+    pub fn stream_name(&self) -> &str {
+        &self.stream.name
+    }
+
+    /// How long after a batch starts its messages may still be re-sent: the duplicate
+    /// window less one publish timeout, so a re-send reaches the server while JetStream
+    /// still remembers the first copy's id.
+    pub fn retry_horizon(&self) -> Duration {
+        let window = Duration::from_nanos(self.duplicate_window_ns.load(Ordering::Relaxed));
+        window.saturating_sub(self.publish_timeout)
+    }
+
+    /// Publishes every message on `subject`, retrying unacknowledged ones with their same
+    /// `Nats-Msg-Id`, and reports what became of each. Resolves when every message is
+    /// acked or given up (at most about one retry horizon).
+    pub async fn publish_batch(
+        &self,
+        subject: &str,
+        messages: Vec<OutboundMessage>,
+    ) -> BatchOutcome {
+        let deadline = Instant::now() + self.retry_horizon();
+        let subject = Subject::from(subject);
+        let mut outcome = BatchOutcome::default();
+        let mut pending: Vec<usize> = (0..messages.len()).collect();
+        let mut round: u32 = 0;
+        while !pending.is_empty() {
+            let failures = self.send_round(&subject, &messages, &pending, &mut outcome).await;
+            let retry = give_up_permanent(failures, &mut outcome);
+            if retry.is_empty() {
+                break;
+            }
+            let delay = self.retry_backoff.delay(round);
+            if Instant::now() + delay >= deadline {
+                give_up_all(&retry, &mut outcome);
+                break;
+            }
+            log_retry(&subject, &retry, delay);
+            self.prepare_retry(&retry, delay, deadline).await;
+            if Instant::now() >= deadline {
+                give_up_all(&retry, &mut outcome);
+                break;
+            }
+            outcome.retries += retry.len() as u64;
+            pending = retry.iter().map(|(index, _)| *index).collect();
+            round += 1;
+        }
+        log_outcome(&subject, messages.len(), &outcome);
+        outcome
+    }
+
+    /// Waits out the backoff and, if needed, the reconnect, and repairs the stream when
+    /// nothing was listening on the subject.
+    async fn prepare_retry(&self, retry: &[(usize, Failure)], delay: Duration, deadline: Instant) {
+        tokio::time::sleep(delay).await;
+        let mut state = self.connection.state();
+        if *state.borrow() != ConnectionState::Connected {
+            let left = deadline.saturating_duration_since(Instant::now());
+            wait_connected(&mut state, left).await;
+        }
+        if retry.iter().any(|(_, failure)| failure.reason == GiveUpReason::NoResponders) {
+            self.repair_stream().await;
+        }
+    }
+
+    /// Re-runs `ensure_stream` after "no responders": the stream may have been deleted, or
+    /// the server restarted with an empty store.
+    async fn repair_stream(&self) {
+        match self.ensure_stream().await {
+            Ok(EnsureOutcome { change: StreamChange::Unchanged, .. }) => {}
+            Ok(outcome) => warn!(
+                stream = %self.stream.name,
+                change = %outcome.change,
+                "JetStream stream was missing or changed and has been restored"
+            ),
+            Err(e) => warn!(
+                stream = %self.stream.name,
+                error = %e,
+                "cannot restore the JetStream stream yet; will retry"
+            ),
+        }
+    }
+
+    /// Sends the `pending` messages with acks in flight and waits for every ack. Returns
+    /// the messages that failed, with why.
+    async fn send_round(
+        &self,
+        subject: &Subject,
+        messages: &[OutboundMessage],
+        pending: &[usize],
+        outcome: &mut BatchOutcome,
+    ) -> Vec<(usize, Failure)> {
+        let js = self.connection.context();
+        let mut failures = Vec::new();
+        let mut in_flight = FuturesUnordered::new();
+        let mut queue = pending.iter().copied();
+        while let Some(index) = queue.next() {
+            let message = &messages[index];
+            let publish =
+                Publish::build().payload(message.payload.clone()).message_id(&message.msg_id);
+            let mut send = std::pin::pin!(js.send_publish(subject.clone(), publish));
+            // While the send waits for an in-flight permit or room in the client's queue,
+            // keep collecting acks: they are what frees the permits.
+            let sent = loop {
+                tokio::select! {
+                    biased;
+                    sent = &mut send => break sent,
+                    Some((done, result)) = in_flight.next(), if !in_flight.is_empty() => {
+                        record(done, result, outcome, &mut failures);
+                    }
+                }
+            };
+            match sent {
+                Ok(ack) => in_flight.push(async move { (index, ack.await) }),
+                Err(error) => {
+                    let failure = Failure::of(&error);
+                    failures.push((index, failure));
+                    if failure.connection_level() {
+                        // The client is not getting messages out: every further send
+                        // would wait its own timeout. Retry them all next round.
+                        failures.extend(queue.by_ref().map(|rest| (rest, failure)));
+                    }
+                }
+            }
+        }
+        while let Some((done, result)) = in_flight.next().await {
+            record(done, result, outcome, &mut failures);
+        }
+        failures
+    }
+
+    /// Drains the connection: flushes what is buffered and closes it.
+    pub async fn close(&self) {
+        if let Err(e) = self.connection.client().drain().await {
+            warn!(error = %e, "draining the NATS connection failed");
+        }
+    }
+}
+
+fn record(
+    index: usize,
+    result: Result<PublishAck, PublishError>,
+    outcome: &mut BatchOutcome,
+    failures: &mut Vec<(usize, Failure)>,
+) {
+    match result {
+        Ok(ack) if ack.duplicate => outcome.duplicates += 1,
+        Ok(_) => outcome.acked += 1,
+        Err(error) => {
+            debug!(error = %crate::connect::error_chain(&error), "publish not acknowledged");
+            failures.push((index, Failure::of(&error)));
+        }
+    }
+}
+
+/// Counts the failures no retry can fix as given up; returns the rest.
+fn give_up_permanent(
+    failures: Vec<(usize, Failure)>,
+    outcome: &mut BatchOutcome,
+) -> Vec<(usize, Failure)> {
+    let (retry, permanent): (Vec<_>, Vec<_>) = failures.into_iter().partition(|(_, f)| f.retry);
+    give_up_all(&permanent, outcome);
+    retry
+}
+
+fn give_up_all(failures: &[(usize, Failure)], outcome: &mut BatchOutcome) {
+    for (_, failure) in failures {
+        outcome.give_up(failure.reason, 1);
+    }
+}
+
+fn count_by_reason(failures: &[(usize, Failure)]) -> String {
+    let mut counts: BTreeMap<GiveUpReason, u64> = BTreeMap::new();
+    for (_, failure) in failures {
+        *counts.entry(failure.reason).or_default() += 1;
+    }
+    counts.iter().map(|(reason, n)| format!("{reason}={n}")).collect::<Vec<_>>().join(" ")
+}
+
+fn log_retry(subject: &Subject, retry: &[(usize, Failure)], delay: Duration) {
+    warn!(
+        subject = %subject,
+        messages = retry.len(),
+        reasons = %count_by_reason(retry),
+        "JetStream did not acknowledge messages; re-sending with the same Nats-Msg-Id in {delay:?}"
+    );
+}
+
+fn log_outcome(subject: &Subject, size: usize, outcome: &BatchOutcome) {
+    if outcome.given_up_total() > 0 {
+        let reasons = outcome
+            .given_up
+            .iter()
+            .map(|(reason, n)| format!("{reason}={n}"))
+            .collect::<Vec<_>>()
+            .join(" ");
+        error!(
+            subject = %subject,
+            batch = size,
+            delivered = outcome.delivered(),
+            given_up = outcome.given_up_total(),
+            reasons = %reasons,
+            "JetStream publish gave up on messages"
+        );
+    } else {
+        debug!(
+            subject = %subject,
+            batch = size,
+            acked = outcome.acked,
+            duplicates = outcome.duplicates,
+            retries = outcome.retries,
+            "batch published"
+        );
+    }
+}
+
+/// What went wrong with one publish, and whether a re-send can help.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Failure {
+    reason: GiveUpReason,
+    retry: bool,
+}
+
+impl Failure {
+    fn retryable(reason: GiveUpReason) -> Self {
+        Failure { reason, retry: true }
+    }
+
+    fn permanent(reason: GiveUpReason) -> Self {
+        Failure { reason, retry: false }
+    }
+
+    fn of(error: &PublishError) -> Self {
+        match error.kind() {
+            PublishErrorKind::TimedOut | PublishErrorKind::MaxAckPending => {
+                Failure::retryable(GiveUpReason::AckTimeout)
+            }
+            PublishErrorKind::BrokenPipe => Failure::retryable(GiveUpReason::ConnectionClosed),
+            PublishErrorKind::StreamNotFound => Failure::retryable(GiveUpReason::NoResponders),
+            PublishErrorKind::MaxPayloadExceeded => Failure::permanent(GiveUpReason::MaxPayload),
+            PublishErrorKind::WrongLastMessageId | PublishErrorKind::WrongLastSequence => {
+                Failure::permanent(GiveUpReason::Rejected)
+            }
+            PublishErrorKind::Other => Self::of_other(error),
+        }
+    }
+
+    /// `Other` carries JetStream's error reply when there was one; without one the
+    /// client could not hand the message to its connection.
+    fn of_other(error: &PublishError) -> Self {
+        let api = std::error::Error::source(error).and_then(|s| s.downcast_ref::<jetstream::Error>());
+        let Some(api) = api else {
+            return Failure::retryable(GiveUpReason::ConnectionClosed);
+        };
+        let description = api.to_string();
+        match api.error_code() {
+            ErrorCode::STREAM_MESSAGE_EXCEEDS_MAXIMUM | ErrorCode::STREAM_HEADER_EXCEEDS_MAXIMUM => {
+                Failure::permanent(GiveUpReason::MaxPayload)
+            }
+            ErrorCode::STREAM_STORE_FAILED if description.contains("maximum") => {
+                Failure::retryable(GiveUpReason::StreamFull)
+            }
+            ErrorCode::INSUFFICIENT_RESOURCES => Failure::retryable(GiveUpReason::StreamFull),
+            _ if api.code() == 503 => Failure::retryable(GiveUpReason::Unavailable),
+            ErrorCode::STREAM_STORE_FAILED => Failure::retryable(GiveUpReason::Rejected),
+            _ => Failure::permanent(GiveUpReason::Rejected),
+        }
+    }
+
+    /// Failing to hand a message to the client at all (its queue stayed full, or it is
+    /// gone) says nothing about this message and everything about the next ones.
+    fn connection_level(&self) -> bool {
+        self.retry
+            && matches!(self.reason, GiveUpReason::AckTimeout | GiveUpReason::ConnectionClosed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn publish_errors_map_to_reasons() {
+        let of = |kind| Failure::of(&PublishError::new(kind));
+        assert_eq!(of(PublishErrorKind::TimedOut), Failure::retryable(GiveUpReason::AckTimeout));
+        assert_eq!(
+            of(PublishErrorKind::StreamNotFound),
+            Failure::retryable(GiveUpReason::NoResponders)
+        );
+        assert_eq!(
+            of(PublishErrorKind::BrokenPipe),
+            Failure::retryable(GiveUpReason::ConnectionClosed)
+        );
+        assert_eq!(
+            of(PublishErrorKind::MaxPayloadExceeded),
+            Failure::permanent(GiveUpReason::MaxPayload)
+        );
+        assert_eq!(of(PublishErrorKind::Other), Failure::retryable(GiveUpReason::ConnectionClosed));
+    }
+
+    #[test]
+    fn outcome_accounts_for_every_message() {
+        let mut outcome = BatchOutcome { acked: 3, duplicates: 1, ..Default::default() };
+        let retry = give_up_permanent(
+            vec![
+                (0, Failure::permanent(GiveUpReason::MaxPayload)),
+                (1, Failure::retryable(GiveUpReason::AckTimeout)),
+            ],
+            &mut outcome,
+        );
+        assert_eq!(retry.len(), 1);
+        give_up_all(&retry, &mut outcome);
+        assert_eq!(outcome.delivered(), 4);
+        assert_eq!(outcome.given_up_total(), 2);
+        assert_eq!(outcome.given_up[&GiveUpReason::AckTimeout], 1);
+        assert_eq!(count_by_reason(&retry), "ack_timeout=1");
+    }
+}
