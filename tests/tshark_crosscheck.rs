@@ -25,7 +25,7 @@ use support::tshark::{self, Expect, Options, Record};
 use support::{Collector, have, shared_pcaps, traffic};
 
 /// Replay pace per exporter: fast enough, gentle on the collector's socket buffer.
-const PPS: u32 = 2_000;
+const PPS: u32 = 1_000;
 /// How long the collector may take to print every expected flow.
 const FLOW_TIMEOUT: Duration = Duration::from_secs(60);
 /// Quiet time after the last expected flow, to catch extra ones.
@@ -48,11 +48,12 @@ struct Variant {
     biflow: bool,
 }
 
+/// No sampled v9: softflowd 1.1.0 then writes a header count below the records it sends,
+/// and tshark stops decoding at the count (the collector, rightly, decodes by length).
 const SOFTFLOWD: &[Variant] = &[
     Variant { name: "v5", args: &["-v", "5", "-a"], biflow: false },
     Variant { name: "v5-sampled", args: &["-v", "5", "-s", "4", "-a"], biflow: false },
     Variant { name: "v9", args: &["-v", "9", "-a"], biflow: false },
-    Variant { name: "v9-sampled", args: &["-v", "9", "-s", "4", "-a"], biflow: false },
     Variant { name: "ipfix-uptime", args: &["-v", "10", "-a"], biflow: false },
     Variant { name: "ipfix-sampled", args: &["-v", "10", "-s", "4", "-a"], biflow: false },
     Variant { name: "ipfix-milli", args: &["-v", "10", "-A", "milli"], biflow: false },
@@ -132,13 +133,12 @@ fn tshark_records_of_softflowd_exports_match_the_generated_traffic() {
                 "{args:?} {field}"
             );
         }
-        assert_eq!(
-            record.fields.get("time_flow_start_ns"),
-            Some(&Expect::TimeNs(start_ns)),
-            "{args:?}"
-        );
-        let end = record.fields.get("time_flow_end_ns");
-        assert_eq!(end, Some(&Expect::TimeNs(start_ns + 421_000_000)), "{args:?}");
+        let near = |field: &str, want: u64| match record.fields.get(field) {
+            Some(Expect::TimeNs(ns)) => ns.abs_diff(want) <= tshark::TIME_TOLERANCE_NS,
+            _ => false,
+        };
+        assert!(near("time_flow_start_ns", start_ns), "{args:?}: {:?}", record.fields);
+        assert!(near("time_flow_end_ns", start_ns + 421_000_000), "{args:?}: {:?}", record.fields);
     }
 }
 
@@ -234,13 +234,11 @@ fn softflowd(traffic: &Path, work: &Path, port: u16, args: &[&str]) {
     command
         .arg("-r")
         .arg(traffic)
-        .args(["-n", &format!("127.0.0.1:{port}"), "-P", "udp", "-d"])
-        .arg("-p")
-        .arg(work.join("softflowd.pid"))
-        .arg("-c")
-        .arg(work.join("softflowd.ctl"))
+        // No control socket: in -r mode softflowd 1.1.0 reads its poll state
+        // uninitialised and may block in accept() on it forever.
+        .args(["-n", &format!("127.0.0.1:{port}"), "-P", "udp", "-d", "-c", "none"])
         .args(args);
-    run_to_exit(command, &format!("softflowd {args:?}"), &work.join("softflowd.log"));
+    run_to_exit(command, &format!("softflowd {args:?}"), &work.join("softflowd.log"), None);
 }
 
 /// Runs pmacctd's nfprobe plugin over `traffic`, exporting NetFlow `version` to
@@ -255,12 +253,16 @@ fn pmacctd(traffic: &Path, work: &Path, port: u16, version: &str) {
     std::fs::write(&config, text).unwrap_or_else(|e| panic!("{}: {e}", config.display()));
     let mut command = Command::new("pmacctd");
     command.arg("-f").arg(&config);
-    run_to_exit(command, &format!("pmacctd nfprobe v{version}"), &work.join("pmacctd.log"));
+    // pmacctd's core may see its plugin exit first and then exits 1, after the plugin
+    // has flushed every flow: that is a finished run too.
+    let flushed = "( default_nfprobe/nfprobe ): Shutting down on user request";
+    let what = format!("pmacctd nfprobe v{version}");
+    run_to_exit(command, &what, &work.join("pmacctd.log"), Some(flushed));
 }
 
 /// Runs `command` to its end (killing it after [`TOOL_TIMEOUT`]), its output going to
-/// `log`, and asserts success.
-fn run_to_exit(mut command: Command, what: &str, log: &Path) {
+/// `log`, and asserts success, or that the log holds `done_line` when given.
+fn run_to_exit(mut command: Command, what: &str, log: &Path, done_line: Option<&str>) {
     let file = File::create(log).unwrap_or_else(|e| panic!("{}: {e}", log.display()));
     let file2 = file.try_clone().unwrap_or_else(|e| panic!("{}: {e}", log.display()));
     let mut child = command
@@ -283,7 +285,8 @@ fn run_to_exit(mut command: Command, what: &str, log: &Path) {
         }
     };
     let output = std::fs::read_to_string(log).unwrap_or_default();
-    assert!(status.success(), "{what} failed ({status}): {output}");
+    let done = done_line.is_some_and(|line| output.contains(line));
+    assert!(status.success() || done, "{what} failed ({status}): {output}");
 }
 
 /// Writes `datagrams` into a pcap under `work` and decodes it with tshark.
@@ -328,11 +331,16 @@ fn replay_and_compare(mut jobs: Vec<Job>) -> Vec<String> {
                 job.records.len()
             ));
         }
-        problems.extend(
-            tshark::match_all(&job.records, &flows)
-                .into_iter()
-                .map(|p| format!("{}: {p}", job.name)),
+        let found = tshark::match_all(&job.records, &flows);
+        eprintln!(
+            "{}: {} datagrams, {} records decoded by tshark, {} flows from the collector, {} problems",
+            job.name,
+            job.datagrams.len(),
+            job.records.len(),
+            flows.len(),
+            found.len()
         );
+        problems.extend(found.into_iter().map(|p| format!("{}: {p}", job.name)));
     }
     problems
 }

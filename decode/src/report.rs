@@ -51,7 +51,8 @@ pub struct DatagramReport {
     /// Records recognised but deliberately not emitted as flows (options data,
     /// sFlow counter samples).
     pub non_flow_records: usize,
-    /// Data records held in the pending-flows cache until their template arrives.
+    /// Data sets held in the pending-flows cache until their template arrives (their
+    /// record count is unknown until the template says how long a record is).
     pub records_pending: usize,
     /// Export datagrams the exporter's sequence numbers show were lost, declared while
     /// decoding this one (sFlow: counted once a missing datagram sequence number falls

@@ -18,7 +18,9 @@ use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use flow_decode::{Datagram, ExporterSession, NetflowSession, NetflowSettings, PendingFlowSettings};
+use flow_decode::{
+    Datagram, ExporterSession, NetflowSession, NetflowSettings, PendingFlowSettings,
+};
 use support::pcap::udp_datagrams;
 use support::reference::{ReferenceStream, compare, to_object};
 
@@ -81,8 +83,7 @@ fn replay(pcap: &Path) -> usize {
         let expected = stream
             .next_packet(&exporter.to_string(), line)
             .unwrap_or_else(|e| panic!("{}: {e}", reference_path.display()));
-        let session =
-            sessions.entry(exporter).or_insert_with(|| NetflowSession::new(&settings()));
+        let session = sessions.entry(exporter).or_insert_with(|| NetflowSession::new(&settings()));
         let mut flows = Vec::new();
         let report = session.decode(
             Datagram {
@@ -120,4 +121,60 @@ fn every_capture_matches_the_reference_decode() {
         assert!(compared > 0, "{}: no data records compared", pcap.display());
         eprintln!("{}: {compared} flows match the reference", pcap.display());
     }
+}
+
+/// Deterministic xorshift, so a failure replays.
+struct XorShift(u64);
+
+impl XorShift {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n.max(1) as u64) as usize
+    }
+}
+
+#[test]
+fn mutated_and_truncated_captures_never_panic() {
+    let pcaps = captures(&pcaps_dir());
+    assert!(!pcaps.is_empty());
+    let mut rng = XorShift(0x9E37_79B9_7F4A_7C15);
+    let mut decoded = 0usize;
+    for pcap in &pcaps {
+        let datagrams = udp_datagrams(pcap).unwrap_or_else(|e| panic!("{e}"));
+        for round in 0..20 {
+            let mut session = NetflowSession::new(&settings());
+            for datagram in &datagrams {
+                let mut payload = datagram.payload.clone();
+                for _ in 0..=rng.below(4) {
+                    let at = rng.below(payload.len());
+                    if let Some(byte) = payload.get_mut(at) {
+                        *byte = rng.next() as u8;
+                    }
+                }
+                if round % 3 == 0 {
+                    payload.truncate(rng.below(payload.len() + 1));
+                }
+                let mut flows = Vec::new();
+                let report = session.decode(
+                    Datagram {
+                        source: datagram.source,
+                        received_ns: datagram.timestamp_ns,
+                        payload: &payload,
+                    },
+                    &mut flows,
+                );
+                assert_eq!(report.flows, flows.len());
+                decoded += 1;
+            }
+            let _ = session.expire(u64::MAX);
+            let _ = session.stats();
+        }
+    }
+    assert!(decoded > 1000);
 }

@@ -172,9 +172,6 @@ fn check_settings(settings: &JetStreamSettings) -> Result<(), ConnectError> {
     if settings.publish_timeout.is_zero() {
         return Err(ConnectError::InvalidSettings("publish_timeout must be > 0".into()));
     }
-    if settings.stream.subjects.is_empty() {
-        return Err(ConnectError::InvalidSettings("the stream needs at least one subject".into()));
-    }
     Ok(())
 }
 
@@ -487,7 +484,7 @@ fn classify(
     let servers_display = servers.display.clone();
     let detail = error_chain(error);
     if let Some(tls_error) = find_rustls_error(error) {
-        return classify_tls(tls_error, settings.tls.as_ref(), servers_display, detail);
+        return classify_tls(tls_error, settings.tls.as_ref(), servers_display);
     }
     match error.kind() {
         ConnectErrorKind::AuthorizationViolation => {
@@ -515,8 +512,8 @@ fn classify_tls(
     tls_error: &rustls::Error,
     tls: Option<&TlsSettings>,
     servers: String,
-    detail: String,
 ) -> ConnectError {
+    let detail = tls_error.to_string();
     let client_cert = tls.and_then(|t| t.client.as_ref()).map(|c| c.cert_file.clone());
     match (tls_error, client_cert) {
         (rustls::Error::InvalidCertificate(_), _) => ConnectError::ServerCertificateUntrusted {
@@ -559,12 +556,11 @@ fn find_rustls_error<'a>(error: &'a (dyn StdError + 'static)) -> Option<&'a rust
         if let Some(found) = err.downcast_ref::<rustls::Error>() {
             return Some(found);
         }
-        if let Some(io) = err.downcast_ref::<std::io::Error>() {
-            if let Some(inner) = io.get_ref() {
-                if let Some(found) = find_rustls_error(inner) {
-                    return Some(found);
-                }
-            }
+        if let Some(io) = err.downcast_ref::<std::io::Error>()
+            && let Some(inner) = io.get_ref()
+            && let Some(found) = find_rustls_error(inner)
+        {
+            return Some(found);
         }
         current = err.source();
     }

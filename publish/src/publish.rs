@@ -12,7 +12,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use async_nats::Subject;
-use async_nats::jetstream::context::{Publish, PublishError, PublishErrorKind};
+use async_nats::jetstream::context::{PublishError, PublishErrorKind};
+use async_nats::jetstream::message::PublishMessage;
 use async_nats::jetstream::publish::PublishAck;
 use async_nats::jetstream::{self, ErrorCode};
 use bytes::Bytes;
@@ -274,7 +275,7 @@ impl JetStreamPublisher {
         while let Some(index) = queue.next() {
             let message = &messages[index];
             let publish =
-                Publish::build().payload(message.payload.clone()).message_id(&message.msg_id);
+                PublishMessage::build().payload(message.payload.clone()).message_id(&message.msg_id);
             let mut send = std::pin::pin!(js.send_publish(subject.clone(), publish));
             // While the send waits for an in-flight permit or room in the client's queue,
             // keep collecting acks: they are what frees the permits.

@@ -31,6 +31,9 @@ pub enum StreamError {
     )]
     SubjectOwnedByOtherStream { stream: String, conflicts: Vec<SubjectConflict> },
 
+    #[error("stream {stream} has no subjects to capture: give stream_subjects or listener subjects")]
+    NoSubjects { stream: String },
+
     #[error(
         "JetStream is not available for stream {stream} ({detail}); is the server started \
          with JetStream enabled (-js) and is it enabled for this account?"
@@ -115,6 +118,9 @@ pub async fn ensure_stream(
     js: &Context,
     wanted: &StreamSettings,
 ) -> Result<EnsureOutcome, StreamError> {
+    if wanted.subjects.is_empty() {
+        return Err(StreamError::NoSubjects { stream: wanted.name.clone() });
+    }
     match stream_config(js, &wanted.name).await? {
         Some(config) => reconcile(js, wanted, config).await,
         None => match create(js, wanted).await {

@@ -40,6 +40,15 @@ pub fn have(tool: &str) -> bool {
     Command::new("which").arg(tool).output().is_ok_and(|o| o.status.success())
 }
 
+/// The collector binary under test: this build's, or `FLOW_COLLECTOR_TEST_BIN` (e.g. a
+/// release build or an installed package) when set.
+pub fn collector_binary() -> PathBuf {
+    std::env::var_os("FLOW_COLLECTOR_TEST_BIN").map_or_else(
+        || PathBuf::from(env!("CARGO_BIN_EXE_serviceradar-flow-collector")),
+        PathBuf::from,
+    )
+}
+
 /// A UDP port on 127.0.0.1 that was free a moment ago.
 pub fn free_udp_port() -> u16 {
     let socket = UdpSocket::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("bind port 0: {e}"));
@@ -96,7 +105,7 @@ impl Collector {
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
         let path = dir.path().join("flow-collector.json");
         std::fs::write(&path, config.to_string()).unwrap_or_else(|e| panic!("write config: {e}"));
-        let mut child = Command::new(env!("CARGO_BIN_EXE_serviceradar-flow-collector"))
+        let mut child = Command::new(collector_binary())
             .arg("--config")
             .arg(&path)
             .arg("--stdout")

@@ -1,4 +1,4 @@
-//! A small, varied traffic capture for flow exporters to meter: TCP conversations
+//! A varied traffic capture for flow exporters to meter: TCP conversations
 //! (handshake, data, FIN and RST), UDP, ICMP echo, and the same over IPv6, with several
 //! TOS values and sub-millisecond timestamps.
 
@@ -111,6 +111,19 @@ fn packets() -> Vec<Packet> {
     add(500_450, "[2001:db8:2::3]:0", "[2001:db8:1::3]:0", 0, Segment::Icmp { kind: 129, code: 0 });
     // An ICMP destination unreachable (type 3, code 3): type and code both non-zero.
     add(600_000, "10.2.0.9:0", "10.1.0.9:0", 0, Segment::Icmp { kind: 3, code: 3 });
+    // Many one-packet syslog flows, so that exports span several datagrams (v5 holds
+    // 30 records at most) and sequence numbers advance.
+    for i in 0..40u64 {
+        let src = format!("10.3.0.{}:{}", 1 + i % 7, 20_000 + i);
+        let tos = [0u8, 0x20, 0x48, 0xB8][(i % 4) as usize];
+        add(
+            1_500_000 + i * 12_345,
+            &src,
+            "10.4.0.1:514",
+            tos,
+            Segment::Udp { payload_len: 60 + i as usize },
+        );
+    }
     out.sort_by_key(|p| p.at_us);
     out
 }

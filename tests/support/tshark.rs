@@ -11,7 +11,7 @@ use std::fmt;
 use std::path::Path;
 use std::process::Command;
 
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 
 /// Collector time fields may differ from tshark's by this much (rounding of the
 /// exporter's millisecond fields).
@@ -94,7 +94,10 @@ pub fn decode(pcap: &Path, port: u16, options: Options) -> Vec<Record> {
     let mut records = Vec::new();
     for packet in packets.as_array().map(Vec::as_slice).unwrap_or_default() {
         let layers = &packet["_source"]["layers"];
-        let Some(cflow) = layers.get("cflow").and_then(Value::as_object) else { continue };
+        let cflow = &layers["cflow"];
+        if !cflow.is_object() {
+            continue;
+        }
         let frame = number(&layers["frame"]["frame.number"]).unwrap_or(0);
         let source = format!(
             "{}{}:{}",
@@ -116,7 +119,7 @@ pub fn decode(pcap: &Path, port: u16, options: Options) -> Vec<Record> {
 }
 
 /// The header fields of one cflow PDU.
-fn header(cflow: &Map<String, Value>) -> Header {
+fn header(cflow: &Value) -> Header {
     let secs = number(&cflow["cflow.timestamp_tree"]["cflow.unix_secs"]).unwrap_or(0);
     let nsecs = number(&cflow["cflow.timestamp_tree"]["cflow.unix_nsecs"]).unwrap_or(0);
     let version = number(&cflow["cflow.version"]).unwrap_or(0);
@@ -132,48 +135,66 @@ fn header(cflow: &Map<String, Value>) -> Header {
     }
 }
 
-/// The record objects of a PDU: v5 `pdu i/n` objects, or `Flow i` inside each set.
-fn record_objects(cflow: &Map<String, Value>) -> Vec<&Map<String, Value>> {
-    let mut out = Vec::new();
-    for (key, value) in cflow {
-        let Some(object) = value.as_object() else { continue };
+/// The record objects of a PDU in wire order: v5 `pdu i/n` objects, or `Flow i` inside
+/// each `Set i` / `FlowSet i` (tshark's JSON object keys come back sorted as text).
+fn record_objects(cflow: &Value) -> Vec<&Value> {
+    let mut out: Vec<((u64, u64), &Value)> = Vec::new();
+    for (key, value) in cflow.as_object().into_iter().flatten() {
         if key.starts_with("pdu ") {
-            out.push(object);
+            out.push(((ordinal(key), 0), value));
         } else if key.starts_with("FlowSet ") || key.starts_with("Set ") {
-            for (inner, record) in object {
-                if let (true, Some(record)) = (inner.starts_with("Flow "), record.as_object()) {
-                    out.push(record);
+            let set = ordinal(key);
+            for (inner, record) in value.as_object().into_iter().flatten() {
+                if inner.starts_with("Flow ") {
+                    out.push(((set, ordinal(inner)), record));
                 }
             }
         }
     }
-    out
+    out.sort_by_key(|(order, _)| *order);
+    out.into_iter().map(|(_, record)| record).filter(|r| r.is_object()).collect()
+}
+
+/// The number after the first space of a tshark subtree name ("Set 12 [id=2]" → 12).
+fn ordinal(key: &str) -> u64 {
+    let digits = key.split_once(' ').map_or("", |(_, rest)| rest);
+    let end = digits.find(|c: char| !c.is_ascii_digit()).unwrap_or(digits.len());
+    digits[..end].parse().unwrap_or(0)
 }
 
 /// Remembers what options data says about the exporter.
-fn learn_options(record: &Map<String, Value>, state: &mut ExporterState) {
+fn learn_options(record: &Value, state: &mut ExporterState) {
     if let Some(ns) = text(&record["cflow.sys_init_time"]).and_then(absolute_time_ns) {
         state.sys_init_ns = Some(ns);
     }
-    if let Some(interval) = number(&record["cflow.sampling_interval"]) {
-        state.sampling_rate = Some(interval);
-    }
-    if let Some(interval) = number(&record["cflow.sampling_packet_interval"]).filter(|i| *i > 0) {
-        let space = number(&record["cflow.sampling_packet_space"]).unwrap_or(0);
-        state.sampling_rate = Some((interval + space) / interval);
+    let positive = |key: &str| number(&record[key]).filter(|n| *n > 0);
+    // Random n-out-of-N (population / size) first, then systematic count-based
+    // (interval + space) / interval, then the v9 samplingInterval.
+    let rate = match (positive("cflow.sampling_size"), positive("cflow.sampling_population")) {
+        (Some(size), Some(population)) => Some((population / size).max(1)),
+        _ => match positive("cflow.sampling_packet_interval") {
+            Some(interval) => {
+                let space = number(&record["cflow.sampling_packet_space"]).unwrap_or(0);
+                Some((interval + space) / interval)
+            }
+            None => positive("cflow.sampling_interval"),
+        },
+    };
+    if rate.is_some() {
+        state.sampling_rate = rate;
     }
 }
 
 /// Whether a record describes traffic (options records carry no addresses).
-fn is_flow(record: &Map<String, Value>) -> bool {
+fn is_flow(record: &Value) -> bool {
     ["cflow.srcaddr", "cflow.srcaddrv6", "cflow.dstaddr", "cflow.dstaddrv6"]
         .iter()
-        .any(|k| record.contains_key(*k))
+        .any(|k| record.get(*k).is_some())
 }
 
 /// The collector fields implied by one tshark flow record.
 fn expected_fields(
-    record: &Map<String, Value>,
+    record: &Value,
     header: &Header,
     state: ExporterState,
     options: Options,
@@ -190,13 +211,21 @@ fn expected_fields(
         f.insert("observation_domain_id", Expect::Exact(json!(header.domain)));
     }
     let addresses = [
-        ("src_addr", ["cflow.srcaddr", "cflow.srcaddrv6"]),
-        ("dst_addr", ["cflow.dstaddr", "cflow.dstaddrv6"]),
-        ("next_hop", ["cflow.nexthop", "cflow.nexthopv6"]),
-        ("bgp_next_hop", ["cflow.bgpnexthop", "cflow.bgpnexthopv6"]),
+        ("src_addr", "cflow.srcaddr", "cflow.srcaddrv6"),
+        ("dst_addr", "cflow.dstaddr", "cflow.dstaddrv6"),
+        ("next_hop", "cflow.nexthop", "cflow.nexthopv6"),
+        ("bgp_next_hop", "cflow.bgpnexthop", "cflow.bgpnexthopv6"),
     ];
-    for (field, keys) in addresses {
-        if let Some(addr) = keys.iter().find_map(|k| text(&record[*k])) {
+    let version = number(&record["cflow.ip_version"]);
+    for (field, v4, v6) in addresses {
+        // A record with both families (tunnels, SRv6) says which is the flow's through
+        // ipVersion; without it the choice is the decoder's and is not checked here.
+        let addr = match (text(&record[v4]), text(&record[v6]), version) {
+            (Some(a), None, _) | (None, Some(a), _) => Some(a),
+            (Some(a), Some(_), Some(4)) | (Some(_), Some(a), Some(6)) => Some(a),
+            _ => None,
+        };
+        if let Some(addr) = addr {
             f.insert(field, address(field, addr));
         }
     }
@@ -227,7 +256,7 @@ fn expected_fields(
         f.insert("icmp_type", Expect::Exact(json!(type_code >> 8)));
         f.insert("icmp_code", Expect::Exact(json!(type_code & 0xFF)));
     }
-    if let Some(version) = number(&record["cflow.ip_version"]) {
+    if let Some(version) = version {
         let etype = if version == 6 { 0x86DD } else { 0x0800 };
         f.insert("etype", Expect::Exact(json!(etype)));
     }
@@ -238,7 +267,7 @@ fn expected_fields(
 }
 
 /// Octets and packets; with biflows the repeated values are (forward, reverse).
-fn counters(record: &Map<String, Value>, options: Options, f: &mut BTreeMap<&'static str, Expect>) {
+fn counters(record: &Value, options: Options, f: &mut BTreeMap<&'static str, Expect>) {
     let pairs = [
         ("cflow.octets", "bytes", "bytes_out", "bytes_in"),
         ("cflow.packets", "packets", "packets_out", "packets_in"),
@@ -250,7 +279,9 @@ fn counters(record: &Map<String, Value>, options: Options, f: &mut BTreeMap<&'st
                 f.insert(total, Expect::Exact(json!(one)));
             }
             ([fwd, rev], true) => {
-                f.insert(total, Expect::Exact(json!(fwd)));
+                // The flow's total: the forward count as exported, or both directions.
+                let both = Expect::AnyOf(vec![json!(fwd), json!(fwd + rev)]);
+                f.insert(total, both);
                 f.insert(forward, Expect::Exact(json!(fwd)));
                 f.insert(reverse, Expect::Exact(json!(rev)));
             }
@@ -261,7 +292,7 @@ fn counters(record: &Map<String, Value>, options: Options, f: &mut BTreeMap<&'st
 
 /// Flow start and end, made absolute.
 fn times(
-    record: &Map<String, Value>,
+    record: &Value,
     header: &Header,
     state: ExporterState,
     f: &mut BTreeMap<&'static str, Expect>,
@@ -272,10 +303,14 @@ fn times(
         ("time_flow_end_ns", "cflow.abstimeend", "cflow.timeend"),
     ];
     for (field, absolute, relative) in pairs {
-        let ns = text(&tree[absolute]).and_then(absolute_time_ns).or_else(|| {
-            let uptime_ns = text(&tree[relative]).and_then(duration_ns)?;
-            from_uptime(uptime_ns, header, state)
-        });
+        // tshark shows a sysUpTime of 0 as the absolute time 0 (1970-01-01).
+        let ns = match text(&tree[absolute]).and_then(absolute_time_ns) {
+            Some(0) => from_uptime(0, header, state),
+            Some(ns) => Some(ns),
+            None => text(&tree[relative])
+                .and_then(duration_ns)
+                .and_then(|uptime_ns| from_uptime(uptime_ns, header, state)),
+        };
         if let Some(ns) = ns {
             f.insert(field, Expect::TimeNs(ns));
         }
@@ -431,7 +466,8 @@ pub fn absolute_time_ns(s: &str) -> Option<u64> {
     const MONTHS: [&str; 12] =
         ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
     let mut parts = s.split_whitespace();
-    let month = MONTHS.iter().position(|m| Some(*m) == parts.next())? as u64 + 1;
+    let name = parts.next()?;
+    let month = MONTHS.iter().position(|m| *m == name)? as u64 + 1;
     let day: u64 = parts.next()?.trim_end_matches(',').parse().ok()?;
     let year: i64 = parts.next()?.parse().ok()?;
     let clock = parts.next()?;

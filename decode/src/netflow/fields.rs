@@ -595,8 +595,7 @@ impl FlowFields {
 
     fn write_counters(&self, msg: &mut FlowMessage) {
         let forward_bytes = self.octet_delta.or(self.octet_total).or(self.post_octet_delta);
-        let forward_packets =
-            self.packet_delta.or(self.packet_total).or(self.post_packet_delta);
+        let forward_packets = self.packet_delta.or(self.packet_total).or(self.post_packet_delta);
         let out_bytes = self.initiator_octets.or(forward_bytes);
         let out_packets = self.initiator_packets.or(forward_packets);
         let in_bytes = self.responder_octets.or(self.reverse_octets);

@@ -161,13 +161,18 @@ impl NetflowSession {
         let (header, sets) = match ExportHeader::parse(datagram.payload, version) {
             Ok(parsed) => parsed,
             Err(error) => {
-                self.counters(if version == 9 { Protocol::V9 } else { Protocol::Ipfix }).seen = true;
+                self.counters(if version == 9 { Protocol::V9 } else { Protocol::Ipfix }).seen =
+                    true;
                 report.errors.push(error);
                 return;
             }
         };
         self.counters(header.protocol).seen = true;
-        let key = ScopeKey { protocol: header.protocol, port: datagram.source.port(), domain: header.domain };
+        let key = ScopeKey {
+            protocol: header.protocol,
+            port: datagram.source.port(),
+            domain: header.domain,
+        };
         self.touch_scope(key, report);
         let sampler_address = address_bytes(datagram.source.ip());
         let arrival = Arrival {
@@ -305,7 +310,11 @@ impl NetflowSession {
             // A layout without a parser template means the parser lost it: forget it.
             scope.layouts.remove(template_id);
             if scope.first_miss(template_id) {
-                report.events.push(LifecycleEvent::MissingTemplate { protocol, domain, template_id });
+                report.events.push(LifecycleEvent::MissingTemplate {
+                    protocol,
+                    domain,
+                    template_id,
+                });
             }
         }
         let held = self.pending.as_mut().map(|pending| {
@@ -363,10 +372,13 @@ impl NetflowSession {
                 received_ns: entry.received_ns,
                 sampler_address: &sampler_address,
             };
-            let decoded = ExportHeader::parse(&entry.datagram, version).ok().and_then(|(header, _)| {
-                let value = &mut self.buffers.value;
-                scope.decode_data_set(&entry.datagram, &header, &arrival, value, out, report).ok()
-            });
+            let decoded =
+                ExportHeader::parse(&entry.datagram, version).ok().and_then(|(header, _)| {
+                    let value = &mut self.buffers.value;
+                    scope
+                        .decode_data_set(&entry.datagram, &header, &arrival, value, out, report)
+                        .ok()
+                });
             match decoded {
                 Some(outcome) => records += outcome.flows + outcome.options,
                 None => failed += 1,
@@ -374,11 +386,21 @@ impl NetflowSession {
         }
         let (protocol, domain) = (key.protocol, key.domain);
         if records > 0 {
-            report.events.push(LifecycleEvent::PendingReplayed { protocol, domain, template_id, records });
+            report.events.push(LifecycleEvent::PendingReplayed {
+                protocol,
+                domain,
+                template_id,
+                records,
+            });
         }
         for (count, reason) in [(stale, "ttl"), (failed, "replay_failed")] {
             if count > 0 {
-                report.events.push(LifecycleEvent::PendingDropped { protocol, domain, template_id, reason });
+                report.events.push(LifecycleEvent::PendingDropped {
+                    protocol,
+                    domain,
+                    template_id,
+                    reason,
+                });
             }
         }
     }
@@ -392,7 +414,9 @@ fn build_parser(builder: NetflowParserBuilder) -> NetflowParser {
 
 fn is_template_set(protocol: Protocol, id: u16) -> bool {
     match protocol {
-        Protocol::Ipfix => matches!(id, wire::IPFIX_TEMPLATE_SET | wire::IPFIX_OPTIONS_TEMPLATE_SET),
+        Protocol::Ipfix => {
+            matches!(id, wire::IPFIX_TEMPLATE_SET | wire::IPFIX_OPTIONS_TEMPLATE_SET)
+        }
         _ => matches!(id, wire::V9_TEMPLATE_SET | wire::V9_OPTIONS_TEMPLATE_SET),
     }
 }

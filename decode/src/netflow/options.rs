@@ -62,10 +62,8 @@ impl OptionsFields {
             306 => first(&mut self.packet_space, value),
             309 => first(&mut self.size, value),
             310 => first(&mut self.population, value),
-            311 => {
-                if self.probability.is_none() {
-                    self.probability = value.try_into().ok().map(f64::from_be_bytes);
-                }
+            311 if self.probability.is_none() => {
+                self.probability = value.try_into().ok().map(f64::from_be_bytes);
             }
             _ => {}
         }

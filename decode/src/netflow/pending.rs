@@ -67,7 +67,13 @@ impl PendingCache {
     }
 
     /// Holds `entry` (whose data set body is `body_len` bytes) for `template_id`.
-    pub fn hold(&mut self, scope: ScopeKey, template_id: u16, body_len: usize, entry: PendingEntry) -> Held {
+    pub fn hold(
+        &mut self,
+        scope: ScopeKey,
+        template_id: u16,
+        body_len: usize,
+        entry: PendingEntry,
+    ) -> Held {
         if body_len > self.settings.max_entry_size_bytes {
             return Held::Refused;
         }

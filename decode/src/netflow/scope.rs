@@ -101,7 +101,6 @@ impl Scope {
         }
     }
 
-
     /// Whether a MissingTemplate event should be emitted for `id` now.
     pub fn first_miss(&mut self, id: u16) -> bool {
         self.missing_reported.insert(id)
@@ -128,7 +127,8 @@ impl Scope {
             self.withdraw(*id, &scan.defined, report);
         }
         let accepted = accepted_layouts(&result.packets);
-        for (id, layout) in accepted.iter().cloned() {
+        let accepted_ids: Vec<u16> = accepted.iter().map(|(id, _)| *id).collect();
+        for (id, layout) in accepted {
             let new_field_count = layout.fields.len();
             match self.layouts.install(id, layout) {
                 Installed::New => report.events.push(LifecycleEvent::TemplateLearned {
@@ -155,7 +155,7 @@ impl Scope {
         let rejection = result.error.map(|e| e.to_string());
         let reported = |id: u16| scan.errors.iter().any(|e| rejected_id(e) == Some(id));
         for id in scan.defined.iter().copied() {
-            if !accepted.iter().any(|(a, _)| *a == id) && !reported(id) {
+            if !accepted_ids.contains(&id) && !reported(id) {
                 report.errors.push(DecodeError::BadTemplate {
                     protocol,
                     template_id: id,
@@ -234,20 +234,32 @@ impl Scope {
                 detail: format!("data set {set_id}: {error}"),
             }));
         }
-        let Some(layout) = self.layouts.get(set_id).cloned() else {
+        let flow_type = self.flow_type();
+        let Self { protocol, layouts, sampling, system_init_ms, .. } = self;
+        let Some(layout) = layouts.get(set_id) else {
             return Err(SetFailure::MissingTemplate);
         };
         let ctx = RecordContext {
-            flow_type: self.flow_type(),
+            flow_type,
             sequence: header.sequence,
             domain: header.domain,
             export_ms: header.export_ms,
             sys_uptime_ms: header.sys_uptime_ms,
-            system_init_ms: self.system_init_ms,
+            system_init_ms: *system_init_ms,
             received_ns: arrival.received_ns,
             sampler_address: arrival.sampler_address,
         };
-        let mut sink = RecordSink { scope: self, layout: &layout, ctx, value, out, report, outcome: SetOutcome::default() };
+        let mut sink = RecordSink {
+            protocol: *protocol,
+            sampling,
+            system_init_ms,
+            layout,
+            ctx,
+            value,
+            out,
+            report,
+            outcome: SetOutcome::default(),
+        };
         for packet in &result.packets {
             match packet {
                 NetflowPacket::V9(packet) => {
@@ -284,8 +296,9 @@ fn accepted_layouts(packets: &[NetflowPacket]) -> Vec<(u16, Layout)> {
             NetflowPacket::V9(packet) => {
                 for flowset in &packet.flowsets {
                     match &flowset.body {
-                        v9::FlowSetBody::Template(t) => accepted
-                            .extend(t.templates.iter().map(|t| (t.template_id, Layout::from_v9(t)))),
+                        v9::FlowSetBody::Template(t) => accepted.extend(
+                            t.templates.iter().map(|t| (t.template_id, Layout::from_v9(t))),
+                        ),
                         v9::FlowSetBody::OptionsTemplate(t) => accepted.extend(
                             t.templates.iter().map(|t| (t.template_id, Layout::from_v9_options(t))),
                         ),
@@ -299,9 +312,8 @@ fn accepted_layouts(packets: &[NetflowPacket]) -> Vec<(u16, Layout)> {
                         ipfix::FlowSetBody::Template(t) => {
                             accepted.push((t.template_id, Layout::from_ipfix(t)))
                         }
-                        ipfix::FlowSetBody::Templates(ts) => {
-                            accepted.extend(ts.iter().map(|t| (t.template_id, Layout::from_ipfix(t))))
-                        }
+                        ipfix::FlowSetBody::Templates(ts) => accepted
+                            .extend(ts.iter().map(|t| (t.template_id, Layout::from_ipfix(t)))),
                         ipfix::FlowSetBody::OptionsTemplate(t) => {
                             accepted.push((t.template_id, Layout::from_ipfix_options(t)))
                         }
@@ -320,7 +332,9 @@ fn accepted_layouts(packets: &[NetflowPacket]) -> Vec<(u16, Layout)> {
 
 /// Turns the records of one data set into flows or options updates.
 struct RecordSink<'s, 'a> {
-    scope: &'s mut Scope,
+    protocol: Protocol,
+    sampling: &'s mut SamplingTable,
+    system_init_ms: &'s mut Option<u64>,
     layout: &'s Layout,
     ctx: RecordContext<'a>,
     value: &'s mut Vec<u8>,
@@ -378,7 +392,7 @@ impl RecordSink<'_, '_> {
         let specs = self.layout.fields.get(skip..).unwrap_or_default();
         if specs.len() != count {
             return Err(SetFailure::Error(DecodeError::Malformed {
-                protocol: self.scope.protocol,
+                protocol: self.protocol,
                 detail: format!("record has {count} values, its template {} fields", specs.len()),
             }));
         }
@@ -414,15 +428,15 @@ impl RecordSink<'_, '_> {
     fn finish(&mut self, record: Record) {
         match record {
             Record::Flow(fields) => {
-                let rate = self.scope.sampling.rate_for(fields.sampler());
+                let rate = self.sampling.rate_for(fields.sampler());
                 self.out.push(fields.finish(&self.ctx, rate));
                 self.outcome.flows += 1;
                 self.report.flows += 1;
             }
             Record::Options(options) => {
-                self.scope.sampling.learn(&options);
+                self.sampling.learn(&options);
                 if let Some(init) = options.system_init_ms {
-                    self.scope.system_init_ms = Some(init);
+                    *self.system_init_ms = Some(init);
                     self.ctx.system_init_ms = Some(init);
                 }
                 self.outcome.options += 1;

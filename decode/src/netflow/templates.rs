@@ -49,15 +49,21 @@ impl Layout {
     }
 
     pub fn from_v9_options(template: &v9::OptionsTemplate) -> Self {
-        let scope = template
-            .scope_fields
-            .iter()
-            .map(|f| FieldSpec { id: f.field_type_number, enterprise: 0, length: f.field_length });
-        let options = template
-            .option_fields
-            .iter()
-            .map(|f| FieldSpec { id: f.field_type_number, enterprise: 0, length: f.field_length });
-        Self::new(TemplateKind::Options, scope.chain(options).collect(), template.scope_fields.len())
+        let scope = template.scope_fields.iter().map(|f| FieldSpec {
+            id: f.field_type_number,
+            enterprise: 0,
+            length: f.field_length,
+        });
+        let options = template.option_fields.iter().map(|f| FieldSpec {
+            id: f.field_type_number,
+            enterprise: 0,
+            length: f.field_length,
+        });
+        Self::new(
+            TemplateKind::Options,
+            scope.chain(options).collect(),
+            template.scope_fields.len(),
+        )
     }
 
     fn ipfix_fields(fields: &[ipfix::TemplateField]) -> Vec<FieldSpec> {
@@ -194,7 +200,8 @@ mod tests {
     use super::*;
 
     fn layout(lengths: &[u16]) -> Layout {
-        let fields = lengths.iter().map(|l| FieldSpec { id: 1, enterprise: 0, length: *l }).collect();
+        let fields =
+            lengths.iter().map(|l| FieldSpec { id: 1, enterprise: 0, length: *l }).collect();
         Layout::new(TemplateKind::Data, fields, 0)
     }
 

@@ -77,7 +77,9 @@ impl FlowTimes {
             TimeField::EndMicroseconds | TimeField::EndNanoseconds => {
                 set_first(&mut self.absolute_end_ns, ntp_to_unix_ns(value))
             }
-            TimeField::StartDeltaMicroseconds => set_first(&mut self.delta_start_us, be_uint(value)),
+            TimeField::StartDeltaMicroseconds => {
+                set_first(&mut self.delta_start_us, be_uint(value))
+            }
             TimeField::EndDeltaMicroseconds => set_first(&mut self.delta_end_us, be_uint(value)),
             TimeField::DurationMilliseconds => set_first(&mut self.duration_ns, scaled(NS_PER_MS)),
             TimeField::DurationMicroseconds => set_first(&mut self.duration_ns, scaled(NS_PER_US)),
@@ -128,9 +130,9 @@ impl UptimeBase {
     pub fn for_record(ctx: &RecordContext<'_>, record_init_ms: Option<u64>) -> Option<Self> {
         match ctx.sys_uptime_ms {
             Some(sys_uptime_ms) => Some(Self::Header { export_ms: ctx.export_ms, sys_uptime_ms }),
-            None => record_init_ms
-                .or(ctx.system_init_ms)
-                .map(|init_ms| Self::SystemInit { init_ms }),
+            None => {
+                record_init_ms.or(ctx.system_init_ms).map(|init_ms| Self::SystemInit { init_ms })
+            }
         }
     }
 
@@ -183,7 +185,10 @@ mod tests {
     fn ntp_microseconds_convert_to_unix() {
         let secs = (NTP_UNIX_OFFSET_S + 10) << 32;
         let half = 1u64 << 31;
-        assert_eq!(ntp_to_unix_ns(&(secs | half).to_be_bytes()), Some(10 * NS_PER_S + NS_PER_S / 2));
+        assert_eq!(
+            ntp_to_unix_ns(&(secs | half).to_be_bytes()),
+            Some(10 * NS_PER_S + NS_PER_S / 2)
+        );
     }
 
     #[test]

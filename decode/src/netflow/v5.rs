@@ -28,11 +28,15 @@ pub(crate) fn decode(
     let payload = datagram.payload;
     let Some(count) = payload.get(2..4).map(|c| usize::from(u16::from_be_bytes([c[0], c[1]])))
     else {
-        report.errors.push(DecodeError::TruncatedHeader { protocol: Protocol::V5, len: payload.len() });
+        report
+            .errors
+            .push(DecodeError::TruncatedHeader { protocol: Protocol::V5, len: payload.len() });
         return;
     };
     if payload.len() < HEADER_LEN {
-        report.errors.push(DecodeError::TruncatedHeader { protocol: Protocol::V5, len: payload.len() });
+        report
+            .errors
+            .push(DecodeError::TruncatedHeader { protocol: Protocol::V5, len: payload.len() });
         return;
     }
     if count == 0 || count > MAX_RECORDS {
@@ -49,7 +53,9 @@ pub(crate) fn decode(
     };
     let result = parser.parse_bytes(packet);
     if let Some(error) = result.error {
-        report.errors.push(DecodeError::Malformed { protocol: Protocol::V5, detail: error.to_string() });
+        report
+            .errors
+            .push(DecodeError::Malformed { protocol: Protocol::V5, detail: error.to_string() });
     }
     for packet in &result.packets {
         if let NetflowPacket::V5(v5) = packet {
@@ -61,7 +67,12 @@ pub(crate) fn decode(
     }
 }
 
-fn flow(header: &Header, record: &FlowSet, received_ns: u64, sampler_address: &[u8]) -> FlowMessage {
+fn flow(
+    header: &Header,
+    record: &FlowSet,
+    received_ns: u64,
+    sampler_address: &[u8],
+) -> FlowMessage {
     let time = |at| v5_time_ns(header.unix_secs, header.unix_nsecs, header.sys_up_time, at);
     FlowMessage {
         r#type: FlowType::NetflowV5 as i32,

@@ -224,7 +224,11 @@ struct TemplateRecord {
 
 /// Reads one template record at the start of `data`; `Err(fields)` when its field
 /// specifiers run past the end.
-fn scan_template_record(protocol: Protocol, set_id: u16, data: &[u8]) -> Result<TemplateRecord, usize> {
+fn scan_template_record(
+    protocol: Protocol,
+    set_id: u16,
+    data: &[u8],
+) -> Result<TemplateRecord, usize> {
     let count = |at| usize::from(u16_at(data, at).unwrap_or(0));
     match (protocol, set_id) {
         (Protocol::V9, V9_OPTIONS_TEMPLATE_SET) => {

@@ -114,7 +114,8 @@ fn udp_in_ipv4(ip: &[u8]) -> Result<Udp<'_>, String> {
         return Ok(None);
     }
     let addr = |at: usize| -> Result<IpAddr, String> {
-        let b: [u8; 4] = ip.get(at..at + 4).ok_or("truncated")?.try_into().map_err(|_| "truncated")?;
+        let b: [u8; 4] =
+            ip.get(at..at + 4).ok_or("truncated")?.try_into().map_err(|_| "truncated")?;
         Ok(IpAddr::V4(Ipv4Addr::from(b)))
     };
     let payload = ip.get(header_len..total).ok_or("IPv4 length past the capture")?;
@@ -125,7 +126,8 @@ fn udp_in_ipv6(ip: &[u8]) -> Result<Udp<'_>, String> {
     let payload_len = usize::from(be16(ip, 4)?);
     let mut next = *ip.get(6).ok_or("truncated")?;
     let addr = |at: usize| -> Result<IpAddr, String> {
-        let b: [u8; 16] = ip.get(at..at + 16).ok_or("truncated")?.try_into().map_err(|_| "truncated")?;
+        let b: [u8; 16] =
+            ip.get(at..at + 16).ok_or("truncated")?.try_into().map_err(|_| "truncated")?;
         Ok(IpAddr::V6(Ipv6Addr::from(b)))
     };
     let body = ip.get(40..40 + payload_len).ok_or("IPv6 length past the capture")?;

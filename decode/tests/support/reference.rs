@@ -65,7 +65,8 @@ impl ReferenceStream {
     pub fn next_packet(&mut self, exporter: &str, line: &str) -> Result<Vec<ExpectedFlow>, String> {
         let line_no = self.line;
         self.line += 1;
-        let value: Value = serde_json::from_str(line).map_err(|e| format!("line {line_no}: {e}"))?;
+        let value: Value =
+            serde_json::from_str(line).map_err(|e| format!("line {line_no}: {e}"))?;
         let (kind, message) = value
             .as_object()
             .and_then(|o| o.iter().next())
@@ -77,7 +78,8 @@ impl ReferenceStream {
             let Some(data) = set.get("Data") else {
                 continue;
             };
-            let records = data["records"].as_array().ok_or(format!("line {line_no}: no records"))?;
+            let records =
+                data["records"].as_array().ok_or(format!("line {line_no}: no records"))?;
             for record in records {
                 let scope = record["scope_fields"].as_array().map_or(0, Vec::len);
                 let fields = ie_list(&record["fields"])?;
@@ -94,7 +96,12 @@ impl ReferenceStream {
         Ok(flows)
     }
 
-    fn options(&mut self, exporter: &str, header: &Header, fields: &[(String, Value)]) -> Result<(), String> {
+    fn options(
+        &mut self,
+        exporter: &str,
+        header: &Header,
+        fields: &[(String, Value)],
+    ) -> Result<(), String> {
         let ies = Ies(fields);
         if let Some(init) = ies.first("systemInitTimeMilliseconds") {
             self.system_init.insert((exporter.to_owned(), header.domain), rfc3339_ms(init)?);
@@ -103,7 +110,9 @@ impl ReferenceStream {
         let rate = match (num("samplingSize"), num("samplingPopulation")) {
             (Some(size), Some(population)) => Some((population / size).max(1)),
             _ => match num("samplingPacketInterval") {
-                Some(interval) => Some((interval + num("samplingPacketSpace").unwrap_or(0)) / interval),
+                Some(interval) => {
+                    Some((interval + num("samplingPacketSpace").unwrap_or(0)) / interval)
+                }
                 None => num("samplingInterval").or(num("samplerRandomInterval")),
             },
         };
@@ -122,7 +131,9 @@ impl ReferenceStream {
         if let Some(rate) = ies.first("samplingInterval").and_then(Value::as_u64) {
             return rate;
         }
-        let lookup = |key: SamplerKey| self.sampling.get(&(exporter.to_owned(), header.domain, key)).copied();
+        let lookup = |key: SamplerKey| {
+            self.sampling.get(&(exporter.to_owned(), header.domain, key)).copied()
+        };
         let selector = ies.first("selectorId").and_then(Value::as_u64).map(SamplerKey::Selector);
         let sampler = ies.first("samplerId").and_then(Value::as_u64).map(SamplerKey::Sampler);
         selector
@@ -254,7 +265,10 @@ impl Ies<'_> {
             let addr = value.as_str()?.parse::<IpAddr>().ok()?;
             let is_address = matches!(
                 name.as_str(),
-                "sourceIPv4Address" | "destinationIPv4Address" | "sourceIPv6Address" | "destinationIPv6Address"
+                "sourceIPv4Address"
+                    | "destinationIPv4Address"
+                    | "sourceIPv6Address"
+                    | "destinationIPv6Address"
             );
             (is_address && !addr.is_unspecified()).then_some(if addr.is_ipv4() { 4 } else { 6 })
         })
@@ -345,7 +359,11 @@ fn tcp_flags(value: &Value) -> Result<u64, String> {
 fn mpls_labels(ies: &Ies<'_>) -> Result<Vec<u64>, String> {
     let mut labels = Vec::new();
     let names = (1..=10).map(|i| {
-        if i == 1 { "mplsTopLabelStackSection".to_owned() } else { format!("mplsLabelStackSection{i}") }
+        if i == 1 {
+            "mplsTopLabelStackSection".to_owned()
+        } else {
+            format!("mplsLabelStackSection{i}")
+        }
     });
     for name in names {
         let Some(section) = ies.first(&name) else {
