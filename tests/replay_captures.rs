@@ -14,16 +14,13 @@ mod reference;
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::num::NonZeroU32;
-use std::path::{Path, PathBuf};
-use std::sync::{Arc, Barrier};
-use std::thread;
+use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use flow_replay::{Replayer, SourcePlan, UdpDatagram, read_file};
+use flow_replay::{SourcePlan, UdpDatagram, read_file};
 use reference::{ExpectedFlow, ReferenceStream, compare, to_object};
 use serde_json::Value;
-use support::{Collector, shared_pcaps};
+use support::{Collector, replay_concurrently, shared_captures, shared_pcaps};
 
 /// Replay pace per capture.
 const PPS: u32 = 1_000;
@@ -46,7 +43,8 @@ struct Capture {
 
 #[test]
 fn every_capture_replayed_concurrently_matches_the_reference() {
-    let captures: Vec<Capture> = pcaps().iter().enumerate().map(|(k, p)| load(k, p)).collect();
+    let captures: Vec<Capture> =
+        shared_captures().iter().enumerate().map(|(k, p)| load(k, p)).collect();
     let expected_total: usize =
         captures.iter().flat_map(|c| c.expected.values()).map(Vec::len).sum();
     assert!(expected_total > 0, "the references hold no data record");
@@ -94,21 +92,6 @@ fn every_capture_replayed_concurrently_matches_the_reference() {
     assert!(problems.is_empty(), "collector vs reference:\n{}", problems.join("\n"));
 }
 
-/// Every shared `*.pcap`, sorted; fails when there is none.
-fn pcaps() -> Vec<PathBuf> {
-    let root = shared_pcaps();
-    let mut files: Vec<PathBuf> = std::fs::read_dir(&root)
-        .unwrap_or_else(|e| panic!("{}: {e}", root.display()))
-        .flatten()
-        .filter_map(|dir| std::fs::read_dir(dir.path()).ok())
-        .flat_map(|entries| entries.flatten().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|e| e == "pcap"))
-        .collect();
-    files.sort();
-    assert!(!files.is_empty(), "no capture under {}", root.display());
-    files
-}
-
 /// Reads capture `k` and its reference decode (`<stem>-flow.json` beside it).
 fn load(k: usize, pcap: &Path) -> Capture {
     let name = pcap.strip_prefix(shared_pcaps()).unwrap_or(pcap).display().to_string();
@@ -138,35 +121,16 @@ fn load(k: usize, pcap: &Path) -> Capture {
 /// Replays every capture at once, each from its own addresses; returns, per capture,
 /// which local address each original exporter was sent from.
 fn send_concurrently(target: SocketAddr, captures: &[Capture]) -> Vec<HashMap<IpAddr, IpAddr>> {
-    let start = Arc::new(Barrier::new(captures.len()));
-    thread::scope(|scope| {
-        let handles: Vec<_> = captures
-            .iter()
-            .map(|capture| {
-                let start = Arc::clone(&start);
-                scope.spawn(move || replay(target, capture, &start))
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| h.join().unwrap_or_else(|_| panic!("a replay thread panicked")))
-            .collect()
-    })
-}
-
-/// Sends one capture in file order once every capture is ready.
-fn replay(target: SocketAddr, capture: &Capture, start: &Barrier) -> HashMap<IpAddr, IpAddr> {
-    let plan = SourcePlan::Addresses(capture.sources.clone());
-    let mut replayer = Replayer::new(target, plan, NonZeroU32::new(PPS))
-        .unwrap_or_else(|e| panic!("{}: {e}", capture.name));
-    start.wait();
-    for datagram in &capture.datagrams {
-        replayer.send(datagram).unwrap_or_else(|e| panic!("{}: {e}", capture.name));
-    }
-    capture
-        .expected
-        .keys()
-        .filter_map(|original| replayer.local_ip(*original).map(|local| (*original, local)))
+    let jobs =
+        captures.iter().map(|c| (SourcePlan::Addresses(c.sources.clone()), &c.datagrams[..]));
+    let replayers = replay_concurrently(target, jobs.collect(), PPS);
+    captures
+        .iter()
+        .zip(&replayers)
+        .map(|(capture, replayer)| {
+            let originals = capture.expected.keys();
+            originals.filter_map(|o| replayer.local_ip(*o).map(|local| (*o, local))).collect()
+        })
         .collect()
 }
 

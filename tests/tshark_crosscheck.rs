@@ -10,19 +10,17 @@
 mod support;
 
 use std::fs::File;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
-use std::num::NonZeroU32;
-use std::path::{Path, PathBuf};
+use std::net::{IpAddr, Ipv4Addr, UdpSocket};
+use std::path::Path;
 use std::process::{Command, Stdio};
-use std::sync::{Arc, Barrier};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use flow_replay::write::write_pcap_file;
-use flow_replay::{Replayer, SourcePlan, UdpDatagram, read_file};
+use flow_replay::{SourcePlan, UdpDatagram, read_file};
 use serde_json::{Value, json};
 use support::tshark::{self, Expect, Options, Record};
-use support::{Collector, have, shared_pcaps, traffic};
+use support::{Collector, have, replay_concurrently, shared_captures, shared_pcaps, traffic};
 
 /// Replay pace per exporter: fast enough, gentle on the collector's socket buffer.
 const PPS: u32 = 1_000;
@@ -174,7 +172,7 @@ fn shared_captures_match_tshark() {
         eprintln!("SKIP: tshark not installed");
         return;
     }
-    let jobs: Vec<Job> = captures()
+    let jobs: Vec<Job> = shared_captures()
         .iter()
         .enumerate()
         .map(|(k, path)| {
@@ -187,19 +185,6 @@ fn shared_captures_match_tshark() {
         .collect();
     let problems = replay_and_compare(jobs);
     assert!(problems.is_empty(), "collector vs tshark:\n{}", problems.join("\n"));
-}
-
-/// Every shared `*.pcap`, sorted.
-fn captures() -> Vec<PathBuf> {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(shared_pcaps())
-        .unwrap_or_else(|e| panic!("shared captures: {e}"))
-        .flatten()
-        .filter_map(|dir| std::fs::read_dir(dir.path()).ok())
-        .flat_map(|entries| entries.flatten().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|e| e == "pcap"))
-        .collect();
-    files.sort();
-    files
 }
 
 /// The loopback source address of job `k` in test group `group`: 127.0.group.(k+1).
@@ -307,7 +292,8 @@ fn replay_and_compare(mut jobs: Vec<Job>) -> Vec<String> {
         }
     }
     let collector = Collector::start_netflow();
-    send_concurrently(collector.addr(), &jobs);
+    let plans = jobs.iter().map(|j| (SourcePlan::Addresses(vec![j.source]), &j.datagrams[..]));
+    replay_concurrently(collector.addr(), plans.collect(), PPS);
     let expected: usize = jobs.iter().map(|j| j.records.len()).sum();
     collector.wait_for_lines(expected, FLOW_TIMEOUT, SETTLE);
     let finished = collector.stop();
@@ -343,23 +329,4 @@ fn replay_and_compare(mut jobs: Vec<Job>) -> Vec<String> {
         problems.extend(found.into_iter().map(|p| format!("{}: {p}", job.name)));
     }
     problems
-}
-
-/// Sends each job's datagrams from its source address, all jobs at the same time.
-fn send_concurrently(target: SocketAddr, jobs: &[Job]) {
-    let start = Arc::new(Barrier::new(jobs.len()));
-    thread::scope(|scope| {
-        for job in jobs {
-            let start = Arc::clone(&start);
-            scope.spawn(move || {
-                let plan = SourcePlan::Addresses(vec![job.source]);
-                let mut replayer = Replayer::new(target, plan, NonZeroU32::new(PPS))
-                    .unwrap_or_else(|e| panic!("{}: {e}", job.name));
-                start.wait();
-                for datagram in &job.datagrams {
-                    replayer.send(datagram).unwrap_or_else(|e| panic!("{}: {e}", job.name));
-                }
-            });
-        }
-    });
 }

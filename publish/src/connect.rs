@@ -21,7 +21,7 @@ use async_nats::rustls::{self, AlertDescription};
 use async_nats::{Client, ConnectErrorKind, ConnectOptions, Event, ServerAddr};
 use thiserror::Error;
 use tokio::sync::watch;
-use tracing::{error, info, warn};
+use tracing::{info, warn};
 
 use crate::settings::{ClientCertificate, JetStreamSettings, TlsSettings};
 
@@ -193,10 +193,8 @@ enum UrlAuth {
 
 impl ServerList {
     fn parse(input: &str) -> Result<Self, ConnectError> {
-        let invalid = |reason: String| ConnectError::InvalidServers {
-            servers: redact_list(input),
-            reason,
-        };
+        let invalid =
+            |reason: String| ConnectError::InvalidServers { servers: redact_list(input), reason };
         let mut addrs = Vec::new();
         let mut url_auth: Option<UrlAuth> = None;
         for url in input.split(',').map(str::trim).filter(|s| !s.is_empty()) {
@@ -285,15 +283,19 @@ fn redact_list(input: &str) -> String {
 /// The credentials the connection presents, loaded once.
 #[derive(Debug)]
 struct Authentication {
-    creds: Option<String>,
+    /// The `.creds` file and its text.
+    creds: Option<(PathBuf, String)>,
     url: Option<UrlAuth>,
     method: String,
 }
 
 impl Authentication {
-    async fn load(settings: &JetStreamSettings, servers: &ServerList) -> Result<Self, ConnectError> {
+    async fn load(
+        settings: &JetStreamSettings,
+        servers: &ServerList,
+    ) -> Result<Self, ConnectError> {
         let creds = match &settings.creds_file {
-            Some(path) => Some(load_creds(path).await?),
+            Some(path) => Some((path.clone(), load_creds(path).await?)),
             None => None,
         };
         let method = match (&settings.creds_file, &servers.url_auth) {
@@ -307,7 +309,7 @@ impl Authentication {
         Ok(Authentication { creds, url: servers.url_auth.clone(), method })
     }
 
-    fn apply(&self, mut options: ConnectOptions) -> ConnectOptions {
+    fn apply(&self, mut options: ConnectOptions) -> Result<ConnectOptions, ConnectError> {
         match &self.url {
             Some(UrlAuth::UserPassword { user, password }) => {
                 options = options.user_and_password(user.clone(), password.clone());
@@ -315,17 +317,10 @@ impl Authentication {
             Some(UrlAuth::Token(token)) => options = options.token(token.clone()),
             None => {}
         }
-        if let Some(creds) = &self.creds {
-            // Checked by `load_creds`; parsing the same text again cannot fail.
-            options = match options.credentials(creds) {
-                Ok(with_creds) => with_creds,
-                Err(e) => {
-                    error!(error = %e, "NATS credentials became unparsable");
-                    ConnectOptions::new()
-                }
-            };
+        if let Some((path, creds)) = &self.creds {
+            options = with_creds(options, path, creds)?;
         }
-        options
+        Ok(options)
     }
 }
 
@@ -337,19 +332,29 @@ async fn read_file(path: &Path, role: FileRole) -> Result<Vec<u8>, ConnectError>
     })
 }
 
-/// Reads and parses a `.creds` file (user JWT and nkey seed).
+/// Reads a `.creds` file and checks it parses.
 async fn load_creds(path: &Path) -> Result<String, ConnectError> {
-    let invalid = |reason: String| ConnectError::InvalidFile {
+    let bytes = read_file(path, FileRole::Credentials).await?;
+    let text = String::from_utf8(bytes).map_err(|_| ConnectError::InvalidFile {
         role: FileRole::Credentials,
         path: path.to_path_buf(),
-        reason,
-    };
-    let bytes = read_file(path, FileRole::Credentials).await?;
-    let text = String::from_utf8(bytes).map_err(|_| invalid("not UTF-8 text".into()))?;
-    ConnectOptions::new()
-        .credentials(&text)
-        .map_err(|e| invalid(format!("not a NATS .creds file (user JWT + nkey seed): {e}")))?;
+        reason: "not UTF-8 text".into(),
+    })?;
+    with_creds(ConnectOptions::new(), path, &text)?;
     Ok(text)
+}
+
+/// Adds the user JWT and nkey seed of a `.creds` file's text to `options`.
+fn with_creds(
+    options: ConnectOptions,
+    path: &Path,
+    creds: &str,
+) -> Result<ConnectOptions, ConnectError> {
+    options.credentials(creds).map_err(|e| ConnectError::InvalidFile {
+        role: FileRole::Credentials,
+        path: path.to_path_buf(),
+        reason: format!("not a NATS .creds file (user JWT + nkey seed): {e}"),
+    })
 }
 
 /// Reads every configured TLS file and checks it holds what its role needs, so the
@@ -371,11 +376,8 @@ async fn check_tls_files(tls: &TlsSettings) -> Result<(), ConnectError> {
 }
 
 async fn check_certificates(path: &Path, role: FileRole) -> Result<(), ConnectError> {
-    let invalid = |reason: String| ConnectError::InvalidFile {
-        role,
-        path: path.to_path_buf(),
-        reason,
-    };
+    let invalid =
+        |reason: String| ConnectError::InvalidFile { role, path: path.to_path_buf(), reason };
     let pem = read_file(path, role).await?;
     let certs = CertificateDer::pem_slice_iter(&pem)
         .collect::<Result<Vec<_>, _>>()
@@ -391,7 +393,7 @@ fn options(
     settings: &JetStreamSettings,
     auth: &Authentication,
     state_tx: &Arc<watch::Sender<ConnectionState>>,
-) -> ConnectOptions {
+) -> Result<ConnectOptions, ConnectError> {
     let reconnect = settings.connect_backoff;
     let mut options = ConnectOptions::new()
         .name(&settings.client_name)
@@ -428,7 +430,7 @@ fn event_handler(
                 state_tx.send_replace(ConnectionState::Disconnected);
             }
             Event::Closed => {
-                warn!("NATS connection closed");
+                info!("NATS connection closed");
                 state_tx.send_replace(ConnectionState::Closed);
             }
             Event::LameDuckMode => warn!("NATS server entered lame duck mode; it will close soon"),
@@ -449,7 +451,7 @@ async fn connect_with_retry(
 ) -> Result<Client, ConnectError> {
     let mut attempt: u32 = 0;
     loop {
-        let result = options(settings, auth, state_tx).connect(servers.addrs.clone()).await;
+        let result = options(settings, auth, state_tx)?.connect(servers.addrs.clone()).await;
         let error = match result {
             Ok(client) => return Ok(client),
             Err(e) => e,
@@ -582,7 +584,7 @@ pub(crate) fn error_chain(error: &(dyn StdError + 'static)) -> String {
     text
 }
 
-/// A short pause used by callers that want to wait for a reconnect without spinning.
+/// Waits up to `limit` for the connection to be up; returns whether it is.
 pub(crate) async fn wait_connected(
     state: &mut watch::Receiver<ConnectionState>,
     limit: Duration,

@@ -18,7 +18,9 @@ mod stream;
 
 pub use connect::{ConnectError, ConnectionState, FileRole, JetStreamConnection};
 pub use msgid::MessageIdGenerator;
-pub use publish::{BatchOutcome, GiveUpReason, JetStreamPublisher, OutboundMessage, PublisherError};
+pub use publish::{
+    BatchOutcome, GiveUpReason, JetStreamPublisher, OutboundMessage, PublisherError,
+};
 pub use settings::{Backoff, ClientCertificate, JetStreamSettings, StreamSettings, TlsSettings};
 pub use stream::{
     ApiError, EnsureOutcome, StreamChange, StreamError, SubjectConflict, ensure_stream,

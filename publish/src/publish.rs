@@ -11,11 +11,11 @@ use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use async_nats::Subject;
 use async_nats::jetstream::context::{PublishError, PublishErrorKind};
 use async_nats::jetstream::message::PublishMessage;
 use async_nats::jetstream::publish::PublishAck;
 use async_nats::jetstream::{self, ErrorCode};
+use async_nats::{Subject, SubjectError};
 use bytes::Bytes;
 use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
@@ -274,8 +274,9 @@ impl JetStreamPublisher {
         let mut queue = pending.iter().copied();
         while let Some(index) = queue.next() {
             let message = &messages[index];
-            let publish =
-                PublishMessage::build().payload(message.payload.clone()).message_id(&message.msg_id);
+            let publish = PublishMessage::build()
+                .payload(message.payload.clone())
+                .message_id(&message.msg_id);
             let mut send = std::pin::pin!(js.send_publish(subject.clone(), publish));
             // While the send waits for an in-flight permit or room in the client's queue,
             // keep collecting acks: they are what frees the permits.
@@ -423,16 +424,21 @@ impl Failure {
         }
     }
 
-    /// `Other` carries JetStream's error reply when there was one; without one the
-    /// client could not hand the message to its connection.
+    /// `Other` carries JetStream's error reply when there was one, or the client's
+    /// refusal of the subject; with neither, the client could not hand the message to its
+    /// connection.
     fn of_other(error: &PublishError) -> Self {
-        let api = std::error::Error::source(error).and_then(|s| s.downcast_ref::<jetstream::Error>());
-        let Some(api) = api else {
+        let source = std::error::Error::source(error);
+        if source.is_some_and(|s| s.is::<SubjectError>()) {
+            return Failure::permanent(GiveUpReason::Rejected);
+        }
+        let Some(api) = source.and_then(|s| s.downcast_ref::<jetstream::Error>()) else {
             return Failure::retryable(GiveUpReason::ConnectionClosed);
         };
         let description = api.to_string();
         match api.error_code() {
-            ErrorCode::STREAM_MESSAGE_EXCEEDS_MAXIMUM | ErrorCode::STREAM_HEADER_EXCEEDS_MAXIMUM => {
+            ErrorCode::STREAM_MESSAGE_EXCEEDS_MAXIMUM
+            | ErrorCode::STREAM_HEADER_EXCEEDS_MAXIMUM => {
                 Failure::permanent(GiveUpReason::MaxPayload)
             }
             ErrorCode::STREAM_STORE_FAILED if description.contains("maximum") => {
@@ -474,6 +480,9 @@ mod tests {
             Failure::permanent(GiveUpReason::MaxPayload)
         );
         assert_eq!(of(PublishErrorKind::Other), Failure::retryable(GiveUpReason::ConnectionClosed));
+        let bad_subject =
+            PublishError::with_source(PublishErrorKind::Other, SubjectError::InvalidFormat);
+        assert_eq!(Failure::of(&bad_subject), Failure::permanent(GiveUpReason::Rejected));
     }
 
     #[test]

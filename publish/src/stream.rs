@@ -9,8 +9,8 @@
 use std::time::Duration;
 
 use async_nats::jetstream::Context;
-use async_nats::jetstream::context::RequestErrorKind;
 use async_nats::jetstream::context::RequestError;
+use async_nats::jetstream::context::RequestErrorKind;
 use serde_json::{Value, json};
 use thiserror::Error;
 
@@ -31,7 +31,9 @@ pub enum StreamError {
     )]
     SubjectOwnedByOtherStream { stream: String, conflicts: Vec<SubjectConflict> },
 
-    #[error("stream {stream} has no subjects to capture: give stream_subjects or listener subjects")]
+    #[error(
+        "stream {stream} has no subjects to capture: give stream_subjects or listener subjects"
+    )]
     NoSubjects { stream: String },
 
     #[error(
@@ -157,8 +159,8 @@ async fn create(js: &Context, wanted: &StreamSettings) -> Result<EnsureOutcome, 
         "duplicate_window": duration_nanos(wanted.duplicate_window),
     });
     let subject = format!("STREAM.CREATE.{}", wanted.name);
-    let mut info = with_conflicts(js, wanted, api(js, &wanted.name, "create", subject, &config))
-        .await?;
+    let mut info =
+        with_conflicts(js, wanted, api(js, &wanted.name, "create", subject, &config)).await?;
     Ok(EnsureOutcome {
         change: StreamChange::Created,
         duplicate_window: duplicate_window(&info["config"].take()),
@@ -176,7 +178,8 @@ async fn reconcile(
         .unwrap_or_default();
     let added_subjects = missing_subjects(&current, &wanted.subjects);
     let replicas_before = config["num_replicas"].as_u64().map_or(1, |r| r as usize);
-    let replicas = (replicas_before != wanted.replicas).then_some((replicas_before, wanted.replicas));
+    let replicas =
+        (replicas_before != wanted.replicas).then_some((replicas_before, wanted.replicas));
     if added_subjects.is_empty() && replicas.is_none() {
         return Ok(EnsureOutcome {
             change: StreamChange::Unchanged,
@@ -217,8 +220,7 @@ async fn find_owners(js: &Context, wanted: &StreamSettings) -> Vec<SubjectConfli
     let mut conflicts = Vec::new();
     for subject in &wanted.subjects {
         let body = json!({ "subject": subject });
-        let Ok(reply) = api(js, &wanted.name, "look up", "STREAM.NAMES".into(), &body).await
-        else {
+        let Ok(reply) = api(js, &wanted.name, "look up", "STREAM.NAMES".into(), &body).await else {
             continue;
         };
         let owners = reply["streams"].as_array().into_iter().flatten().filter_map(Value::as_str);

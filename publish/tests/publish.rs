@@ -5,8 +5,8 @@ mod support;
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_nats::jetstream::stream::{Config, DiscardPolicy};
 use async_nats::header::NATS_MESSAGE_ID;
+use async_nats::jetstream::stream::{Config, DiscardPolicy};
 use bytes::Bytes;
 use flow_publish::{GiveUpReason, JetStreamPublisher, MessageIdGenerator, OutboundMessage};
 use support::{NatsServer, assert_exactly_once, inspector, messages, settings};
@@ -113,10 +113,8 @@ async fn oversized_messages_are_given_up_as_max_payload() {
     let publisher = JetStreamPublisher::connect(settings(&server.url(), "events", &["f.big"]))
         .await
         .expect("publisher starts");
-    let big = OutboundMessage {
-        msg_id: "big".into(),
-        payload: Bytes::from(vec![0u8; 2 * 1024 * 1024]),
-    };
+    let big =
+        OutboundMessage { msg_id: "big".into(), payload: Bytes::from(vec![0u8; 2 * 1024 * 1024]) };
     let small = OutboundMessage { msg_id: "small".into(), payload: Bytes::from_static(b"ok") };
     let outcome = publisher.publish_batch("f.big", vec![big, small]).await;
     assert_eq!(outcome.acked, 1);
@@ -147,4 +145,15 @@ async fn a_full_stream_with_discard_new_is_counted_as_stream_full() {
     assert_eq!(outcome.acked, 5);
     assert_eq!(outcome.given_up.get(&GiveUpReason::StreamFull), Some(&3), "{outcome:?}");
     assert!(outcome.retries > 0, "a full stream is retried inside the window");
+}
+
+#[tokio::test]
+async fn an_invalid_subject_is_rejected_without_retries() {
+    let server = NatsServer::start();
+    let publisher = JetStreamPublisher::connect(settings(&server.url(), "events", &["f.ok"]))
+        .await
+        .expect("publisher starts");
+    let outcome = publisher.publish_batch("f bad subject", messages("bad", 3)).await;
+    assert_eq!(outcome.retries, 0);
+    assert_eq!(outcome.given_up.get(&GiveUpReason::Rejected), Some(&3), "{outcome:?}");
 }

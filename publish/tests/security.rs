@@ -59,10 +59,8 @@ async fn connect_err(settings: JetStreamSettings) -> ConnectError {
 #[tokio::test]
 async fn mtls_with_a_trusted_client_certificate_publishes() {
     let mtls = MtlsServer::start();
-    let tls = TlsSettings {
-        ca_file: Some(mtls.pki.ca_file.clone()),
-        client: Some(mtls.client.clone()),
-    };
+    let tls =
+        TlsSettings { ca_file: Some(mtls.pki.ca_file.clone()), client: Some(mtls.client.clone()) };
     let publisher = JetStreamPublisher::connect(mtls.settings(tls)).await.expect("mTLS connects");
     let outcome = publisher.publish_batch("f.tls", messages("tls", 10)).await;
     assert_eq!(outcome.acked, 10);
@@ -99,7 +97,8 @@ async fn a_server_certificate_from_an_unknown_ca_is_untrusted() {
     let mtls = MtlsServer::start();
     let dir = tempfile::tempdir().unwrap();
     let other = TestPki::new(dir.path(), "other");
-    let tls = TlsSettings { ca_file: Some(other.ca_file.clone()), client: Some(mtls.client.clone()) };
+    let tls =
+        TlsSettings { ca_file: Some(other.ca_file.clone()), client: Some(mtls.client.clone()) };
     let err = connect_err(mtls.settings(tls)).await;
     assert!(matches!(err, ConnectError::ServerCertificateUntrusted { .. }), "{err:?}");
     let text = err.to_string();
@@ -112,7 +111,9 @@ async fn unreadable_and_malformed_tls_files_are_named() {
     let missing = PathBuf::from("/nonexistent/root.pem");
     let tls = TlsSettings { ca_file: Some(missing.clone()), client: Some(mtls.client.clone()) };
     match connect_err(mtls.settings(tls)).await {
-        ConnectError::UnreadableFile { role: FileRole::TlsCa, path, .. } => assert_eq!(path, missing),
+        ConnectError::UnreadableFile { role: FileRole::TlsCa, path, .. } => {
+            assert_eq!(path, missing)
+        }
         other => panic!("wrong error: {other:?}"),
     }
 
@@ -123,7 +124,10 @@ async fn unreadable_and_malformed_tls_files_are_named() {
     };
     let tls = TlsSettings { ca_file: Some(mtls.pki.ca_file.clone()), client: Some(swapped) };
     let err = connect_err(mtls.settings(tls)).await;
-    assert!(matches!(err, ConnectError::InvalidFile { role: FileRole::TlsClientKey, .. }), "{err:?}");
+    assert!(
+        matches!(err, ConnectError::InvalidFile { role: FileRole::TlsClientKey, .. }),
+        "{err:?}"
+    );
     assert!(err.to_string().contains("TLS client key file"), "{err}");
 }
 
@@ -182,12 +186,17 @@ async fn unreadable_and_malformed_creds_files_are_named() {
     missing.creds_file = Some(PathBuf::from("/nonexistent/platform.creds"));
     let err = connect_err(missing).await;
     assert!(matches!(err, ConnectError::UnreadableFile { role: FileRole::Credentials, .. }));
-    assert!(err.to_string().contains("cannot read NATS credentials file /nonexistent/platform.creds"));
+    assert!(
+        err.to_string().contains("cannot read NATS credentials file /nonexistent/platform.creds")
+    );
 
     let garbage = server.path("garbage.creds");
     std::fs::write(&garbage, "not a creds file").unwrap();
     let mut malformed = settings(&server.url(), "events", &["f.auth"]);
     malformed.creds_file = Some(garbage);
     let err = connect_err(malformed).await;
-    assert!(matches!(err, ConnectError::InvalidFile { role: FileRole::Credentials, .. }), "{err:?}");
+    assert!(
+        matches!(err, ConnectError::InvalidFile { role: FileRole::Credentials, .. }),
+        "{err:?}"
+    );
 }

@@ -100,7 +100,10 @@ async fn subject_owned_by_another_stream_is_an_error_naming_both() {
             assert_eq!(stream, "events");
             assert_eq!(
                 conflicts,
-                vec![SubjectConflict { subject: "flows.raw.netflow".into(), owner: "flows".into() }]
+                vec![SubjectConflict {
+                    subject: "flows.raw.netflow".into(),
+                    owner: "flows".into()
+                }]
             );
         }
         other => panic!("wrong error: {other:?}"),

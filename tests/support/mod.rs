@@ -10,13 +10,15 @@ pub mod tshark;
 
 use std::io::{BufRead, BufReader, Read};
 use std::net::{SocketAddr, UdpSocket};
+use std::num::NonZeroU32;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc::{self, Receiver};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Barrier, Mutex};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
+use flow_replay::{Replayer, SourcePlan, UdpDatagram};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use serde_json::{Value, json};
@@ -33,6 +35,54 @@ pub fn shared_pcaps() -> PathBuf {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/pcaps");
     assert!(dir.is_dir(), "shared captures missing: {}", dir.display());
     dir
+}
+
+/// Every `*.pcap` one level below the shared captures folder, sorted; panics when
+/// there is none.
+pub fn shared_captures() -> Vec<PathBuf> {
+    let root = shared_pcaps();
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&root)
+        .unwrap_or_else(|e| panic!("{}: {e}", root.display()))
+        .flatten()
+        .filter_map(|dir| std::fs::read_dir(dir.path()).ok())
+        .flat_map(|entries| entries.flatten().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|e| e == "pcap"))
+        .collect();
+    files.sort();
+    assert!(!files.is_empty(), "no capture under {}", root.display());
+    files
+}
+
+/// Replays every job (a source plan and its datagrams, in order) to `target` at the
+/// same time, one thread each, at most `pps` datagrams per second per job. Returns the
+/// replayers, which know which local address stood in for each original exporter.
+pub fn replay_concurrently(
+    target: SocketAddr,
+    jobs: Vec<(SourcePlan, &[UdpDatagram])>,
+    pps: u32,
+) -> Vec<Replayer> {
+    let start = Arc::new(Barrier::new(jobs.len()));
+    thread::scope(|scope| {
+        let handles: Vec<_> = jobs
+            .into_iter()
+            .map(|(plan, datagrams)| {
+                let start = Arc::clone(&start);
+                scope.spawn(move || {
+                    let mut replayer = Replayer::new(target, plan, NonZeroU32::new(pps))
+                        .unwrap_or_else(|e| panic!("replayer: {e}"));
+                    start.wait();
+                    for datagram in datagrams {
+                        replayer.send(datagram).unwrap_or_else(|e| panic!("replay: {e}"));
+                    }
+                    replayer
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or_else(|_| panic!("a replay thread panicked")))
+            .collect()
+    })
 }
 
 /// Whether `tool` is on PATH.

@@ -406,7 +406,10 @@ pub fn match_all(records: &[Record], flows: &[Value]) -> Vec<String> {
 
 /// A short name for a record: its addresses, ports and protocol.
 fn describe(record: &Record) -> String {
-    let get = |k: &str| record.fields.get(k).map(ToString::to_string).unwrap_or_default();
+    let get = |k: &str| {
+        let shown = record.fields.get(k).map(ToString::to_string).unwrap_or_default();
+        shown.trim_matches('"').to_string()
+    };
     format!(
         "{}:{} -> {}:{} proto {}",
         get("src_addr"),
