@@ -18,6 +18,19 @@ repo=$(pwd)
 work="$repo/target/helm-tests"
 mkdir -p "$work"
 
+# Debian tools: systemd-analyze (verifies packaging/flow-collector.service), openssl (test
+# certificates), node and npm (the ServiceMonitor schema).
+need_packages=()
+command -v systemd-analyze >/dev/null || need_packages+=(systemd)
+command -v openssl >/dev/null || need_packages+=(openssl)
+command -v npm >/dev/null || need_packages+=(nodejs npm)
+if [ ${#need_packages[@]} -gt 0 ]; then
+  echo "installing: ${need_packages[*]}"
+  if [ "$(id -u)" -eq 0 ]; then SUDO=""; else SUDO="sudo"; fi
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need_packages[@]}" >/dev/null
+fi
+
 # Python tools, pinned.
 venv="$work/venv"
 req="$repo/tests/helm/requirements.txt"
@@ -55,5 +68,7 @@ if [ -z "${FLOW_COLLECTOR_BIN:-}" ]; then
 fi
 export FLOW_COLLECTOR_BIN
 
+# No __pycache__ or .pytest_cache in the work tree.
+export PYTHONDONTWRITEBYTECODE=1
 echo "== chart tests (pytest tests/helm)"
 exec "$venv/bin/python" -m pytest -p no:cacheprovider -q "$repo/tests/helm" "$@"

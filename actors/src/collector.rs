@@ -100,12 +100,12 @@ impl Collector {
         let mut listeners = Vec::with_capacity(settings.listeners.len());
         let mut infos = Vec::with_capacity(settings.listeners.len());
         for listener in &settings.listeners {
-            let publisher = publishers
-                .iter()
-                .find(|slot| slot.subject() == listener.subject)
-                .cloned()
-                .ok_or(CollectorError::InvalidSettings("listener subject without a publisher"))?;
-            let (spec, socket) = bind_listener(&settings, listener, publisher, Arc::clone(&sessions))?;
+            let publisher =
+                publishers.iter().find(|slot| slot.subject() == listener.subject).cloned().ok_or(
+                    CollectorError::InvalidSettings("listener subject without a publisher"),
+                )?;
+            let (spec, socket) =
+                bind_listener(&settings, listener, publisher, Arc::clone(&sessions))?;
             infos.push(ListenerInfo {
                 name: spec.ctx.name.clone(),
                 subject: listener.subject.clone(),
@@ -118,7 +118,8 @@ impl Collector {
         let (root, root_task) = CollectorSupervisor::spawn(None, CollectorSupervisor, args)
             .await
             .map_err(CollectorError::Spawn)?;
-        let addrs: Vec<String> = infos.iter().map(|l| format!("{} on {}", l.name, l.local_addr)).collect();
+        let addrs: Vec<String> =
+            infos.iter().map(|l| format!("{} on {}", l.name, l.local_addr)).collect();
         tracing::info!(listeners = ?addrs, "Collector started");
         Ok(Self { root, root_task, listeners: infos, publishers })
     }
@@ -173,10 +174,15 @@ impl Collector {
     /// Makes an actor of the tree fail, to test supervision. Returns whether the target
     /// existed.
     #[cfg(any(test, feature = "fault-injection"))]
-    pub async fn inject_fault(&self, fault: crate::supervisor::Fault) -> Result<bool, CollectorError> {
+    pub async fn inject_fault(
+        &self,
+        fault: crate::supervisor::Fault,
+    ) -> Result<bool, CollectorError> {
         match self.root.call(|reply| RootMsg::Inject(fault, reply), Some(SHUTDOWN_GRACE)).await {
             Ok(CallResult::Success(found)) => Ok(found),
-            Ok(CallResult::Timeout | CallResult::SenderError) | Err(_) => Err(CollectorError::SupervisorStopped),
+            Ok(CallResult::Timeout | CallResult::SenderError) | Err(_) => {
+                Err(CollectorError::SupervisorStopped)
+            }
         }
     }
 }
@@ -245,9 +251,8 @@ fn bind_listener(
     sessions: Arc<dyn SessionFactory>,
 ) -> Result<(Arc<ListenerSpec>, std::net::UdpSocket), CollectorError> {
     let socket = bind_udp(listener.listen_addr, listener.buffer_size)?;
-    let local_addr = socket
-        .local_addr()
-        .map_err(|source| BindError { addr: listener.listen_addr, source })?;
+    let local_addr =
+        socket.local_addr().map_err(|source| BindError { addr: listener.listen_addr, source })?;
     let counters = Arc::new(ListenerCounters::default());
     let ctx = ListenerContext {
         name: listener.name(),

@@ -81,8 +81,22 @@ pub struct ListenerCounters {
     pub flows_decoded: AtomicU64,
     /// Records recognised but not flows (options data, sFlow counter samples).
     pub non_flow_records: AtomicU64,
-    /// Data records parked in a pending-flows cache until their template arrives.
+    /// Data sets parked in a pending-flows cache until their template arrives.
     pub records_pending: AtomicU64,
+    /// Export datagrams the exporters' sequence numbers show were lost before reaching
+    /// this socket (sFlow, NetFlow v9).
+    pub export_datagrams_lost: AtomicU64,
+    /// Flows / data records the exporters' sequence numbers show were lost upstream
+    /// (NetFlow v5, IPFIX).
+    pub export_records_lost: AtomicU64,
+    /// Flows emitted with sampling rate 0: the exporter announced none.
+    pub flows_sampling_rate_unknown: AtomicU64,
+    /// Flows given the configured default sampling rate.
+    pub flows_sampling_rate_defaulted: AtomicU64,
+    /// Flows whose times failed the decoder's sanity check.
+    pub flows_time_anomalies: AtomicU64,
+    /// Flows emitted without a start or end time.
+    pub flows_time_unknown: AtomicU64,
     /// Errors returned by `recv_from` on the socket.
     pub receive_errors: AtomicU64,
     /// Exporter actors alive now (a gauge).
@@ -114,6 +128,12 @@ impl ListenerCounters {
             flows_decoded: self.flows_decoded.load(ORDER),
             non_flow_records: self.non_flow_records.load(ORDER),
             records_pending: self.records_pending.load(ORDER),
+            export_datagrams_lost: self.export_datagrams_lost.load(ORDER),
+            export_records_lost: self.export_records_lost.load(ORDER),
+            flows_sampling_rate_unknown: self.flows_sampling_rate_unknown.load(ORDER),
+            flows_sampling_rate_defaulted: self.flows_sampling_rate_defaulted.load(ORDER),
+            flows_time_anomalies: self.flows_time_anomalies.load(ORDER),
+            flows_time_unknown: self.flows_time_unknown.load(ORDER),
             receive_errors: self.receive_errors.load(ORDER),
             exporters_live: self.exporters_live.load(ORDER),
             exporters_added: self.exporters_added.load(ORDER),
@@ -139,6 +159,12 @@ pub struct ListenerCountersSnapshot {
     pub flows_decoded: u64,
     pub non_flow_records: u64,
     pub records_pending: u64,
+    pub export_datagrams_lost: u64,
+    pub export_records_lost: u64,
+    pub flows_sampling_rate_unknown: u64,
+    pub flows_sampling_rate_defaulted: u64,
+    pub flows_time_anomalies: u64,
+    pub flows_time_unknown: u64,
     pub receive_errors: u64,
     pub exporters_live: u64,
     pub exporters_added: u64,
@@ -168,6 +194,8 @@ pub mod flow_drop {
     pub const PUBLISHER_FAILED: &str = "publisher_failed";
     /// The shutdown drain ran out of time with the flows still pending.
     pub const DRAIN_TIMEOUT: &str = "drain_timeout";
+    /// The sink reported on fewer flows than it was given.
+    pub const SINK_UNREPORTED: &str = "sink_unreported";
 }
 
 /// Counters of one publisher (one subject).

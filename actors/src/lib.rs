@@ -32,8 +32,12 @@ pub use collector::{Collector, CollectorError, RunReport, run};
 pub use counters::CountersSnapshot;
 pub use publisher::LINGER;
 pub use session::{DecoderSessions, SessionFactory};
-pub use settings::{CollectorSettings, ExporterLimits, ListenerProtocol, ListenerSettings, SinkSettings};
-pub use sink::{ConfiguredSinks, FlowSink, JsonLinesSink, SinkError, SinkFactory, SinkFuture, StdoutSink};
+pub use settings::{
+    CollectorSettings, ExporterLimits, ListenerProtocol, ListenerSettings, SinkSettings,
+};
+pub use sink::{
+    ConfiguredSinks, FlowSink, JsonLinesSink, SinkError, SinkFactory, SinkFuture, StdoutSink,
+};
 pub use socket::BindError;
 pub use supervisor::DRAIN_TIMEOUT;
 #[cfg(any(test, feature = "fault-injection"))]

@@ -6,6 +6,7 @@
 //! handed to the actor as its argument, so a publisher restarted after a failure picks up
 //! the flows it had already accepted: a restart loses no accepted flow (architecture.md).
 
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
@@ -17,7 +18,7 @@ use crate::batch::FlowBatch;
 use crate::budget::Credit;
 use crate::counters::{PublisherCounters, flow_drop};
 use crate::ratelimit::LogLimiter;
-use crate::sink::FlowSink;
+use crate::sink::{Delivery, FlowSink};
 
 /// The longest a flow waits for its batch to fill: bounds latency at low rates, while at
 /// high rates batches fill long before it.
@@ -93,7 +94,9 @@ impl PublisherSlot {
     pub(crate) fn abandon_pending(&self) {
         match self.batcher.try_lock() {
             Ok(mut batcher) => batcher.abandon(&self.counters),
-            Err(_) => tracing::warn!(subject = %self.subject, "Pending flows of a killed publisher not counted: batch still locked"),
+            Err(_) => {
+                tracing::warn!(subject = %self.subject, "Pending flows of a killed publisher not counted: batch still locked")
+            }
         }
     }
 }
@@ -138,15 +141,12 @@ impl Batcher {
         }
     }
 
-    /// Hands the first `n` pending flows to the sink and accounts for them either way.
+    /// Hands the first `n` pending flows to the sink and accounts for every one of them.
     async fn publish_front(&mut self, n: usize, counters: &PublisherCounters) {
         let result = self.sink.publish(&self.pending[..n]).await;
         let count = u64::try_from(n).unwrap_or(u64::MAX);
         match result {
-            Ok(()) => {
-                counters.flows_published.fetch_add(count, std::sync::atomic::Ordering::Relaxed);
-                counters.batches_published.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            }
+            Ok(delivery) => self.account(delivery, count, counters),
             Err(error) => {
                 counters.flows_dropped.add(error.reason(), count);
                 if let Some(held_back) = self.error_log.allow(Instant::now()) {
@@ -155,6 +155,30 @@ impl Batcher {
             }
         }
         self.pending.drain(..n);
+    }
+
+    /// Counts a sink's report on `count` flows. Whatever it leaves unreported is counted
+    /// as dropped too, so the publisher's books always balance.
+    fn account(&mut self, delivery: Delivery, count: u64, counters: &PublisherCounters) {
+        let given_up = delivery.given_up_total().min(count);
+        let delivered = delivery.delivered.min(count - given_up);
+        counters.flows_published.fetch_add(delivered, Ordering::Relaxed);
+        if delivered > 0 {
+            counters.batches_published.fetch_add(1, Ordering::Relaxed);
+        }
+        for (reason, flows) in &delivery.given_up {
+            counters.flows_dropped.add(reason, *flows);
+        }
+        let unreported = count - given_up - delivered;
+        if unreported > 0 {
+            counters.flows_dropped.add(flow_drop::SINK_UNREPORTED, unreported);
+        }
+        if given_up + unreported > 0 {
+            if let Some(held_back) = self.error_log.allow(Instant::now()) {
+                tracing::warn!(subject = %self.subject, given_up = ?delivery.given_up, unreported, held_back,
+                    "Sink gave up part of a flow batch");
+            }
+        }
     }
 
     /// Flushes the sink (called once, at the end of a drain).
@@ -226,7 +250,9 @@ impl Actor for PublisherActor {
                 batcher.publish_all(&slot.counters).await;
             }
             #[cfg(any(test, feature = "fault-injection"))]
-            PublisherMsg::Panic => panic!("fault injection: publisher {} told to fail", slot.subject),
+            PublisherMsg::Panic => {
+                panic!("fault injection: publisher {} told to fail", slot.subject)
+            }
         }
         state.arm_linger(&myself, !batcher.pending.is_empty());
         Ok(())
@@ -258,13 +284,13 @@ mod tests {
     }
 
     impl FlowSink for Recorder {
-        fn publish<'a>(&'a mut self, flows: &'a [FlowMessage]) -> SinkFuture<'a> {
+        fn publish<'a>(&'a mut self, flows: &'a [FlowMessage]) -> SinkFuture<'a, Delivery> {
             Box::pin(async move {
                 if self.fail {
                     return Err(SinkError::Rejected("test".into()));
                 }
                 self.batches.lock().unwrap().push(flows.len());
-                Ok(())
+                Ok(Delivery::all(flows.len()))
             })
         }
     }
@@ -298,6 +324,21 @@ mod tests {
         assert!(b.pending.is_empty());
         assert_eq!(counters.flows_dropped.get("sink_rejected"), 7);
         assert_eq!(counters.snapshot().flows_published, 0);
+    }
+
+    #[test]
+    fn partial_deliveries_are_counted_by_reason_and_unreported_flows_as_dropped() {
+        let counters = PublisherCounters::default();
+        let (mut b, _) = batcher(10, false);
+        let mut delivery = Delivery { delivered: 6, ..Default::default() };
+        delivery.give_up("ack_timeout", 3);
+        b.account(delivery, 10, &counters);
+        assert_eq!(counters.snapshot().flows_published, 6);
+        assert_eq!(counters.flows_dropped.get("ack_timeout"), 3);
+        assert_eq!(counters.flows_dropped.get(flow_drop::SINK_UNREPORTED), 1);
+        // A sink claiming more than it was given cannot unbalance the books.
+        b.account(Delivery::all(50), 10, &counters);
+        assert_eq!(counters.snapshot().flows_published, 16);
     }
 
     #[tokio::test]

@@ -1,11 +1,13 @@
 //! Where the publisher hands its batches: the [`FlowSink`] trait, the embedded
 //! JSON-lines sink on standard output, and the factory that builds one sink per subject.
 //!
-//! A sink owns its delivery policy (retries, acks, timeouts). When `publish` returns an
-//! error the batch is given up: the publisher counts its flows as dropped under
-//! [`SinkError::reason`] and moves on, so a dead sink sheds load instead of stalling the
-//! pipeline forever.
+//! A sink owns its delivery policy (retries, acks, timeouts). It reports what became of
+//! each flow of a batch as a [`Delivery`]: delivered, or given up under a reason (a
+//! JetStream sink may lose part of a batch). When `publish` returns an error the whole
+//! batch is given up under [`SinkError::reason`]. Either way the publisher counts and
+//! moves on, so a dead sink sheds load instead of stalling the pipeline forever.
 
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -20,7 +22,32 @@ use crate::settings::SinkSettings;
 
 /// The future a sink returns: a boxed `async` block (the trait must stay object-safe so
 /// the publisher can hold any sink).
-pub type SinkFuture<'a> = Pin<Box<dyn Future<Output = Result<(), SinkError>> + Send + 'a>>;
+pub type SinkFuture<'a, T = ()> = Pin<Box<dyn Future<Output = Result<T, SinkError>> + Send + 'a>>;
+
+/// What became of a batch: `delivered + given_up_total()` is the batch size.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Delivery {
+    /// Flows the destination holds (written, acked, or acked as duplicates).
+    pub delivered: u64,
+    /// Flows given up, by a short, stable reason label.
+    pub given_up: BTreeMap<&'static str, u64>,
+}
+
+impl Delivery {
+    /// Every one of `flows` delivered.
+    pub fn all(flows: usize) -> Self {
+        Self { delivered: u64::try_from(flows).unwrap_or(u64::MAX), given_up: BTreeMap::new() }
+    }
+
+    /// Records `count` flows given up for `reason`.
+    pub fn give_up(&mut self, reason: &'static str, count: u64) {
+        *self.given_up.entry(reason).or_default() += count;
+    }
+
+    pub fn given_up_total(&self) -> u64 {
+        self.given_up.values().sum()
+    }
+}
 
 /// Why a sink gave up a batch.
 #[derive(Debug, Error)]
@@ -46,9 +73,9 @@ impl SinkError {
 
 /// A destination for batches of flows (stdout now, JetStream next).
 pub trait FlowSink: Send + 'static {
-    /// Delivers one batch, resolving once the sink has accepted it (written, acked) or
-    /// given up on it.
-    fn publish<'a>(&'a mut self, flows: &'a [FlowMessage]) -> SinkFuture<'a>;
+    /// Delivers one batch, resolving once every flow of it is delivered (written, acked)
+    /// or given up.
+    fn publish<'a>(&'a mut self, flows: &'a [FlowMessage]) -> SinkFuture<'a, Delivery>;
 
     /// Completes whatever the sink still has in hand (buffered bytes, outstanding acks);
     /// called once when the publisher drains at shutdown.
@@ -99,7 +126,7 @@ impl StdoutSink {
 }
 
 impl<W: AsyncWrite + Unpin + Send + 'static> FlowSink for JsonLinesSink<W> {
-    fn publish<'a>(&'a mut self, flows: &'a [FlowMessage]) -> SinkFuture<'a> {
+    fn publish<'a>(&'a mut self, flows: &'a [FlowMessage]) -> SinkFuture<'a, Delivery> {
         Box::pin(async move {
             self.buffer.clear();
             for flow in flows {
@@ -109,7 +136,7 @@ impl<W: AsyncWrite + Unpin + Send + 'static> FlowSink for JsonLinesSink<W> {
             let mut writer = self.writer.lock().await;
             writer.write_all(&self.buffer).await?;
             writer.flush().await?;
-            Ok(())
+            Ok(Delivery::all(flows.len()))
         })
     }
 
@@ -153,7 +180,8 @@ mod tests {
             FlowMessage { src_port: 1, ..Default::default() },
             FlowMessage { src_port: 2, ..Default::default() },
         ];
-        sink.publish(&flows).await.map_err(|e| e.to_string()).unwrap();
+        let delivery = sink.publish(&flows).await.map_err(|e| e.to_string()).unwrap();
+        assert_eq!(delivery, Delivery::all(2));
         sink.publish(&flows[..1]).await.map_err(|e| e.to_string()).unwrap();
         sink.flush().await.map_err(|e| e.to_string()).unwrap();
 

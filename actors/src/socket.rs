@@ -19,9 +19,13 @@ pub struct BindError {
 }
 
 /// Binds a non-blocking UDP socket on `addr` with a receive buffer of `buffer_size` bytes.
-pub(crate) fn bind_udp(addr: SocketAddr, buffer_size: usize) -> Result<std::net::UdpSocket, BindError> {
+pub(crate) fn bind_udp(
+    addr: SocketAddr,
+    buffer_size: usize,
+) -> Result<std::net::UdpSocket, BindError> {
     let wrap = |source| BindError { addr, source };
-    let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP)).map_err(wrap)?;
+    let socket =
+        Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP)).map_err(wrap)?;
     socket.set_reuse_address(true).map_err(wrap)?;
     socket.set_reuse_port(true).map_err(wrap)?;
     set_receive_buffer(&socket, addr, buffer_size);
@@ -39,8 +43,12 @@ fn set_receive_buffer(socket: &Socket, addr: SocketAddr, requested: usize) {
     }
     if granted(socket) < requested {
         match force_receive_buffer(socket, requested) {
-            Ok(()) => tracing::debug!(listen_addr = %addr, requested, "UDP receive buffer forced past net.core.rmem_max"),
-            Err(error) => tracing::debug!(listen_addr = %addr, requested, %error, "SO_RCVBUFFORCE not permitted"),
+            Ok(()) => {
+                tracing::debug!(listen_addr = %addr, requested, "UDP receive buffer forced past net.core.rmem_max")
+            }
+            Err(error) => {
+                tracing::debug!(listen_addr = %addr, requested, %error, "SO_RCVBUFFORCE not permitted")
+            }
         }
     }
     let effective = granted(socket);

@@ -7,7 +7,10 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use ractor::{Actor, ActorCell, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SpawnErr, SupervisionEvent};
+use ractor::{
+    Actor, ActorCell, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SpawnErr,
+    SupervisionEvent,
+};
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 
@@ -74,7 +77,8 @@ struct ListenerChild {
 impl RootState {
     async fn spawn_publisher(&mut self, root: ActorCell, index: usize) -> Result<(), SpawnErr> {
         let Some(slot) = self.publishers.get(index) else { return Ok(()) };
-        let (actor, _) = PublisherActor::spawn_linked(None, PublisherActor, Arc::clone(slot), root).await?;
+        let (actor, _) =
+            PublisherActor::spawn_linked(None, PublisherActor, Arc::clone(slot), root).await?;
         self.children.insert(actor.get_id(), Child::Publisher(index));
         slot.attach(actor);
         Ok(())
@@ -211,11 +215,11 @@ impl RootState {
                 .get(index)
                 .and_then(|l| l.actor.as_ref())
                 .is_some_and(|actor| actor.send_message(ListenerMsg::Panic).is_ok()),
-            Fault::Publisher(index) => self
-                .publishers
-                .get(index)
-                .and_then(|slot| slot.current())
-                .is_some_and(|actor| actor.send_message(crate::publisher::PublisherMsg::Panic).is_ok()),
+            Fault::Publisher(index) => {
+                self.publishers.get(index).and_then(|slot| slot.current()).is_some_and(|actor| {
+                    actor.send_message(crate::publisher::PublisherMsg::Panic).is_ok()
+                })
+            }
         };
         let _ = reply.send(found);
     }

@@ -22,8 +22,10 @@ async fn channel_full_drops_are_counted_exactly() {
     // The first flow goes into a publish that blocks: from now on nothing completes.
     send(&from, to, 1, [0]).await;
     wait_until("the sink is blocked on the first flow", || recorder.publishes_started() == 1).await;
-    wait_until("the first datagram left the budget", || listener0(&collector.counters()).datagrams_in_flight == 0)
-        .await;
+    wait_until("the first datagram left the budget", || {
+        listener0(&collector.counters()).datagrams_in_flight == 0
+    })
+    .await;
 
     send(&from, to, 1, 1..=BURST).await;
     wait_until("the burst is received", || {

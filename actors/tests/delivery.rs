@@ -10,7 +10,8 @@ use common::*;
 async fn datagrams_from_several_sources_reach_the_sink_exactly() {
     let recorder = Recorder::open();
     let collector =
-        start(settings(vec![listener("flows.a"), listener("flows.b")]), &recorder, Arc::default()).await;
+        start(settings(vec![listener("flows.a"), listener("flows.b")]), &recorder, Arc::default())
+            .await;
     let addrs = collector.local_addrs();
     assert_eq!(addrs.len(), 2);
     assert!(addrs.iter().all(|a| a.port() != 0), "{addrs:?}");
@@ -61,7 +62,8 @@ async fn datagrams_from_several_sources_reach_the_sink_exactly() {
 async fn listeners_sharing_a_subject_share_one_publisher() {
     let recorder = Recorder::open();
     let collector =
-        start(settings(vec![listener("flows.a"), listener("flows.a")]), &recorder, Arc::default()).await;
+        start(settings(vec![listener("flows.a"), listener("flows.a")]), &recorder, Arc::default())
+            .await;
     let addrs = collector.local_addrs();
     let from = sender(7).await;
     send(&from, addrs[0], 1, 0..20).await;

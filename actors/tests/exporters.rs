@@ -21,8 +21,10 @@ async fn the_exporter_cap_refuses_new_sources_and_counts_them() {
     send(&sender(3).await, to, 1, 0..5).await;
     wait_until("the admitted exporters' flows are published", || recorder.len() == 10).await;
     send(&sender(4).await, to, 1, 0..7).await;
-    wait_until("the third source is refused", || listener0(&collector.counters()).dropped_exporter_cap == 7)
-        .await;
+    wait_until("the third source is refused", || {
+        listener0(&collector.counters()).dropped_exporter_cap == 7
+    })
+    .await;
     let counters = collector.counters();
     assert_eq!(listener0(&counters).exporters_live, 2);
 
@@ -47,8 +49,10 @@ async fn an_idle_exporter_is_evicted_and_frees_its_place() {
     send(&first, to, 1, 0..3).await;
     wait_until("the first exporter's flows are published", || recorder.len() == 3).await;
     send(&second, to, 1, [0]).await;
-    wait_until("the second source is refused", || listener0(&collector.counters()).dropped_exporter_cap == 1)
-        .await;
+    wait_until("the second source is refused", || {
+        listener0(&collector.counters()).dropped_exporter_cap == 1
+    })
+    .await;
 
     wait_until("the first exporter is evicted", || {
         let counters = collector.counters();
@@ -82,7 +86,8 @@ async fn a_failed_exporter_is_restarted_fresh_and_its_loss_counted() {
     // Hold the victim in a decode, queue the failure behind it, then five datagrams.
     send(&victim, to, TAG_BLOCK, [10]).await;
     wait_until("the victim is blocked", || gate.entered()).await;
-    let found = collector.inject_fault(Fault::Exporter { listener: 0, exporter: ip(2) }).await.unwrap();
+    let found =
+        collector.inject_fault(Fault::Exporter { listener: 0, exporter: ip(2) }).await.unwrap();
     assert!(found);
     send(&victim, to, 1, 11..16).await;
     // The listener handles datagrams in order: once this one is published, the five
@@ -91,7 +96,10 @@ async fn a_failed_exporter_is_restarted_fresh_and_its_loss_counted() {
     wait_until("the bystander's datagram is published", || recorder.len() == 21).await;
 
     gate.release();
-    wait_until("the victim is restarted", || listener0(&collector.counters()).exporters_restarted == 1).await;
+    wait_until("the victim is restarted", || {
+        listener0(&collector.counters()).exporters_restarted == 1
+    })
+    .await;
     send(&victim, to, 1, 16..20).await;
     send(&bystander, to, 1, 11..20).await;
     wait_until("the later flows are published", || recorder.len() == 35).await;

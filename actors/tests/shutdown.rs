@@ -23,8 +23,10 @@ async fn shutdown_drains_everything_queued() {
     wait_until("exporter .2 is blocked", || gate.entered()).await;
     send(&blocked, to, 1, 2..=150).await;
     send(&sender(3).await, to, 1, 1..=100).await;
-    wait_until("all datagrams are received", || listener0(&collector.counters()).datagrams_received == 250)
-        .await;
+    wait_until("all datagrams are received", || {
+        listener0(&collector.counters()).datagrams_received == 250
+    })
+    .await;
     assert!(recorder.len() <= 100, "exporter .2 published while blocked");
 
     let shutdown = tokio::spawn(collector.shutdown());

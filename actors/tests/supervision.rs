@@ -35,7 +35,10 @@ async fn a_failed_listener_is_restarted_on_the_same_address() {
     wait_until("the first flows are published", || recorder.len() == 5).await;
 
     assert!(collector.inject_fault(Fault::Listener(0)).await.unwrap());
-    wait_until("the listener is restarted", || listener0(&collector.counters()).listener_restarts == 1).await;
+    wait_until("the listener is restarted", || {
+        listener0(&collector.counters()).listener_restarts == 1
+    })
+    .await;
     // The old socket may linger an instant after the restart; send until one lands.
     let mut seq = 5;
     while recorder.len() == 5 {
@@ -66,7 +69,10 @@ async fn a_restarted_publisher_loses_no_accepted_flow() {
     send(&from, to, 1, [0]).await;
     wait_until("the sink is blocked", || recorder.publishes_started() == 1).await;
     send(&from, to, 1, 1..5).await;
-    wait_until("the exporter sent every flow", || listener0(&collector.counters()).flows_decoded == 5).await;
+    wait_until("the exporter sent every flow", || {
+        listener0(&collector.counters()).flows_decoded == 5
+    })
+    .await;
     assert!(collector.inject_fault(Fault::Publisher(0)).await.unwrap());
 
     // Released, the publisher takes the four into its batch, then fails: the batch lives

@@ -25,6 +25,8 @@ pub enum DecodeError {
     Malformed { protocol: Protocol, detail: String },
     #[error("sFlow datagram has {samples} samples, more than max_samples_per_datagram {max}")]
     TooManySamples { samples: u32, max: u32 },
+    #[error("{protocol} datagram from before the exporter restarted (domain {domain}) skipped")]
+    PreviousIncarnation { protocol: Protocol, domain: u32 },
 }
 
 impl DecodeError {
@@ -39,6 +41,7 @@ impl DecodeError {
             DecodeError::NoTemplate { .. } => "no_template",
             DecodeError::Malformed { .. } => "malformed",
             DecodeError::TooManySamples { .. } => "too_many_samples",
+            DecodeError::PreviousIncarnation { .. } => "previous_incarnation",
         }
     }
 }
@@ -57,7 +60,26 @@ pub struct DatagramReport {
     /// Export datagrams the exporter's sequence numbers show were lost, declared while
     /// decoding this one (sFlow: counted once a missing datagram sequence number falls
     /// out of the 64-datagram reordering window, so a late arrival is not a loss).
+    /// Unit: datagrams. NetFlow v9 counts export packets, so its losses are here; v5
+    /// and IPFIX number records, not packets: their losses are in `lost_records`.
     pub sequence_gap: u64,
+    /// Flows (NetFlow v5) or data records (IPFIX, options data records included) the
+    /// exporter's sequence numbers show were lost, declared while decoding this one.
+    /// Like `sequence_gap`, a gap is declared only once it falls out of the reordering
+    /// window, so a late datagram fills it instead of being counted.
+    pub lost_records: u64,
+    /// Flows emitted with `sampling_rate` 0: the exporter has announced no rate for
+    /// them (yet) and no default is configured.
+    pub sampling_rate_unknown: usize,
+    /// Flows given the configured default rate because the exporter announced none
+    /// (flagged `SAMPLING_RATE_DEFAULTED`).
+    pub sampling_rate_defaulted: usize,
+    /// Flows whose times failed the sanity check (start after end, or later than the
+    /// receive time plus the clock-skew tolerance); flagged in `decode_flags`.
+    pub time_anomalies: usize,
+    /// Flows emitted without a start or an end time (left 0: not resolvable, e.g.
+    /// IPFIX sysUpTime times before systemInitTimeMilliseconds is known).
+    pub time_unknown: usize,
     /// Lifecycle events, in the order they happened.
     pub events: Vec<LifecycleEvent>,
     /// Errors; a datagram may decode partly and still report errors.
@@ -80,8 +102,30 @@ pub struct CacheStats {
     pub expired: u64,
 }
 
+/// Running totals of what decoding fidelity an exporter's flows had, since its session
+/// started (the sums of the matching [`DatagramReport`] fields).
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct FidelityStats {
+    /// Flows emitted with an unknown sampling rate (0).
+    pub sampling_rate_unknown: u64,
+    /// Flows given the configured default sampling rate.
+    pub sampling_rate_defaulted: u64,
+    /// Export packets declared lost (NetFlow v9 sequence numbers).
+    pub lost_packets: u64,
+    /// Flows / data records declared lost (NetFlow v5, IPFIX sequence numbers).
+    pub lost_records: u64,
+    /// Exporter restarts detected (`ExporterRestarted` events).
+    pub restarts: u64,
+    /// Flows whose times failed the sanity check.
+    pub time_anomalies: u64,
+    /// Flows emitted without a start or end time.
+    pub time_unknown: u64,
+}
+
 /// A session's statistics: one entry per protocol it has seen.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct SessionStats {
     pub caches: Vec<CacheStats>,
+    /// Fidelity totals (NetFlow/IPFIX sessions; zero for sFlow).
+    pub fidelity: FidelityStats,
 }

@@ -6,6 +6,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use serde_json::{Map, Value, json};
 
+use crate::generated::flow_message::DecodeFlag;
 use crate::{FlowMessage, FlowType, LayerStack};
 
 /// Renders `flow` as a JSON object.
@@ -75,6 +76,13 @@ pub fn to_json(flow: &FlowMessage) -> Value {
         Value::Array(flow.ipv6_routing_header_addresses.iter().map(|a| address(a)).collect()),
     );
     m.insert("ipv6_routing_header_seg_left".into(), json!(flow.ipv6_routing_header_seg_left));
+    m.insert("decode_flags".into(), json!(decode_flag_names(flow.decode_flags)));
+    m.insert("post_nat_src_addr".into(), address(&flow.post_nat_src_addr));
+    m.insert("post_nat_dst_addr".into(), address(&flow.post_nat_dst_addr));
+    m.insert("post_nat_src_port".into(), json!(flow.post_nat_src_port));
+    m.insert("post_nat_dst_port".into(), json!(flow.post_nat_dst_port));
+    m.insert("firewall_event".into(), json!(flow.firewall_event));
+    m.insert("flow_id".into(), json!(flow.flow_id));
     Value::Object(m)
 }
 
@@ -99,6 +107,21 @@ fn address(bytes: &[u8]) -> Value {
         }
         _ => json!(bytes.iter().map(|b| format!("{b:02x}")).collect::<String>()),
     }
+}
+
+/// The set bits of `decode_flags` by their `DecodeFlag` name, lowest bit first; a bit
+/// the schema does not name renders as its hex value.
+fn decode_flag_names(flags: u32) -> Vec<String> {
+    (0..32)
+        .map(|bit| 1u32 << bit)
+        .filter(|mask| flags & mask != 0)
+        .map(|mask| {
+            i32::try_from(mask)
+                .ok()
+                .and_then(|value| DecodeFlag::try_from(value).ok())
+                .map_or_else(|| format!("{mask:#x}"), |flag| flag.as_str_name().to_owned())
+        })
+        .collect()
 }
 
 /// A MAC held in the low 48 bits, first octet most significant, as `aa:bb:cc:dd:ee:ff`.
@@ -128,6 +151,31 @@ mod tests {
         assert_eq!(v["src_mac"], "00:11:22:33:44:55");
         assert_eq!(v["next_hop"], "");
         assert_eq!(v["layer_stack"], json!(["Ethernet", "IPv4"]));
+    }
+
+    #[test]
+    fn decode_flags_and_nat_fields_render_by_name_and_as_text() {
+        let flow = FlowMessage {
+            decode_flags: 0b0110 | 0x100,
+            post_nat_src_addr: vec![203, 0, 113, 9],
+            post_nat_src_port: 40_000,
+            firewall_event: 2,
+            flow_id: 77,
+            ..Default::default()
+        };
+        let v = to_json(&flow);
+        assert_eq!(
+            v["decode_flags"],
+            json!(["TIME_IN_FUTURE", "SAMPLING_RATE_DEFAULTED", "0x100"])
+        );
+        assert_eq!(v["post_nat_src_addr"], "203.0.113.9");
+        assert_eq!(v["post_nat_dst_addr"], "");
+        assert_eq!(
+            (v["post_nat_src_port"].clone(), v["firewall_event"].clone()),
+            (json!(40_000), json!(2))
+        );
+        assert_eq!(v["flow_id"], 77);
+        assert_eq!(to_json(&FlowMessage::default())["decode_flags"], json!([]));
     }
 
     #[test]

@@ -1,6 +1,6 @@
 """The JSON config the chart renders, for its defaults and every example, passes the
 collector's own `--check-config` (with real certificate files where the Secret mounts
-would put them), and the packaged default config passes it too."""
+would put them)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import subprocess
 
 import pytest
 
-from support import CASES, REPO, check_config, collector_binary, deep_merge, render
+from support import CASES, check_config, deep_merge, render
 
 
 @pytest.fixture(scope="module")
@@ -76,15 +76,3 @@ def test_check_config_refuses_missing_certificates(tmp_path):
     result = check_config(config, tmp_path)
     assert result.returncode == 1
     assert "security.tls.cert_file" in result.stdout + result.stderr
-
-
-def test_packaged_default_config_passes_check_config():
-    result = subprocess.run(
-        [collector_binary(), "--config", str(REPO / "packaging/flow-collector.json"), "--check-config"],
-        env={"PATH": "/usr/bin:/bin"},
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert result.returncode == 0, f"{result.stdout}{result.stderr}"
-    assert "config OK" in result.stdout

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import pathlib
+import re
 import subprocess
 
 import helm_python as helm
@@ -349,3 +350,23 @@ def test_otel_environment(default):
 
     tenant = render(CASES["examples/tenant-a.yaml"]).env
     assert "serviceradar.partition=tenant-a" in tenant["OTEL_RESOURCE_ATTRIBUTES"]["value"].split(",")
+
+
+def test_packaged_chart_renders_the_same(tmp_path, default):
+    """`helm package` keeps everything the templates need (.helmignore drops nothing used)."""
+    archive = helm.package(CHART, destination=tmp_path)
+    assert pathlib.Path(archive).name == "serviceradar-flow-collector-0.1.0.tgz"
+    with helm.Chart.load(archive) as chart:
+        assert chart.schema is not None
+        manifests = chart.render(None, name="flows", namespace="netflow", is_install=True)
+    assert manifests == default.manifests
+
+
+def test_chart_and_image_versions_follow_the_workspace():
+    """appVersion (the default image tag) and the image's VERSION label are the crate's version."""
+    cargo = (REPO / "Cargo.toml").read_text()
+    version = re.search(r'\[workspace\.package\][^\[]*?\nversion = "([^"]+)"', cargo).group(1)
+    with helm.Chart.load(CHART) as chart:
+        assert chart.metadata["appVersion"] == version
+    dockerfile = (REPO / "packaging/Dockerfile").read_text()
+    assert f"ARG VERSION={version}\n" in dockerfile

@@ -72,13 +72,16 @@ impl ExporterState {
         let mut tally = Tally::default();
         for raw in batch.datagrams() {
             self.source = raw.source;
-            let datagram =
-                Datagram { source: raw.source, received_ns: raw.received_ns, payload: &raw.payload };
+            let datagram = Datagram {
+                source: raw.source,
+                received_ns: raw.received_ns,
+                payload: &raw.payload,
+            };
             let report = self.session.decode(datagram, &mut flows);
             self.account(report, &mut tally, now);
         }
         let credit = batch.finish();
-        tally.flows = flows.len();
+        tally.flows = to_u64(flows.len());
         tally.add_to(&self.ctx.counters);
         if !flows.is_empty() {
             self.ctx.publisher.send(flows, credit);
@@ -86,8 +89,7 @@ impl ExporterState {
     }
 
     fn account(&mut self, report: DatagramReport, tally: &mut Tally, now: Instant) {
-        tally.non_flow_records += report.non_flow_records;
-        tally.records_pending += report.records_pending;
+        tally.add(&report);
         for event in &report.events {
             self.reporter.event(event, self.source, &self.ctx.counters, now);
         }
@@ -108,25 +110,55 @@ impl ExporterState {
     }
 }
 
-/// Per-batch sums, added to the shared counters once per batch rather than per datagram.
+/// Per-batch sums of the datagram reports, added to the shared counters once per batch
+/// rather than once per datagram.
 #[derive(Default)]
 struct Tally {
-    flows: usize,
-    non_flow_records: usize,
-    records_pending: usize,
+    flows: u64,
+    non_flow_records: u64,
+    records_pending: u64,
+    export_datagrams_lost: u64,
+    export_records_lost: u64,
+    sampling_rate_unknown: u64,
+    sampling_rate_defaulted: u64,
+    time_anomalies: u64,
+    time_unknown: u64,
 }
 
 impl Tally {
-    fn add_to(&self, counters: &ListenerCounters) {
-        let add = |counter: &std::sync::atomic::AtomicU64, n: usize| {
-            if n > 0 {
-                counter.fetch_add(u64::try_from(n).unwrap_or(u64::MAX), Ordering::Relaxed);
-            }
-        };
-        add(&counters.flows_decoded, self.flows);
-        add(&counters.non_flow_records, self.non_flow_records);
-        add(&counters.records_pending, self.records_pending);
+    fn add(&mut self, report: &DatagramReport) {
+        self.non_flow_records += to_u64(report.non_flow_records);
+        self.records_pending += to_u64(report.records_pending);
+        self.export_datagrams_lost += report.sequence_gap;
+        self.export_records_lost += report.lost_records;
+        self.sampling_rate_unknown += to_u64(report.sampling_rate_unknown);
+        self.sampling_rate_defaulted += to_u64(report.sampling_rate_defaulted);
+        self.time_anomalies += to_u64(report.time_anomalies);
+        self.time_unknown += to_u64(report.time_unknown);
     }
+
+    fn add_to(&self, counters: &ListenerCounters) {
+        let pairs = [
+            (&counters.flows_decoded, self.flows),
+            (&counters.non_flow_records, self.non_flow_records),
+            (&counters.records_pending, self.records_pending),
+            (&counters.export_datagrams_lost, self.export_datagrams_lost),
+            (&counters.export_records_lost, self.export_records_lost),
+            (&counters.flows_sampling_rate_unknown, self.sampling_rate_unknown),
+            (&counters.flows_sampling_rate_defaulted, self.sampling_rate_defaulted),
+            (&counters.flows_time_anomalies, self.time_anomalies),
+            (&counters.flows_time_unknown, self.time_unknown),
+        ];
+        for (counter, value) in pairs {
+            if value > 0 {
+                counter.fetch_add(value, Ordering::Relaxed);
+            }
+        }
+    }
+}
+
+fn to_u64(n: usize) -> u64 {
+    u64::try_from(n).unwrap_or(u64::MAX)
 }
 
 /// The collector clock, Unix nanoseconds (0 if the clock is before 1970).

@@ -64,7 +64,13 @@ impl Reporter {
                 tracing::info!(exporter = %source, domain, template_id, protocol = %protocol, partition, field_count,
                     "Template learned - ID: {template_id}, Protocol: {protocol}");
             }
-            LifecycleEvent::TemplateCollision { protocol, domain, template_id, old_field_count, new_field_count } => {
+            LifecycleEvent::TemplateCollision {
+                protocol,
+                domain,
+                template_id,
+                old_field_count,
+                new_field_count,
+            } => {
                 tracing::warn!(exporter = %source, domain, template_id, protocol = %protocol, partition, old_field_count, new_field_count,
                     "Template collision - ID: {template_id}, Protocol: {protocol}");
             }
@@ -81,7 +87,9 @@ impl Reporter {
                     "Template withdrawn - ID: {template_id}, Protocol: {protocol}");
             }
             LifecycleEvent::MissingTemplate { protocol, domain, template_id } => {
-                if let Some(held_back) = self.missing_template.allow((protocol, domain, template_id), now) {
+                if let Some(held_back) =
+                    self.missing_template.allow((protocol, domain, template_id), now)
+                {
                     tracing::warn!(exporter = %source, domain, template_id, protocol = %protocol, partition, held_back,
                         "Missing template - ID: {template_id}, Protocol: {protocol}. Flow data received before template definition.");
                 }

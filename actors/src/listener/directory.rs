@@ -53,7 +53,11 @@ impl Directory {
     }
 
     /// Removes and returns the exporters not seen for `idle_timeout`.
-    pub(crate) fn take_idle(&mut self, now: Instant, idle_timeout: Duration) -> Vec<(IpAddr, ExporterEntry)> {
+    pub(crate) fn take_idle(
+        &mut self,
+        now: Instant,
+        idle_timeout: Duration,
+    ) -> Vec<(IpAddr, ExporterEntry)> {
         let idle: Vec<IpAddr> = self
             .by_addr
             .iter()

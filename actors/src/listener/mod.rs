@@ -14,7 +14,9 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SpawnErr, SupervisionEvent};
+use ractor::{
+    Actor, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SpawnErr, SupervisionEvent,
+};
 use thiserror::Error;
 use tokio::sync::mpsc;
 
@@ -112,7 +114,13 @@ impl ListenerState {
     }
 
     /// Hands `batch` to the exporter of `addr`, starting one if the cap allows.
-    async fn deliver(&mut self, myself: &ActorRef<ListenerMsg>, addr: IpAddr, batch: DatagramBatch, now: Instant) {
+    async fn deliver(
+        &mut self,
+        myself: &ActorRef<ListenerMsg>,
+        addr: IpAddr,
+        batch: DatagramBatch,
+        now: Instant,
+    ) {
         if self.directory.touch(addr, now).is_none() {
             if self.directory.len() >= self.spec.limits.max_exporters {
                 self.refuse(addr, batch, now);
@@ -148,9 +156,15 @@ impl ListenerState {
         }
     }
 
-    async fn spawn_exporter(&mut self, myself: &ActorRef<ListenerMsg>, addr: IpAddr, now: Instant) -> Result<(), SpawnErr> {
+    async fn spawn_exporter(
+        &mut self,
+        myself: &ActorRef<ListenerMsg>,
+        addr: IpAddr,
+        now: Instant,
+    ) -> Result<(), SpawnErr> {
         let args = ExporterArgs { addr, ctx: Arc::clone(&self.spec.ctx) };
-        let (actor, _) = ExporterActor::spawn_linked(None, ExporterActor, args, myself.get_cell()).await?;
+        let (actor, _) =
+            ExporterActor::spawn_linked(None, ExporterActor, args, myself.get_cell()).await?;
         self.directory.insert(addr, actor, now);
         self.update_live();
         Ok(())
@@ -289,7 +303,9 @@ impl Actor for ListenerActor {
         let receiver = TaskGuard::spawn(receive_loop(socket, tx, Arc::clone(&spec)));
         let queue = QueuedDatagrams::new(rx, Arc::clone(&spec));
         let dispatcher = TaskGuard::spawn(dispatch_loop(queue, myself.clone(), Arc::clone(&spec)));
-        drop(myself.send_interval(housekeeping_period(spec.limits.idle_timeout), || ListenerMsg::Housekeeping));
+        drop(myself.send_interval(housekeeping_period(spec.limits.idle_timeout), || {
+            ListenerMsg::Housekeeping
+        }));
         spec.ctx.counters.exporters_live.store(0, Ordering::Relaxed);
         tracing::info!(listener = %spec.ctx.name, local_addr = %spec.local_addr, subject = %spec.ctx.publisher.subject(), "Listener started");
         let now = Instant::now();

@@ -165,6 +165,9 @@ impl Drop for QueuedDatagrams {
 }
 
 /// Creates a tokio socket from a bound std one.
-pub(crate) fn into_tokio(socket: std::net::UdpSocket, addr: SocketAddr) -> Result<UdpSocket, crate::socket::BindError> {
+pub(crate) fn into_tokio(
+    socket: std::net::UdpSocket,
+    addr: SocketAddr,
+) -> Result<UdpSocket, crate::socket::BindError> {
     UdpSocket::from_std(socket).map_err(|source| crate::socket::BindError { addr, source })
 }

@@ -9,12 +9,14 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
 use flow_actors::counters::ListenerCountersSnapshot;
-use flow_actors::sink::{FlowSink, SinkError, SinkFuture};
+use flow_actors::sink::{Delivery, FlowSink, SinkError, SinkFuture};
 use flow_actors::{
-    Collector, CollectorSettings, CountersSnapshot, ExporterLimits, ListenerProtocol, ListenerSettings,
-    SessionFactory, SinkFactory, SinkSettings,
+    Collector, CollectorSettings, CountersSnapshot, ExporterLimits, ListenerProtocol,
+    ListenerSettings, SessionFactory, SinkFactory, SinkSettings,
 };
-use flow_decode::{Datagram, DatagramReport, DecodeError, ExporterSession, LifecycleEvent, Protocol, SessionStats};
+use flow_decode::{
+    Datagram, DatagramReport, DecodeError, ExporterSession, LifecycleEvent, Protocol, SessionStats,
+};
 use flowpb::FlowMessage;
 use tokio::net::UdpSocket;
 use tokio::sync::watch;
@@ -71,7 +73,8 @@ impl ExporterSession for EchoSession {
             };
         };
         if tag == TAG_BLOCK {
-            self.gate.hold();
+            // Blocks this worker thread the proper way: tokio moves its other work away.
+            tokio::task::block_in_place(|| self.gate.hold());
         }
         let seq = rest.get(..4).map_or(0, |b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]));
         out.push(FlowMessage {
@@ -84,7 +87,12 @@ impl ExporterSession for EchoSession {
         DatagramReport {
             flows: 1,
             events: if seq == 0 {
-                vec![LifecycleEvent::TemplateLearned { protocol: Protocol::V9, domain: 0, template_id: 256, field_count: 1 }]
+                vec![LifecycleEvent::TemplateLearned {
+                    protocol: Protocol::V9,
+                    domain: 0,
+                    template_id: 256,
+                    field_count: 1,
+                }]
             } else {
                 Vec::new()
             },
@@ -103,7 +111,9 @@ impl ExporterSession for EchoSession {
 
 /// Sessions for every exporter, sharing one gate.
 pub fn echo_sessions(gate: Arc<DecodeGate>) -> Arc<dyn SessionFactory> {
-    Arc::new(move |_: &ListenerProtocol| Box::new(EchoSession { gate: Arc::clone(&gate) }) as Box<dyn ExporterSession>)
+    Arc::new(move |_: &ListenerProtocol| {
+        Box::new(EchoSession { gate: Arc::clone(&gate) }) as Box<dyn ExporterSession>
+    })
 }
 
 /// What a recording sink saw.
@@ -166,7 +176,8 @@ impl Recorder {
     pub fn factory(&self) -> impl SinkFactory + use<> {
         let recorder = self.clone();
         move |subject: &str| {
-            Ok(Box::new(RecordingSink { subject: subject.to_owned(), recorder: recorder.clone() }) as Box<dyn FlowSink>)
+            Ok(Box::new(RecordingSink { subject: subject.to_owned(), recorder: recorder.clone() })
+                as Box<dyn FlowSink>)
         }
     }
 }
@@ -177,14 +188,16 @@ struct RecordingSink {
 }
 
 impl FlowSink for RecordingSink {
-    fn publish<'a>(&'a mut self, flows: &'a [FlowMessage]) -> SinkFuture<'a> {
+    fn publish<'a>(&'a mut self, flows: &'a [FlowMessage]) -> SinkFuture<'a, Delivery> {
         Box::pin(async move {
             self.recorder.publishes_started.fetch_add(1, Ordering::SeqCst);
             let mut open = self.recorder.open.clone();
-            open.wait_for(|open| *open).await.map_err(|_| SinkError::Rejected("gate dropped".into()))?;
+            open.wait_for(|open| *open)
+                .await
+                .map_err(|_| SinkError::Rejected("gate dropped".into()))?;
             let mut recorded = self.recorder.flows.lock().unwrap();
             recorded.extend(flows.iter().map(|f| (self.subject.clone(), f.clone())));
-            Ok(())
+            Ok(Delivery::all(flows.len()))
         })
     }
 }
@@ -211,7 +224,11 @@ pub fn settings(listeners: Vec<ListenerSettings>) -> CollectorSettings {
     }
 }
 
-pub async fn start(settings: CollectorSettings, recorder: &Recorder, gate: Arc<DecodeGate>) -> Collector {
+pub async fn start(
+    settings: CollectorSettings,
+    recorder: &Recorder,
+    gate: Arc<DecodeGate>,
+) -> Collector {
     Collector::start_with(settings, echo_sessions(gate), &recorder.factory()).await.unwrap()
 }
 
@@ -266,6 +283,11 @@ pub fn assert_accounted(counters: &CountersSnapshot) {
             .map(|l| l.counters.flows_decoded)
             .sum();
         let p = &publisher.counters;
-        assert_eq!(decoded, p.flows_published + p.flows_dropped_total(), "{}: {p:?}", publisher.subject);
+        assert_eq!(
+            decoded,
+            p.flows_published + p.flows_dropped_total(),
+            "{}: {p:?}",
+            publisher.subject
+        );
     }
 }
