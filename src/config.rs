@@ -260,7 +260,8 @@ impl ConfigSource {
         }
     }
 
-    fn describe(&self) -> String {
+    /// The file path, or "embedded default", for log and check-config lines.
+    pub fn describe(&self) -> String {
         match self {
             ConfigSource::File(path) => path.display().to_string(),
             ConfigSource::Embedded => "embedded default".into(),

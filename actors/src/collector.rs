@@ -69,7 +69,8 @@ pub async fn run(
 /// A running collector.
 pub struct Collector {
     root: ActorRef<RootMsg>,
-    root_task: JoinHandle<()>,
+    /// `None` once awaited to completion (a JoinHandle must not be polled again).
+    root_task: Option<JoinHandle<()>>,
     listeners: Vec<ListenerInfo>,
     publishers: Vec<Arc<PublisherSlot>>,
 }
@@ -121,7 +122,7 @@ impl Collector {
         let addrs: Vec<String> =
             infos.iter().map(|l| format!("{} on {}", l.name, l.local_addr)).collect();
         tracing::info!(listeners = ?addrs, "Collector started");
-        Ok(Self { root, root_task, listeners: infos, publishers })
+        Ok(Self { root, root_task: Some(root_task), listeners: infos, publishers })
     }
 
     /// The bound address of each listener, in configuration order (the real port when 0
@@ -137,15 +138,18 @@ impl Collector {
 
     /// Resolves only if the supervision tree stops by itself (its root failed).
     pub async fn stopped(&mut self) -> CollectorError {
-        let _ = (&mut self.root_task).await;
+        if let Some(task) = self.root_task.as_mut() {
+            let _ = task.await;
+            self.root_task = None;
+        }
         tracing::error!("Collector supervision tree stopped unexpectedly");
         CollectorError::SupervisorStopped
     }
 
     /// Stops receiving, drains everything queued through the decoders and publishers,
     /// flushes the sinks, and returns the final counters. Bounded by the drain timeout.
-    pub async fn shutdown(self) -> Result<RunReport, CollectorError> {
-        let Self { root, root_task, listeners, publishers } = self;
+    pub async fn shutdown(mut self) -> Result<RunReport, CollectorError> {
+        let root = self.root.clone();
         let call = root.call(RootMsg::Shutdown, Some(DRAIN_TIMEOUT + SHUTDOWN_GRACE)).await;
         let drained_cleanly = match call {
             Ok(CallResult::Success(clean)) => clean,
@@ -156,10 +160,13 @@ impl Collector {
             }
             Ok(CallResult::SenderError) | Err(_) => return Err(CollectorError::SupervisorStopped),
         };
-        if tokio::time::timeout(SHUTDOWN_GRACE, root_task).await.is_err() {
-            tracing::warn!("Collector supervisor did not stop in time");
+        if let Some(task) = self.root_task.as_mut() {
+            match tokio::time::timeout(SHUTDOWN_GRACE, task).await {
+                Ok(_) => self.root_task = None,
+                Err(_) => tracing::warn!("Collector supervisor did not stop in time"),
+            }
         }
-        let counters = snapshot(&listeners, &publishers);
+        let counters = self.counters();
         tracing::info!(
             drained_cleanly,
             datagrams_received = counters.datagrams_received(),
@@ -183,6 +190,16 @@ impl Collector {
             Ok(CallResult::Timeout | CallResult::SenderError) | Err(_) => {
                 Err(CollectorError::SupervisorStopped)
             }
+        }
+    }
+}
+
+/// Dropping a collector that was not shut down kills its tree (no drain), so actors and
+/// sockets never outlive their handle.
+impl Drop for Collector {
+    fn drop(&mut self) {
+        if self.root_task.as_ref().is_some_and(|task| !task.is_finished()) {
+            self.root.kill();
         }
     }
 }

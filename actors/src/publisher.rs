@@ -173,11 +173,11 @@ impl Batcher {
         if unreported > 0 {
             counters.flows_dropped.add(flow_drop::SINK_UNREPORTED, unreported);
         }
-        if given_up + unreported > 0 {
-            if let Some(held_back) = self.error_log.allow(Instant::now()) {
-                tracing::warn!(subject = %self.subject, given_up = ?delivery.given_up, unreported, held_back,
-                    "Sink gave up part of a flow batch");
-            }
+        if given_up + unreported > 0
+            && let Some(held_back) = self.error_log.allow(Instant::now())
+        {
+            tracing::warn!(subject = %self.subject, given_up = ?delivery.given_up, unreported, held_back,
+                "Sink gave up part of a flow batch");
         }
     }
 

@@ -12,11 +12,26 @@ pub mod report;
 pub mod sflow;
 
 pub use event::{LifecycleEvent, Protocol};
-pub use netflow::{NetflowSession, NetflowSettings, PendingFlowSettings};
-pub use report::{DatagramReport, DecodeError, SessionStats};
+pub use netflow::{
+    NetflowSession, NetflowSettings, PendingFlowSettings, SamplingOverride, SamplingPolicy,
+    SamplingPolicyError,
+};
+pub use report::{DatagramReport, DecodeError, FidelityStats, SessionStats};
 pub use sflow::{SflowSession, SflowSettings};
 
 use std::net::SocketAddr;
+
+/// Bits of `FlowMessage::decode_flags`: the values of the proto's `DecodeFlag` enum.
+pub mod decode_flags {
+    /// `time_flow_start_ns` is later than `time_flow_end_ns`.
+    pub const TIME_END_BEFORE_START: u32 = 1;
+    /// A flow time is later than the receive time plus the clock-skew tolerance.
+    pub const TIME_IN_FUTURE: u32 = 2;
+    /// The exporter announced no rate: `sampling_rate` is the configured default.
+    pub const SAMPLING_RATE_DEFAULTED: u32 = 4;
+    /// `sampling_rate` is the configured per-exporter override.
+    pub const SAMPLING_RATE_OVERRIDDEN: u32 = 8;
+}
 
 /// One received datagram, as the decoders see it.
 #[derive(Debug, Clone, Copy)]

@@ -122,6 +122,27 @@ pub struct FidelityStats {
     pub time_unknown: u64,
 }
 
+impl FidelityStats {
+    /// Adds one datagram's report (its `sequence_gap` counts as lost packets: NetFlow
+    /// v9 is the NetFlow protocol that numbers packets).
+    pub fn add(&mut self, report: &DatagramReport) {
+        let as_u64 = |n: usize| u64::try_from(n).unwrap_or(u64::MAX);
+        let restarts = report
+            .events
+            .iter()
+            .filter(|e| matches!(e, LifecycleEvent::ExporterRestarted { .. }))
+            .count();
+        let add = |total: &mut u64, n: u64| *total = total.saturating_add(n);
+        add(&mut self.sampling_rate_unknown, as_u64(report.sampling_rate_unknown));
+        add(&mut self.sampling_rate_defaulted, as_u64(report.sampling_rate_defaulted));
+        add(&mut self.lost_packets, report.sequence_gap);
+        add(&mut self.lost_records, report.lost_records);
+        add(&mut self.restarts, as_u64(restarts));
+        add(&mut self.time_anomalies, as_u64(report.time_anomalies));
+        add(&mut self.time_unknown, as_u64(report.time_unknown));
+    }
+}
+
 /// A session's statistics: one entry per protocol it has seen.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct SessionStats {

@@ -20,6 +20,7 @@ use std::time::Duration;
 
 use flow_decode::{
     Datagram, ExporterSession, NetflowSession, NetflowSettings, PendingFlowSettings,
+    SamplingPolicy,
 };
 use support::pcap::udp_datagrams;
 use support::reference::{ReferenceStream, compare, to_object};
@@ -38,6 +39,7 @@ fn settings() -> NetflowSettings {
             max_entry_size_bytes: 65_535,
             ttl: Duration::from_secs(300),
         }),
+        sampling: SamplingPolicy::default(),
     }
 }
 

@@ -1,125 +1,14 @@
 //! `NetflowSession` on hand-built v5, v9 and IPFIX datagrams: decoding, template
 //! lifecycle events, pending flows, scoping, and malformed input.
 
-use std::net::SocketAddr;
-use std::time::Duration;
+mod support;
 
-use flow_decode::{
-    Datagram, DatagramReport, DecodeError, ExporterSession, LifecycleEvent, NetflowSession,
-    NetflowSettings, PendingFlowSettings, Protocol,
+use flow_decode::{DecodeError, ExporterSession, LifecycleEvent, NetflowSession, Protocol};
+
+use support::netflow::{
+    EXPORT_SECS, MS, V9_FIELDS, decode, ipfix_packet, learned, set, settings, source,
+    template_set, v9_packet, v9_record,
 };
-use flowpb::FlowMessage;
-
-const EXPORT_SECS: u32 = 1_700_000_000;
-const MS: u64 = 1_000_000;
-
-fn settings(pending: bool) -> NetflowSettings {
-    NetflowSettings {
-        max_templates: 100,
-        max_template_fields: 10_000,
-        pending: pending.then(|| PendingFlowSettings {
-            max_pending_flows: 16,
-            max_entries_per_template: 4,
-            max_entry_size_bytes: 65_535,
-            ttl: Duration::from_secs(1),
-        }),
-    }
-}
-
-fn source(port: u16) -> SocketAddr {
-    SocketAddr::from(([192, 0, 2, 10], port))
-}
-
-fn decode(
-    session: &mut NetflowSession,
-    from: SocketAddr,
-    received_ns: u64,
-    payload: &[u8],
-) -> (Vec<FlowMessage>, DatagramReport) {
-    let mut out = Vec::new();
-    let report = session.decode(Datagram { source: from, received_ns, payload }, &mut out);
-    (out, report)
-}
-
-/// A set: id, length, body, padded to 4 bytes.
-fn set(id: u16, body: &[u8]) -> Vec<u8> {
-    let mut body = body.to_vec();
-    while !body.len().is_multiple_of(4) {
-        body.push(0);
-    }
-    let mut out = id.to_be_bytes().to_vec();
-    out.extend_from_slice(&u16::try_from(body.len() + 4).unwrap().to_be_bytes());
-    out.extend(body);
-    out
-}
-
-fn v9_packet(
-    uptime_ms: u32,
-    unix_secs: u32,
-    sequence: u32,
-    source_id: u32,
-    sets: &[Vec<u8>],
-) -> Vec<u8> {
-    let mut out = vec![0, 9, 0, sets.len() as u8];
-    for field in [uptime_ms, unix_secs, sequence, source_id] {
-        out.extend_from_slice(&field.to_be_bytes());
-    }
-    sets.iter().for_each(|s| out.extend_from_slice(s));
-    out
-}
-
-fn ipfix_packet(export_secs: u32, sequence: u32, domain: u32, sets: &[Vec<u8>]) -> Vec<u8> {
-    let length: usize = 16 + sets.iter().map(Vec::len).sum::<usize>();
-    let mut out = vec![0, 10];
-    out.extend_from_slice(&(length as u16).to_be_bytes());
-    for field in [export_secs, sequence, domain] {
-        out.extend_from_slice(&field.to_be_bytes());
-    }
-    sets.iter().for_each(|s| out.extend_from_slice(s));
-    out
-}
-
-/// Template records: (template id, [(IE, length)]); set id 0 (v9) or 2 (IPFIX).
-fn template_set(set_id: u16, templates: &[(u16, &[(u16, u16)])]) -> Vec<u8> {
-    let mut body = Vec::new();
-    for (id, fields) in templates {
-        body.extend_from_slice(&id.to_be_bytes());
-        body.extend_from_slice(&(fields.len() as u16).to_be_bytes());
-        for (ie, len) in fields.iter() {
-            body.extend_from_slice(&ie.to_be_bytes());
-            body.extend_from_slice(&len.to_be_bytes());
-        }
-    }
-    set(set_id, &body)
-}
-
-/// v9 flow template 256: src, dst, sport, dport, proto, bytes, packets, first, last.
-const V9_FIELDS: &[(u16, u16)] =
-    &[(8, 4), (12, 4), (7, 2), (11, 2), (4, 1), (1, 4), (2, 4), (22, 4), (21, 4)];
-
-fn v9_record(src: [u8; 4], bytes: u32, first: u32, last: u32) -> Vec<u8> {
-    let mut r = src.to_vec();
-    r.extend_from_slice(&[198, 51, 100, 7]);
-    r.extend_from_slice(&1234u16.to_be_bytes());
-    r.extend_from_slice(&443u16.to_be_bytes());
-    r.push(6);
-    r.extend_from_slice(&bytes.to_be_bytes());
-    r.extend_from_slice(&3u32.to_be_bytes());
-    r.extend_from_slice(&first.to_be_bytes());
-    r.extend_from_slice(&last.to_be_bytes());
-    r
-}
-
-fn learned(report: &DatagramReport) -> Vec<u16> {
-    report
-        .events
-        .iter()
-        .filter_map(|e| match e {
-            LifecycleEvent::TemplateLearned { template_id, .. } => Some(*template_id),
-            _ => None,
-        })
-        .collect()
-}
 
 #[test]
 fn v5_masks_the_sampling_mode_and_resolves_times() {

@@ -201,7 +201,12 @@ impl Actor for ExporterActor {
             ExporterMsg::Expire => state.expire(),
             ExporterMsg::LogStats => state.log_stats(),
             #[cfg(any(test, feature = "fault-injection"))]
-            ExporterMsg::Panic => panic!("fault injection: exporter {} told to fail", state.source),
+            ExporterMsg::Panic => {
+                panic!(
+                    "fault injection: exporter {} told to fail",
+                    report::ExporterName(state.source)
+                )
+            }
         }
         Ok(())
     }

@@ -2,6 +2,7 @@
 //! increments. Each lifecycle event is logged once, here, by the exporter that owns the
 //! state, as a `tracing` event carrying exporter, domain, template, protocol and partition.
 
+use std::fmt;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -17,6 +18,17 @@ const MISSING_TEMPLATE_LOG_INTERVAL: Duration = Duration::from_secs(60);
 const DECODE_ERROR_LOG_INTERVAL: Duration = Duration::from_secs(10);
 /// Templates (or reasons) remembered by the limiters of one exporter.
 const MAX_LIMITED_KEYS: usize = 1024;
+
+/// How logs name an exporter: "192.168.1.1:2055", or the bare address while its source
+/// port is not known yet (a restarted exporter before its next datagram; port 0 is never
+/// a UDP source port).
+pub(crate) struct ExporterName(pub(crate) SocketAddr);
+
+impl fmt::Display for ExporterName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.0.port() == 0 { self.0.ip().fmt(f) } else { self.0.fmt(f) }
+    }
+}
 
 /// The stable counter label of a lifecycle event.
 pub(crate) fn event_kind(event: &LifecycleEvent) -> &'static str {
@@ -59,9 +71,10 @@ impl Reporter {
     ) {
         counters.lifecycle_events.add(event_kind(event), 1);
         let partition = self.partition.as_str();
+        let name = ExporterName(source);
         match *event {
             LifecycleEvent::TemplateLearned { protocol, domain, template_id, field_count } => {
-                tracing::info!(exporter = %source, domain, template_id, protocol = %protocol, partition, field_count,
+                tracing::info!(exporter = %name, domain, template_id, protocol = %protocol, partition = %partition, field_count,
                     "Template learned - ID: {template_id}, Protocol: {protocol}");
             }
             LifecycleEvent::TemplateCollision {
@@ -71,39 +84,39 @@ impl Reporter {
                 old_field_count,
                 new_field_count,
             } => {
-                tracing::warn!(exporter = %source, domain, template_id, protocol = %protocol, partition, old_field_count, new_field_count,
+                tracing::warn!(exporter = %name, domain, template_id, protocol = %protocol, partition = %partition, old_field_count, new_field_count,
                     "Template collision - ID: {template_id}, Protocol: {protocol}");
             }
             LifecycleEvent::TemplateEvicted { protocol, domain, template_id } => {
-                tracing::debug!(exporter = %source, domain, template_id, protocol = %protocol, partition,
+                tracing::debug!(exporter = %name, domain, template_id, protocol = %protocol, partition = %partition,
                     "Template evicted - ID: {template_id}, Protocol: {protocol}");
             }
             LifecycleEvent::TemplateExpired { protocol, domain, template_id } => {
-                tracing::debug!(exporter = %source, domain, template_id, protocol = %protocol, partition,
+                tracing::debug!(exporter = %name, domain, template_id, protocol = %protocol, partition = %partition,
                     "Template expired - ID: {template_id}, Protocol: {protocol}");
             }
             LifecycleEvent::TemplateWithdrawn { protocol, domain, template_id } => {
-                tracing::debug!(exporter = %source, domain, template_id, protocol = %protocol, partition,
+                tracing::debug!(exporter = %name, domain, template_id, protocol = %protocol, partition = %partition,
                     "Template withdrawn - ID: {template_id}, Protocol: {protocol}");
             }
             LifecycleEvent::MissingTemplate { protocol, domain, template_id } => {
                 if let Some(held_back) =
                     self.missing_template.allow((protocol, domain, template_id), now)
                 {
-                    tracing::warn!(exporter = %source, domain, template_id, protocol = %protocol, partition, held_back,
+                    tracing::warn!(exporter = %name, domain, template_id, protocol = %protocol, partition = %partition, held_back,
                         "Missing template - ID: {template_id}, Protocol: {protocol}. Flow data received before template definition.");
                 }
             }
             LifecycleEvent::PendingReplayed { protocol, domain, template_id, records } => {
-                tracing::debug!(exporter = %source, domain, template_id, protocol = %protocol, partition, records,
+                tracing::debug!(exporter = %name, domain, template_id, protocol = %protocol, partition = %partition, records,
                     "Pending flows replayed - ID: {template_id}, Protocol: {protocol}");
             }
             LifecycleEvent::PendingDropped { protocol, domain, template_id, reason } => {
-                tracing::debug!(exporter = %source, domain, template_id, protocol = %protocol, partition, reason,
+                tracing::debug!(exporter = %name, domain, template_id, protocol = %protocol, partition = %partition, reason,
                     "Pending flows dropped - ID: {template_id}, Protocol: {protocol}");
             }
             LifecycleEvent::ExporterRestarted { protocol, domain } => {
-                tracing::info!(exporter = %source, domain, protocol = %protocol, partition,
+                tracing::info!(exporter = %name, domain, protocol = %protocol, partition = %partition,
                     "Exporter restarted - Protocol: {protocol}. Its templates and sequence state were reset.");
             }
         }
@@ -119,8 +132,9 @@ impl Reporter {
     ) {
         let reason = error.reason();
         counters.decode_errors.add(reason, 1);
+        let name = ExporterName(source);
         if let Some(held_back) = self.decode_errors.allow(reason, now) {
-            tracing::warn!(exporter = %source, partition = %self.partition, reason, held_back, "Decode error: {error}");
+            tracing::warn!(exporter = %name, partition = %self.partition, reason, held_back, "Decode error: {error}");
         }
     }
 
@@ -128,10 +142,11 @@ impl Reporter {
     /// `SessionStats` has no data-cache hit/miss figures, so the line reports evictions,
     /// collisions and expiries instead of inventing them.
     pub(crate) fn stats(&self, caches: &[CacheStats], source: SocketAddr) {
+        let name = ExporterName(source);
         for cache in caches {
             let protocol = cache.protocol.map_or("UNKNOWN", Protocol::as_str);
             tracing::info!(
-                exporter = %source,
+                exporter = %name,
                 partition = %self.partition,
                 protocol,
                 templates = cache.templates,
@@ -143,7 +158,7 @@ impl Reporter {
                 evictions = cache.evictions,
                 collisions = cache.collisions,
                 expired = cache.expired,
-                "{protocol} Template Cache [{source}] - Templates: {}/{}, Data: {}/{}, Template Hits/Misses: {}/{}, Evictions: {}, Collisions: {}, Expired: {}",
+                "{protocol} Template Cache [{name}] - Templates: {}/{}, Data: {}/{}, Template Hits/Misses: {}/{}, Evictions: {}, Collisions: {}, Expired: {}",
                 cache.templates,
                 cache.max_templates,
                 cache.pending_flows,
@@ -155,5 +170,18 @@ impl Reporter {
                 cache.expired,
             );
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_exporter_is_named_by_address_and_port_when_known() {
+        let known: SocketAddr = "192.168.1.1:2055".parse().unwrap();
+        assert_eq!(ExporterName(known).to_string(), "192.168.1.1:2055");
+        let unknown: SocketAddr = "192.168.1.1:0".parse().unwrap();
+        assert_eq!(ExporterName(unknown).to_string(), "192.168.1.1");
     }
 }

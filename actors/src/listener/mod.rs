@@ -237,16 +237,11 @@ impl ListenerState {
         }
     }
 
-    /// The dispatcher is done: every datagram is with an exporter. Let each exporter
-    /// finish its mailbox and stop.
-    async fn finish_drain(&mut self) {
-        let exporters = self.directory.take_all();
-        for (_, entry) in &exporters {
-            let _ = entry.actor.drain();
-        }
-        for (_, entry) in exporters {
-            let _ = entry.actor.wait(None).await;
-        }
+    /// The dispatcher is done: every datagram is with an exporter. Let every exporter
+    /// (evicted ones still finishing included) work through its mailbox and stop.
+    async fn finish_drain(&mut self, myself: &ActorRef<ListenerMsg>) {
+        self.directory.take_all();
+        myself.drain_children_and_wait(None).await;
         self.update_live();
     }
 
@@ -275,9 +270,10 @@ fn group_by_source(datagrams: Vec<RawDatagram>) -> Vec<(IpAddr, Vec<RawDatagram>
 }
 
 /// How often housekeeping runs: often enough to evict within a quarter of the idle
-/// timeout, never busier than every 10 ms nor lazier than every second.
-fn housekeeping_period(idle_timeout: Duration) -> Duration {
-    (idle_timeout / 4).clamp(Duration::from_millis(10), Duration::from_secs(1))
+/// timeout and to keep the stats interval, never busier than every 10 ms nor lazier than
+/// every second.
+fn housekeeping_period(idle_timeout: Duration, stats_interval: Duration) -> Duration {
+    (idle_timeout / 4).min(stats_interval).clamp(Duration::from_millis(10), Duration::from_secs(1))
 }
 
 /// The actor: owns a [`ListenerState`] and routes messages to it.
@@ -303,9 +299,10 @@ impl Actor for ListenerActor {
         let receiver = TaskGuard::spawn(receive_loop(socket, tx, Arc::clone(&spec)));
         let queue = QueuedDatagrams::new(rx, Arc::clone(&spec));
         let dispatcher = TaskGuard::spawn(dispatch_loop(queue, myself.clone(), Arc::clone(&spec)));
-        drop(myself.send_interval(housekeeping_period(spec.limits.idle_timeout), || {
-            ListenerMsg::Housekeeping
-        }));
+        drop(myself.send_interval(
+            housekeeping_period(spec.limits.idle_timeout, spec.stats_interval),
+            || ListenerMsg::Housekeeping,
+        ));
         spec.ctx.counters.exporters_live.store(0, Ordering::Relaxed);
         tracing::info!(listener = %spec.ctx.name, local_addr = %spec.local_addr, subject = %spec.ctx.publisher.subject(), "Listener started");
         let now = Instant::now();
@@ -336,7 +333,7 @@ impl Actor for ListenerActor {
             }
             ListenerMsg::DispatcherDone => match state.drain_reply.take() {
                 Some(reply) => {
-                    state.finish_drain().await;
+                    state.finish_drain(&myself).await;
                     let _ = reply.send(());
                 }
                 None => return Err(ListenerError::ReceiveStopped(state.name().to_owned()).into()),
@@ -409,8 +406,17 @@ mod tests {
 
     #[test]
     fn housekeeping_period_is_bounded() {
-        assert_eq!(housekeeping_period(Duration::from_millis(8)), Duration::from_millis(10));
-        assert_eq!(housekeeping_period(Duration::from_millis(400)), Duration::from_millis(100));
-        assert_eq!(housekeeping_period(Duration::from_secs(300)), Duration::from_secs(1));
+        let stats = Duration::from_secs(30);
+        assert_eq!(housekeeping_period(Duration::from_millis(8), stats), Duration::from_millis(10));
+        assert_eq!(
+            housekeeping_period(Duration::from_millis(400), stats),
+            Duration::from_millis(100)
+        );
+        assert_eq!(housekeeping_period(Duration::from_secs(300), stats), Duration::from_secs(1));
+        let stats = Duration::from_millis(200);
+        assert_eq!(
+            housekeeping_period(Duration::from_secs(300), stats),
+            Duration::from_millis(200)
+        );
     }
 }

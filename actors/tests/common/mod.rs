@@ -14,6 +14,7 @@ use flow_actors::{
     Collector, CollectorSettings, CountersSnapshot, ExporterLimits, ListenerProtocol,
     ListenerSettings, SessionFactory, SinkFactory, SinkSettings,
 };
+use flow_decode::report::CacheStats;
 use flow_decode::{
     Datagram, DatagramReport, DecodeError, ExporterSession, LifecycleEvent, Protocol, SessionStats,
 };
@@ -23,6 +24,9 @@ use tokio::sync::watch;
 
 /// Payload tag that makes [`EchoSession`] block until the [`DecodeGate`] is opened.
 pub const TAG_BLOCK: u8 = 0xEE;
+/// Payload tag that makes [`EchoSession`] report data for a missing template 300
+/// instead of a flow.
+pub const TAG_MISSING_TEMPLATE: u8 = 3;
 
 /// Payload: a tag byte and a big-endian sequence number.
 pub fn payload(tag: u8, seq: u32) -> Vec<u8> {
@@ -72,6 +76,16 @@ impl ExporterSession for EchoSession {
                 ..Default::default()
             };
         };
+        if tag == TAG_MISSING_TEMPLATE {
+            return DatagramReport {
+                events: vec![LifecycleEvent::MissingTemplate {
+                    protocol: Protocol::V9,
+                    domain: 0,
+                    template_id: 300,
+                }],
+                ..Default::default()
+            };
+        }
         if tag == TAG_BLOCK {
             // Blocks this worker thread the proper way: tokio moves its other work away.
             tokio::task::block_in_place(|| self.gate.hold());
@@ -104,8 +118,21 @@ impl ExporterSession for EchoSession {
         Vec::new()
     }
 
+    /// The guide's example figures.
     fn stats(&self) -> SessionStats {
-        SessionStats::default()
+        SessionStats {
+            caches: vec![CacheStats {
+                protocol: Some(Protocol::V9),
+                templates: 15,
+                max_templates: 2000,
+                pending_flows: 8,
+                max_pending_flows: 256,
+                template_hits: 1250,
+                template_misses: 15,
+                ..Default::default()
+            }],
+            ..Default::default()
+        }
     }
 }
 

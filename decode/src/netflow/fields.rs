@@ -20,15 +20,31 @@
 //!   responder 231/232/298/299, or RFC 5103 reverse IEs under PEN 29305) fill
 //!   `bytes_out`/`packets_out` (forward) and `bytes_in`/`packets_in` (reverse), and
 //!   `bytes`/`packets` become the sum of both directions.
+//!   Cisco ASA NSEL has no delta counts: its 231/232 (NF_F_FWD/REV_FLOW_DELTA_BYTES)
+//!   and 298/299 are the counters, so such records never come out with zero bytes.
 //! - MPLS: sections 70..79 are positions in the label stack; all-zero sections are the
 //!   exporter's padding for a shorter stack and are skipped. The label is the top 20
-//!   bits of the 3-byte section; a 4-byte section carries the TTL in its last byte.
+//!   bits of the 3-byte section (then 3 EXP bits and the bottom-of-stack bit); a
+//!   4-byte section carries the TTL in its last byte.
+//! - NAT: postNATSource/DestinationIPv4Address (225/226), IPv6 (281/282) and
+//!   postNAPTSource/DestinationTransportPort (227/228) fill the `post_nat_*` fields;
+//!   NetFlow v9 from older Cisco ASA uses 40001..40004 (NF_F_XLATE_*) for the same.
+//!   The post-NAT address family is the one with a non-zero address (NAT64 changes it).
+//! - Firewall: firewallEvent (233, NSEL 40005 on older ASA) and flowId (148, the NSEL
+//!   connection id) have fields of their own.
+//! - BGP communities: bgpDestinationCommunityList (485), an RFC 6313 basicList of
+//!   bgpCommunity (483), fills `bgp_communities` (the destination route's communities,
+//!   as sFlow's gateway record gives them). The source list (484), extended and large
+//!   communities have no field and are ignored; IPFIX has no AS path element.
+//! - Sampling IEs in a data record (34/50, 305/306, 309/310, 311, 48, 302): see
+//!   [`super::options`].
 //! - Times: see [`super::time`].
 
 use flowpb::{FlowMessage, FlowType};
 
 use crate::packet::{ETHERTYPE_IPV4, ETHERTYPE_IPV6, mac_to_u64, protocol_name};
 
+use super::options::{SamplerRef, SamplingFields};
 use super::time;
 
 /// One field of a template: Information Element id, enterprise number (0 = IANA) and
@@ -48,6 +64,16 @@ const REVERSE_PEN: u32 = 29305;
 
 /// Positions in an MPLS label stack the IPFIX registry names (70..=79).
 const MPLS_STACK_DEPTH: usize = 10;
+
+/// Cisco ASA NSEL NetFlow v9 field types of releases before 8.4(5).
+const NSEL_XLATE_SRC_ADDR_IPV4: u16 = 40001;
+const NSEL_XLATE_DST_ADDR_IPV4: u16 = 40002;
+const NSEL_XLATE_SRC_PORT: u16 = 40003;
+const NSEL_XLATE_DST_PORT: u16 = 40004;
+const NSEL_FW_EVENT: u16 = 40005;
+
+/// bgpCommunity, the element of the community lists 484/485.
+const BGP_COMMUNITY: u16 = 483;
 
 /// The export packet a record came in, as the mapping needs it.
 #[derive(Debug, Clone, Copy)]
@@ -135,9 +161,16 @@ enum Target {
     MplsTopAddr6,
     ForwardingStatus,
     ObservationPointId,
-    SamplingInterval,
-    SamplerId,
-    SelectorId,
+    Sampling,
+    PostNatSrc4,
+    PostNatDst4,
+    PostNatSrc6,
+    PostNatDst6,
+    PostNatSrcPort,
+    PostNatDstPort,
+    FirewallEvent,
+    FlowId,
+    DstCommunityList,
     Time(time::TimeField),
     SystemInit,
     SrhSegment,
@@ -188,9 +221,8 @@ fn target(spec: FieldSpec) -> Option<Target> {
         30 => Target::DstMask6,
         31 => Target::FlowLabel,
         32 | 139 => Target::IcmpTypeCode,
-        34 | 50 => Target::SamplingInterval,
+        34 | 48 | 50 | 302 | 304 | 305 | 306 | 309 | 310 | 311 => Target::Sampling,
         47 => Target::MplsTopAddr4,
-        48 => Target::SamplerId,
         52 => Target::MinTtl,
         53 => Target::MaxTtl,
         54 => Target::FragmentId,
@@ -212,6 +244,7 @@ fn target(spec: FieldSpec) -> Option<Target> {
         128 => Target::NextHopAs,
         138 => Target::ObservationPointId,
         140 => Target::MplsTopAddr6,
+        148 => Target::FlowId,
         150 => Target::Time(TimeField::StartSeconds),
         151 => Target::Time(TimeField::EndSeconds),
         152 => Target::Time(TimeField::StartMilliseconds),
@@ -229,17 +262,34 @@ fn target(spec: FieldSpec) -> Option<Target> {
         177 | 179 => Target::IcmpCode,
         192 => Target::IpTtl,
         197 => Target::FragmentFlags,
+        225 => Target::PostNatSrc4,
+        226 => Target::PostNatDst4,
+        227 => Target::PostNatSrcPort,
+        228 => Target::PostNatDstPort,
         231 => Target::InitiatorOctets,
         232 => Target::ResponderOctets,
+        233 => Target::FirewallEvent,
         243 => Target::Dot1qVlan,
         256 => Target::EthernetType,
+        281 => Target::PostNatSrc6,
+        282 => Target::PostNatDst6,
         298 => Target::InitiatorPackets,
         299 => Target::ResponderPackets,
-        302 => Target::SelectorId,
+        322 => Target::Time(TimeField::ObservationSeconds),
+        323 => Target::Time(TimeField::ObservationMilliseconds),
+        324 => Target::Time(TimeField::ObservationMicroseconds),
+        325 => Target::Time(TimeField::ObservationNanoseconds),
+        485 => Target::DstCommunityList,
         494 => Target::SrhSegment,
         496 => Target::SrhSegmentBasicList,
         497 => Target::SrhSegmentList,
         498 => Target::SrhSegmentsLeft,
+        // Cisco ASA NSEL (NetFlow v9 only: in IPFIX these ids carry the enterprise bit).
+        NSEL_XLATE_SRC_ADDR_IPV4 => Target::PostNatSrc4,
+        NSEL_XLATE_DST_ADDR_IPV4 => Target::PostNatDst4,
+        NSEL_XLATE_SRC_PORT => Target::PostNatSrcPort,
+        NSEL_XLATE_DST_PORT => Target::PostNatDstPort,
+        NSEL_FW_EVENT => Target::FirewallEvent,
         _ => return None,
     })
 }
@@ -279,6 +329,18 @@ fn mac(bytes: &[u8]) -> Option<u64> {
     bytes.try_into().ok().map(mac_to_u64)
 }
 
+/// The elements of an RFC 6313 basicList (semantic (1), element id (2, enterprise bit),
+/// element length (2), enterprise number (4) when the bit is set, then the elements)
+/// when it lists IANA element `element_id` of fixed length `element_length`.
+fn basic_list(value: &[u8], element_id: u16, element_length: u16) -> Option<&[u8]> {
+    let id = u16::from_be_bytes([*value.get(1)?, *value.get(2)?]);
+    let length = u16::from_be_bytes([*value.get(3)?, *value.get(4)?]);
+    if id != element_id || length != element_length {
+        return None;
+    }
+    value.get(5..)
+}
+
 /// Sets `slot` from `value` unless an earlier occurrence already did.
 fn first<T>(slot: &mut Option<T>, value: Option<T>) {
     if slot.is_none() {
@@ -305,23 +367,21 @@ impl<A: Copy, B: Copy> ByFamily<A, B> {
     }
 }
 
+/// The address of a pair that is not all zeros (IPv4 first), else whichever is present.
+fn non_zero_first(pair: ByFamily<[u8; 4], [u8; 16]>) -> Option<Result<[u8; 4], [u8; 16]>> {
+    match pair {
+        ByFamily { v4: Some(v4), .. } if v4 != [0; 4] => Some(Ok(v4)),
+        ByFamily { v6: Some(v6), .. } if v6 != [0; 16] => Some(Err(v6)),
+        pair => pair.pick(None),
+    }
+}
+
 fn address_vec(value: Option<Result<[u8; 4], [u8; 16]>>) -> Vec<u8> {
     match value {
         Some(Ok(v4)) => v4.to_vec(),
         Some(Err(v6)) => v6.to_vec(),
         None => Vec::new(),
     }
-}
-
-/// The sampler a data record names, to find its rate in the options-announced table.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct SamplerRef {
-    /// Sampling interval carried in the record itself (IE 34/50).
-    pub interval: Option<u64>,
-    /// FLOW_SAMPLER_ID / samplerId (48).
-    pub sampler_id: Option<u64>,
-    /// selectorId (302).
-    pub selector_id: Option<u64>,
 }
 
 /// The fields of one data record, collected before the `FlowMessage` is written.
@@ -381,7 +441,14 @@ pub(crate) struct FlowFields {
     mpls: [Option<(u32, Option<u8>)>; MPLS_STACK_DEPTH],
     forwarding_status: Option<u32>,
     observation_point_id: Option<u32>,
-    sampler: SamplerRef,
+    sampling: SamplingFields,
+    post_nat_src: ByFamily<[u8; 4], [u8; 16]>,
+    post_nat_dst: ByFamily<[u8; 4], [u8; 16]>,
+    post_nat_src_port: Option<u16>,
+    post_nat_dst_port: Option<u16>,
+    firewall_event: Option<u8>,
+    flow_id: Option<u64>,
+    communities: Vec<u32>,
     times: time::FlowTimes,
     system_init_ms: Option<u64>,
     uptime_start: Option<u32>,
@@ -457,9 +524,18 @@ impl FlowFields {
             Target::MplsSection(position) => self.mpls_section(usize::from(position), value),
             Target::ForwardingStatus => first(&mut self.forwarding_status, be_u32(value)),
             Target::ObservationPointId => first(&mut self.observation_point_id, be_u32(value)),
-            Target::SamplingInterval => first(&mut self.sampler.interval, be_uint(value)),
-            Target::SamplerId => first(&mut self.sampler.sampler_id, be_uint(value)),
-            Target::SelectorId => first(&mut self.sampler.selector_id, be_uint(value)),
+            Target::Sampling => {
+                self.sampling.apply(spec.id, value);
+            }
+            Target::PostNatSrc4 => first(&mut self.post_nat_src.v4, addr4(value)),
+            Target::PostNatDst4 => first(&mut self.post_nat_dst.v4, addr4(value)),
+            Target::PostNatSrc6 => first(&mut self.post_nat_src.v6, addr6(value)),
+            Target::PostNatDst6 => first(&mut self.post_nat_dst.v6, addr6(value)),
+            Target::PostNatSrcPort => first(&mut self.post_nat_src_port, be_u16(value)),
+            Target::PostNatDstPort => first(&mut self.post_nat_dst_port, be_u16(value)),
+            Target::FirewallEvent => first(&mut self.firewall_event, be_u8(value)),
+            Target::FlowId => first(&mut self.flow_id, be_uint(value)),
+            Target::DstCommunityList => self.community_list(value),
             Target::Time(field) => self.times.set(field, value),
             Target::SystemInit => first(&mut self.system_init_ms, be_uint(value)),
             Target::SrhSegment => {
@@ -524,27 +600,37 @@ impl FlowFields {
         self.srh_segments = value.chunks_exact(16).map(<[u8]>::to_vec).collect();
     }
 
-    /// srhSegmentIPv6BasicList: an RFC 6313 basicList of srhSegmentIPv6 (IE 494):
-    /// semantic (1), element id (2, enterprise bit), element length (2), optional
-    /// enterprise number (4), then the elements.
+    /// srhSegmentIPv6BasicList: an RFC 6313 basicList of srhSegmentIPv6 (IE 494).
     fn srh_basic_list(&mut self, value: &[u8]) {
-        if !self.srh_segments.is_empty() || value.len() < 5 {
+        if !self.srh_segments.is_empty() {
             return;
         }
-        let element_id = u16::from_be_bytes([value[1], value[2]]);
-        let element_length = u16::from_be_bytes([value[3], value[4]]);
-        let start = if element_id & 0x8000 != 0 { 9 } else { 5 };
-        if element_id & 0x7FFF != 494 || element_length != 16 {
-            return;
-        }
-        if let Some(elements) = value.get(start..) {
+        if let Some(elements) = basic_list(value, 494, 16) {
             self.srh_segments = elements.chunks_exact(16).map(<[u8]>::to_vec).collect();
         }
     }
 
+    /// bgpDestinationCommunityList: a basicList of bgpCommunity (IE 483, 4 bytes).
+    fn community_list(&mut self, value: &[u8]) {
+        if !self.communities.is_empty() {
+            return;
+        }
+        if let Some(elements) = basic_list(value, BGP_COMMUNITY, 4) {
+            self.communities = elements
+                .chunks_exact(4)
+                .map(|c| u32::from_be_bytes([c[0], c[1], c[2], c[3]]))
+                .collect();
+        }
+    }
+
+    /// systemInitTimeMilliseconds (IE 160) carried by the record itself.
+    pub fn system_init_ms(&self) -> Option<u64> {
+        self.system_init_ms
+    }
+
     /// The sampler reference the record carries (for the rate lookup).
     pub fn sampler(&self) -> SamplerRef {
-        self.sampler
+        SamplerRef::new(&self.sampling, self.in_if)
     }
 
     fn family(&self) -> Option<Family> {
@@ -589,8 +675,18 @@ impl FlowFields {
         self.write_times(ctx, &mut msg);
         self.write_l3_l4(address_family, &mut msg);
         self.write_l2(&mut msg);
+        self.write_nat_and_firewall(&mut msg);
         self.write_routing(address_family, &mut msg);
         msg
+    }
+
+    fn write_nat_and_firewall(&self, msg: &mut FlowMessage) {
+        msg.post_nat_src_addr = address_vec(non_zero_first(self.post_nat_src));
+        msg.post_nat_dst_addr = address_vec(non_zero_first(self.post_nat_dst));
+        msg.post_nat_src_port = self.post_nat_src_port.map_or(0, u32::from);
+        msg.post_nat_dst_port = self.post_nat_dst_port.map_or(0, u32::from);
+        msg.firewall_event = self.firewall_event.map_or(0, u32::from);
+        msg.flow_id = self.flow_id.unwrap_or(0);
     }
 
     fn write_counters(&self, msg: &mut FlowMessage) {
@@ -687,6 +783,7 @@ impl FlowFields {
         if top_addr.is_some() {
             msg.mpls_ip.push(address_vec(top_addr));
         }
+        msg.bgp_communities = self.communities;
         msg.ipv6_routing_header_addresses = self.srh_segments;
         msg.ipv6_routing_header_seg_left = self.srh_segments_left.map_or(0, u32::from);
     }

@@ -23,28 +23,44 @@
 //!   by Information Element ([`fields`]); reduced-size integers of any width decode;
 //!   an IPFIX set cut short by an empty variable-length value is finished here.
 //! - **Options data** is consumed (sampling rates, system init time), never emitted.
+//!
+//! Decode fidelity (see each module): sampling rates from the v5 header, options data
+//! or the record itself, resolved once the whole datagram is decoded (so options data
+//! later in the same datagram still applies to the flows before it), then the
+//! operator's [`SamplingPolicy`] ([`options`], [`policy`], [`fidelity`]); times from
+//! every IPFIX time element with a sanity check ([`time`], [`fidelity`]); loss per
+//! protocol rule, exporter restarts and stale datagrams ([`sequence`]); restarts drop
+//! the previous incarnation's templates, pending data and sampling state ([`scope`]).
 
+mod fidelity;
 mod fields;
 mod options;
 mod pending;
+mod policy;
 mod scope;
+mod sequence;
 mod templates;
 mod time;
 mod v5;
 mod wire;
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::time::Duration;
 
 use flowpb::FlowMessage;
 use netflow_parser::{NetflowParser, NetflowParserBuilder};
 
 use crate::event::{LifecycleEvent, Protocol};
-use crate::report::{CacheStats, DatagramReport, DecodeError, SessionStats};
+use crate::report::{CacheStats, DatagramReport, DecodeError, FidelityStats, SessionStats};
 use crate::{Datagram, ExporterSession, address_bytes};
 
+pub use policy::{SamplingOverride, SamplingPolicy, SamplingPolicyError};
+
+use fidelity::ExporterPolicy;
 use pending::{Held, PendingCache, PendingEntry};
-use scope::{Arrival, Buffers, Scope, SetFailure};
+use scope::{Arrival, Buffers, Emit, Scope, SetFailure, Unresolved};
+use sequence::{HeaderClock, Stream, Unit, Verdict};
 use wire::{ExportHeader, FIRST_DATA_SET, SetRef, SetWalk, single_set_datagram};
 
 /// Template scopes (protocol, source port, domain) kept per exporter. Real exporters
@@ -65,6 +81,8 @@ pub struct NetflowSettings {
     pub max_template_fields: usize,
     /// The pending-flows cache; `None` disables it (data before its template is dropped and counted).
     pub pending: Option<PendingFlowSettings>,
+    /// Default and per-exporter sampling rates (`sampling`).
+    pub sampling: SamplingPolicy,
 }
 
 /// Limits of the cache for data that arrives before its template (`pending_flows`).
@@ -88,6 +106,20 @@ pub(crate) struct ScopeKey {
     pub domain: u32,
 }
 
+/// A NetFlow v5 flow sequence: source port and engine (type << 8 | id).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct V5Key {
+    port: u16,
+    engine: u32,
+}
+
+/// A v5 flow sequence's state and when it was last used.
+#[derive(Debug)]
+struct V5Stream {
+    stream: Stream,
+    last_used: u64,
+}
+
 /// Counters of one protocol, for [`SessionStats`].
 #[derive(Debug, Default, Clone, Copy)]
 struct ProtocolCounters {
@@ -108,8 +140,15 @@ pub struct NetflowSession {
     /// Counters of V5, V9 and IPFIX, in that order.
     counters: [ProtocolCounters; 3],
     buffers: Buffers,
-    /// Datagrams decoded, as a clock for least-recently-used scopes.
+    /// Datagrams decoded, as a clock for least-recently-used scopes and to date
+    /// templates, announced rates and pending data (a restart drops older ones).
     tick: u64,
+    v5_streams: HashMap<V5Key, V5Stream>,
+    /// Flows of the current datagram still without a sampling rate.
+    unresolved: Vec<Unresolved>,
+    /// The policy as it applies to this exporter, worked out on its first datagram.
+    exporter_policy: Option<(IpAddr, ExporterPolicy)>,
+    fidelity: FidelityStats,
 }
 
 fn counter_index(protocol: Protocol) -> usize {
@@ -144,6 +183,121 @@ impl NetflowSession {
             counters: Default::default(),
             buffers: Buffers::default(),
             tick: 0,
+            v5_streams: HashMap::new(),
+            unresolved: Vec::new(),
+            exporter_policy: None,
+            fidelity: FidelityStats::default(),
+        }
+    }
+
+    /// The sampling policy for the exporter at `address` (cached per address).
+    fn policy_for(&mut self, address: IpAddr) -> ExporterPolicy {
+        match self.exporter_policy {
+            Some((cached, policy)) if cached == address => policy,
+            _ => {
+                let sampling = &self.settings.sampling;
+                let policy = ExporterPolicy {
+                    override_rate: sampling.override_for(address),
+                    default_rate: sampling.default_rate(),
+                };
+                self.exporter_policy = Some((address, policy));
+                policy
+            }
+        }
+    }
+
+    /// Gives the flows of the datagram their final sampling rate and time checks:
+    /// first the rates options data announced later in the datagram, then the policy.
+    fn finish_datagram(
+        &mut self,
+        exporter: IpAddr,
+        first: usize,
+        out: &mut [FlowMessage],
+        report: &mut DatagramReport,
+    ) {
+        for pending in self.unresolved.drain(..) {
+            let rate =
+                self.scopes.get(&pending.scope).and_then(|s| s.sampling.lookup(&pending.sampler));
+            if let (Some(rate), Some(flow)) = (rate, out.get_mut(pending.index)) {
+                flow.sampling_rate = rate;
+            }
+        }
+        let policy = self.policy_for(exporter);
+        fidelity::finish_flows(out.get_mut(first..).unwrap_or_default(), policy, report);
+    }
+
+    /// A NetFlow v5 datagram: restart check, decode, then loss accounting.
+    fn decode_v5(
+        &mut self,
+        datagram: Datagram<'_>,
+        out: &mut Vec<FlowMessage>,
+        report: &mut DatagramReport,
+    ) {
+        self.counters(Protocol::V5).seen = true;
+        let sampler_address = address_bytes(datagram.source.ip());
+        let Some(peek) = v5::peek(datagram.payload) else {
+            v5::decode(&mut self.v5_parser, datagram, &sampler_address, out, report);
+            return;
+        };
+        let key = V5Key { port: datagram.source.port(), engine: peek.engine };
+        let stream = self.v5_stream(key);
+        match stream.check(peek.sequence, Some(peek.clock)) {
+            Verdict::Stale => {
+                let error =
+                    DecodeError::PreviousIncarnation { protocol: Protocol::V5, domain: key.engine };
+                report.errors.push(error);
+                return;
+            }
+            Verdict::Restarted => report.events.push(LifecycleEvent::ExporterRestarted {
+                protocol: Protocol::V5,
+                domain: key.engine,
+            }),
+            Verdict::Continue => {}
+        }
+        let (flows_before, errors_before) = (out.len(), report.errors.len());
+        v5::decode(&mut self.v5_parser, datagram, &sampler_address, out, report);
+        let decoded = out.len() - flows_before;
+        let count = (report.errors.len() == errors_before && decoded == usize::from(peek.count))
+            .then_some(u32::from(peek.count));
+        report.lost_records += self.v5_stream(key).advance(peek.sequence, count);
+    }
+
+    /// The v5 stream of `key`, created on first use; the least recently used gives
+    /// way at [`MAX_SCOPES`].
+    fn v5_stream(&mut self, key: V5Key) -> &mut Stream {
+        let tick = self.tick;
+        if !self.v5_streams.contains_key(&key) && self.v5_streams.len() >= MAX_SCOPES {
+            let oldest = self.v5_streams.iter().min_by_key(|(_, s)| s.last_used).map(|(k, _)| *k);
+            if let Some(oldest) = oldest {
+                self.v5_streams.remove(&oldest);
+            }
+        }
+        let entry = self
+            .v5_streams
+            .entry(key)
+            .or_insert_with(|| V5Stream { stream: Stream::new(Unit::Records), last_used: tick });
+        entry.last_used = tick;
+        &mut entry.stream
+    }
+
+    /// Drops what the exporter's previous incarnation left in a scope (templates,
+    /// announced rates, pending data from before this datagram) and reports the
+    /// restart once. `at_header`: seen before any set of the datagram was decoded.
+    fn restart_scope(&mut self, key: ScopeKey, at_header: bool, report: &mut DatagramReport) {
+        let tick = self.tick;
+        if let Some(scope) = self.scopes.get_mut(&key) {
+            scope.restart(tick, at_header);
+        }
+        let (protocol, domain) = (key.protocol, key.domain);
+        report.events.push(LifecycleEvent::ExporterRestarted { protocol, domain });
+        let dropped = self.pending.as_mut().map(|p| p.drop_scope_before(key, tick));
+        for template_id in dropped.unwrap_or_default() {
+            report.events.push(LifecycleEvent::PendingDropped {
+                protocol,
+                domain,
+                template_id,
+                reason: "exporter_restarted",
+            });
         }
     }
 
@@ -151,19 +305,13 @@ impl NetflowSession {
         &mut self.counters[counter_index(protocol)]
     }
 
-    fn decode_templated(
-        &mut self,
-        version: u16,
-        datagram: Datagram<'_>,
-        out: &mut Vec<FlowMessage>,
-        report: &mut DatagramReport,
-    ) {
+    fn decode_templated(&mut self, version: u16, datagram: Datagram<'_>, emit: &mut Emit<'_>) {
         let (header, sets) = match ExportHeader::parse(datagram.payload, version) {
             Ok(parsed) => parsed,
             Err(error) => {
                 self.counters(if version == 9 { Protocol::V9 } else { Protocol::Ipfix }).seen =
                     true;
-                report.errors.push(error);
+                emit.report.errors.push(error);
                 return;
             }
         };
@@ -173,7 +321,10 @@ impl NetflowSession {
             port: datagram.source.port(),
             domain: header.domain,
         };
-        self.touch_scope(key, report);
+        self.touch_scope(key, emit.report);
+        if !self.check_restart(key, &header, emit.report) {
+            return;
+        }
         let sampler_address = address_bytes(datagram.source.ip());
         let arrival = Arrival {
             source: datagram.source,
@@ -181,30 +332,74 @@ impl NetflowSession {
             sampler_address: &sampler_address,
         };
         let header_bytes = &datagram.payload[..header.header_len()];
+        // Data records of this message, for IPFIX loss accounting (None: unknown).
+        let mut records = Some(0u32);
         for set in SetWalk::new(header.protocol, sets) {
             match set {
                 Ok(set) if is_template_set(header.protocol, set.id) => {
-                    self.template_set(key, header_bytes, set, datagram.received_ns, out, report)
+                    self.template_set(key, header_bytes, set, datagram.received_ns, emit)
                 }
                 Ok(set) if set.id >= FIRST_DATA_SET => {
-                    self.data_set(key, &header, header_bytes, set, &arrival, out, report)
+                    let decoded = self.data_set(key, &header, header_bytes, set, &arrival, emit);
+                    records = records.zip(decoded).map(|(a, b)| a.saturating_add(b));
                 }
                 // Reserved set ids (v9 2..=255; IPFIX 0, 1, 4..=255) are skipped.
                 Ok(_) => {}
-                Err(error) => report.errors.push(error),
+                Err(error) => {
+                    emit.report.errors.push(error);
+                    records = None;
+                }
+            }
+            if self.scopes.get_mut(&key).is_some_and(Scope::take_restart_request) {
+                self.restart_scope(key, false, emit.report);
+            }
+        }
+        let count = if header.protocol == Protocol::V9 { Some(1) } else { records };
+        if let Some(scope) = self.scopes.get_mut(&key) {
+            let lost = scope.stream.advance(header.sequence, count);
+            match header.protocol {
+                Protocol::V9 => emit.report.sequence_gap += lost,
+                _ => emit.report.lost_records += lost,
+            }
+        }
+    }
+
+    /// The header check of a v9/IPFIX datagram: a restart resets the scope first; a
+    /// datagram from before the last restart is skipped (`false`).
+    fn check_restart(
+        &mut self,
+        key: ScopeKey,
+        header: &ExportHeader,
+        report: &mut DatagramReport,
+    ) -> bool {
+        let clock = header
+            .sys_uptime_ms
+            .map(|sys_uptime_ms| HeaderClock { export_ms: header.export_ms, sys_uptime_ms });
+        let Some(scope) = self.scopes.get_mut(&key) else {
+            return false;
+        };
+        match scope.stream.check(header.sequence, clock) {
+            Verdict::Continue => true,
+            Verdict::Restarted => {
+                self.restart_scope(key, true, report);
+                true
+            }
+            Verdict::Stale => {
+                let (protocol, domain) = (key.protocol, key.domain);
+                report.errors.push(DecodeError::PreviousIncarnation { protocol, domain });
+                false
             }
         }
     }
 
     /// Finds or creates the scope, evicting the least recently used one at the cap.
     fn touch_scope(&mut self, key: ScopeKey, report: &mut DatagramReport) {
-        self.tick += 1;
         if !self.scopes.contains_key(&key) {
             if self.scopes.len() >= MAX_SCOPES {
                 self.evict_oldest_scope(report);
             }
             let parser = build_parser(self.parser_builder.clone());
-            self.scopes.insert(key, Scope::new(key.protocol, key.domain, parser));
+            self.scopes.insert(key, Scope::new(key, parser));
         }
         if let Some(scope) = self.scopes.get_mut(&key) {
             scope.last_used = self.tick;
@@ -246,23 +441,25 @@ impl NetflowSession {
         header_bytes: &[u8],
         set: SetRef<'_>,
         now_ns: u64,
-        out: &mut Vec<FlowMessage>,
-        report: &mut DatagramReport,
+        emit: &mut Emit<'_>,
     ) {
         let max_fields = self.settings.max_template_fields;
         let Some(scope) = self.scopes.get_mut(&key) else {
             return;
         };
-        let changes = scope.template_set(header_bytes, set, max_fields, &mut self.buffers, report);
+        let buffers = &mut self.buffers;
+        let changes =
+            scope.template_set(header_bytes, set, max_fields, buffers, emit.tick, emit.report);
         let counters = self.counters(key.protocol);
         counters.collisions += changes.collisions;
         counters.evictions += changes.evictions;
         for template_id in changes.installed {
-            self.replay_pending(key, template_id, now_ns, out, report);
+            self.replay_pending(key, template_id, now_ns, emit);
         }
     }
 
-    #[allow(clippy::too_many_arguments)]
+    /// Decodes one data set; returns how many records it held (`None`: unknown, as
+    /// for a set held for its template or one that failed).
     fn data_set(
         &mut self,
         key: ScopeKey,
@@ -270,28 +467,30 @@ impl NetflowSession {
         header_bytes: &[u8],
         set: SetRef<'_>,
         arrival: &Arrival<'_>,
-        out: &mut Vec<FlowMessage>,
-        report: &mut DatagramReport,
-    ) {
-        let Some(scope) = self.scopes.get_mut(&key) else {
-            return;
-        };
+        emit: &mut Emit<'_>,
+    ) -> Option<u32> {
+        let scope = self.scopes.get_mut(&key)?;
         single_set_datagram(header_bytes, set.whole, &mut self.buffers.datagram);
         let outcome = if scope.layouts.get(set.id).is_some() {
             let Buffers { datagram, value } = &mut self.buffers;
-            scope.decode_data_set(datagram, header, arrival, value, out, report)
+            scope.decode_data_set(datagram, header, arrival, value, emit)
         } else {
             Err(SetFailure::MissingTemplate)
         };
         match outcome {
-            Ok(_) => self.counters(key.protocol).hits += 1,
+            Ok(outcome) => {
+                self.counters(key.protocol).hits += 1;
+                u32::try_from(outcome.flows + outcome.options).ok()
+            }
             Err(SetFailure::Error(error)) => {
                 self.counters(key.protocol).hits += 1;
-                report.errors.push(error);
+                emit.report.errors.push(error);
+                None
             }
             Err(SetFailure::MissingTemplate) => {
                 self.counters(key.protocol).misses += 1;
-                self.missing_template(key, set, arrival, report);
+                self.missing_template(key, set, arrival, emit.report);
+                None
             }
         }
     }
@@ -322,6 +521,7 @@ impl NetflowSession {
                 datagram: self.buffers.datagram.clone(),
                 received_ns: arrival.received_ns,
                 source: arrival.source,
+                tick: self.tick,
             };
             pending.hold(key, template_id, set.body.len(), entry)
         });
@@ -350,8 +550,7 @@ impl NetflowSession {
         key: ScopeKey,
         template_id: u16,
         now_ns: u64,
-        out: &mut Vec<FlowMessage>,
-        report: &mut DatagramReport,
+        emit: &mut Emit<'_>,
     ) {
         let Some(pending) = self.pending.as_mut() else {
             return;
@@ -375,9 +574,7 @@ impl NetflowSession {
             let decoded =
                 ExportHeader::parse(&entry.datagram, version).ok().and_then(|(header, _)| {
                     let value = &mut self.buffers.value;
-                    scope
-                        .decode_data_set(&entry.datagram, &header, &arrival, value, out, report)
-                        .ok()
+                    scope.decode_data_set(&entry.datagram, &header, &arrival, value, emit).ok()
                 });
             match decoded {
                 Some(outcome) => records += outcome.flows + outcome.options,
@@ -385,6 +582,7 @@ impl NetflowSession {
             }
         }
         let (protocol, domain) = (key.protocol, key.domain);
+        let report = &mut *emit.report;
         if records > 0 {
             report.events.push(LifecycleEvent::PendingReplayed {
                 protocol,
@@ -424,19 +622,25 @@ fn is_template_set(protocol: Protocol, id: u16) -> bool {
 impl ExporterSession for NetflowSession {
     fn decode(&mut self, datagram: Datagram<'_>, out: &mut Vec<FlowMessage>) -> DatagramReport {
         let mut report = DatagramReport::default();
+        self.tick += 1;
+        let first = out.len();
         let payload = datagram.payload;
         match payload.get(..2).map(|v| u16::from_be_bytes([v[0], v[1]])) {
-            Some(5) => {
-                self.counters(Protocol::V5).seen = true;
-                let sampler_address = address_bytes(datagram.source.ip());
-                v5::decode(&mut self.v5_parser, datagram, &sampler_address, out, &mut report);
+            Some(5) => self.decode_v5(datagram, out, &mut report),
+            Some(version @ (9 | 10)) => {
+                let mut unresolved = std::mem::take(&mut self.unresolved);
+                let tick = self.tick;
+                let mut emit = Emit { out, report: &mut report, unresolved: &mut unresolved, tick };
+                self.decode_templated(version, datagram, &mut emit);
+                self.unresolved = unresolved;
             }
-            Some(version @ (9 | 10)) => self.decode_templated(version, datagram, out, &mut report),
             Some(version) => report.errors.push(DecodeError::UnsupportedVersion { version }),
             None => report
                 .errors
                 .push(DecodeError::TruncatedHeader { protocol: Protocol::V9, len: payload.len() }),
         }
+        self.finish_datagram(datagram.source.ip(), first, out, &mut report);
+        self.fidelity.add(&report);
         report
     }
 
@@ -488,6 +692,6 @@ impl ExporterSession for NetflowSession {
                 }
             })
             .collect();
-        SessionStats { caches }
+        SessionStats { caches, fidelity: self.fidelity.clone() }
     }
 }

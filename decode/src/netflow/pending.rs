@@ -23,6 +23,8 @@ pub(crate) struct PendingEntry {
     pub datagram: Vec<u8>,
     pub received_ns: u64,
     pub source: SocketAddr,
+    /// Session datagram tick it arrived in (a restart drops what came before it).
+    pub tick: u64,
 }
 
 #[derive(Debug)]
@@ -134,6 +136,26 @@ impl PendingCache {
         ids
     }
 
+    /// Drops the entries of `scope` that arrived before datagram `tick` (the exporter
+    /// restarted: they may have been sent with templates it no longer uses); returns
+    /// the template ids that lost entries.
+    pub fn drop_scope_before(&mut self, scope: ScopeKey, tick: u64) -> Vec<u16> {
+        let mut ids = Vec::new();
+        self.queues.retain(|(s, id), queue| {
+            if *s != scope {
+                return true;
+            }
+            let before = queue.entries.len();
+            queue.entries.retain(|e| e.tick >= tick);
+            if queue.entries.len() != before {
+                ids.push(*id);
+            }
+            !queue.entries.is_empty()
+        });
+        ids.sort_unstable();
+        ids
+    }
+
     /// Queues held for scopes that `matches`.
     pub fn queues_where(&self, matches: impl Fn(&ScopeKey) -> bool) -> usize {
         self.queues.keys().filter(|(scope, _)| matches(scope)).count()
@@ -161,7 +183,12 @@ mod tests {
     }
 
     fn entry(received_ns: u64) -> PendingEntry {
-        PendingEntry { datagram: vec![0; 4], received_ns, source: "192.0.2.1:1".parse().unwrap() }
+        PendingEntry {
+            datagram: vec![0; 4],
+            received_ns,
+            source: "192.0.2.1:1".parse().unwrap(),
+            tick: received_ns,
+        }
     }
 
     #[test]
@@ -177,6 +204,21 @@ mod tests {
             Held::Yes { evicted: Some((scope(), 256)) }
         );
         assert!(cache.take(scope(), 256).is_none());
+    }
+
+    #[test]
+    fn a_restart_drops_only_what_came_before_it() {
+        let mut cache = PendingCache::new(settings());
+        let other = ScopeKey { domain: 1, ..scope() };
+        let _ = cache.hold(scope(), 256, 4, entry(1));
+        let _ = cache.hold(scope(), 256, 4, entry(7));
+        let _ = cache.hold(scope(), 257, 4, entry(2));
+        assert_eq!(cache.drop_scope_before(scope(), 7), vec![256, 257]);
+        assert_eq!(cache.take(scope(), 256).map(|q| q.len()), Some(1));
+        assert!(cache.take(scope(), 257).is_none());
+        let _ = cache.hold(other, 256, 4, entry(1));
+        assert!(cache.drop_scope_before(scope(), 9).is_empty());
+        assert!(cache.take(other, 256).is_some());
     }
 
     #[test]

@@ -1,7 +1,14 @@
 //! One template scope: (protocol, UDP source port, observation domain / source id) of
 //! one exporter (RFC 3954 §5.1, RFC 7011 §8). It owns a netflow_parser instance, the
-//! layouts of the templates that parser holds, and what options data announced for the
-//! domain (sampling rates, boot time).
+//! layouts of the templates that parser holds, what options data announced for the
+//! domain (sampling rates, boot time), and the sequence/restart state of its stream.
+//!
+//! A restart (see [`super::sequence`]) drops what the previous incarnation of the
+//! exporter defined: layouts (data that follows waits in the pending cache for the new
+//! templates instead of being decoded with a stale layout), sampling rates and the boot
+//! time. State defined earlier in the datagram that revealed the restart is kept.
+//! IPFIX restarts also show as systemInitTimeMilliseconds (IE 160, options data or
+//! data records) moving forward by more than [`INIT_RESTART_TOLERANCE_MS`].
 
 use std::net::SocketAddr;
 
@@ -12,8 +19,10 @@ use netflow_parser::{FieldValue, NetflowPacket, NetflowParser};
 use crate::event::{LifecycleEvent, Protocol};
 use crate::report::{DatagramReport, DecodeError};
 
+use super::ScopeKey;
 use super::fields::{FieldSpec, FlowFields, RecordContext};
-use super::options::{OptionsFields, SamplingTable};
+use super::options::{OptionsFields, SamplerRef, SamplingTable};
+use super::sequence::{Stream, Unit};
 use super::templates::{Installed, Layout, Layouts, TemplateKind};
 use super::wire::{ExportHeader, IPFIX_OPTIONS_TEMPLATE_SET, IPFIX_TEMPLATE_SET, SetRef};
 use super::wire::{scan_template_set, single_set_datagram};
@@ -33,6 +42,29 @@ pub(crate) struct Buffers {
     pub datagram: Vec<u8>,
     /// One field value as wire bytes.
     pub value: Vec<u8>,
+}
+
+/// How far systemInitTimeMilliseconds may move forward before it means the exporter
+/// rebooted: exporters that compute it as clock − uptime move it with clock steps.
+pub(crate) const INIT_RESTART_TOLERANCE_MS: u64 = 60_000;
+
+/// A flow emitted before its sampling rate was known, to resolve once the datagram is
+/// decoded (options data later in the same datagram may announce it).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Unresolved {
+    /// Position in the session's output.
+    pub index: usize,
+    pub scope: ScopeKey,
+    pub sampler: SamplerRef,
+}
+
+/// Where decoding one datagram writes: flows, the report, flows awaiting a rate, and
+/// the session's datagram tick (which dates templates and announced rates).
+pub(crate) struct Emit<'e> {
+    pub out: &'e mut Vec<FlowMessage>,
+    pub report: &'e mut DatagramReport,
+    pub unresolved: &'e mut Vec<Unresolved>,
+    pub tick: u64,
 }
 
 /// What decoding one data set gave.
@@ -60,6 +92,7 @@ pub(crate) struct TemplateChanges {
 }
 
 pub(crate) struct Scope {
+    pub key: ScopeKey,
     pub protocol: Protocol,
     pub domain: u32,
     parser: NetflowParser,
@@ -67,24 +100,55 @@ pub(crate) struct Scope {
     /// Template ids a MissingTemplate event was emitted for since they were last known:
     /// one event per template, not one per data set.
     missing_reported: std::collections::HashSet<u16>,
-    sampling: SamplingTable,
+    pub sampling: SamplingTable,
     system_init_ms: Option<u64>,
+    /// Sequence numbers and restarts of the scope's stream.
+    pub stream: Stream,
+    /// systemInitTimeMilliseconds moved forward while decoding: a restart to apply.
+    restart_requested: bool,
     /// Session clock tick of the last use, for evicting the least recently used scope.
     pub last_used: u64,
 }
 
 impl Scope {
-    pub fn new(protocol: Protocol, domain: u32, parser: NetflowParser) -> Self {
+    pub fn new(key: ScopeKey, parser: NetflowParser) -> Self {
+        let unit = if key.protocol == Protocol::V9 { Unit::Packets } else { Unit::Records };
         Self {
-            protocol,
-            domain,
+            key,
+            protocol: key.protocol,
+            domain: key.domain,
             parser,
             layouts: Layouts::default(),
             missing_reported: Default::default(),
             sampling: SamplingTable::default(),
             system_init_ms: None,
+            stream: Stream::new(unit),
+            restart_requested: false,
             last_used: 0,
         }
+    }
+
+    /// Drops what the exporter's previous incarnation defined before datagram `tick`.
+    /// `at_header`: the restart was seen before any set of the datagram, so the
+    /// parser's template cache and the boot time go too.
+    pub fn restart(&mut self, tick: u64, at_header: bool) {
+        self.layouts.forget_before(tick);
+        if at_header {
+            match self.protocol {
+                Protocol::Ipfix => self.parser.clear_ipfix_templates(),
+                _ => self.parser.clear_v9_templates(),
+            }
+            self.system_init_ms = None;
+        }
+        self.sampling.forget_before(tick);
+        self.missing_reported.clear();
+        self.stream.reset();
+        self.restart_requested = false;
+    }
+
+    /// Whether decoding revealed a restart (IE 160 moved forward) since last asked.
+    pub fn take_restart_request(&mut self) -> bool {
+        std::mem::take(&mut self.restart_requested)
     }
 
     fn flow_type(&self) -> FlowType {
@@ -114,6 +178,7 @@ impl Scope {
         set: SetRef<'_>,
         max_fields: usize,
         buffers: &mut Buffers,
+        tick: u64,
         report: &mut DatagramReport,
     ) -> TemplateChanges {
         let (protocol, domain) = (self.protocol, self.domain);
@@ -130,7 +195,7 @@ impl Scope {
         let accepted_ids: Vec<u16> = accepted.iter().map(|(id, _)| *id).collect();
         for (id, layout) in accepted {
             let new_field_count = layout.fields.len();
-            match self.layouts.install(id, layout) {
+            match self.layouts.install(id, layout, tick) {
                 Installed::New => report.events.push(LifecycleEvent::TemplateLearned {
                     protocol,
                     domain,
@@ -213,15 +278,14 @@ impl Scope {
     }
 
     /// Decodes one data set, given as a synthetic single-set datagram, with the header
-    /// it came with. Flows go to `out`; options records update the scope.
+    /// it came with. Flows go to `emit`; options records update the scope.
     pub fn decode_data_set(
         &mut self,
         datagram: &[u8],
         header: &ExportHeader,
         arrival: &Arrival<'_>,
         value: &mut Vec<u8>,
-        out: &mut Vec<FlowMessage>,
-        report: &mut DatagramReport,
+        emit: &mut Emit<'_>,
     ) -> Result<SetOutcome, SetFailure> {
         let body = datagram.get(header.header_len() + 4..).unwrap_or_default();
         let set_id = datagram
@@ -235,7 +299,8 @@ impl Scope {
             }));
         }
         let flow_type = self.flow_type();
-        let Self { protocol, layouts, sampling, system_init_ms, .. } = self;
+        let key = self.key;
+        let Self { protocol, layouts, sampling, system_init_ms, restart_requested, .. } = self;
         let Some(layout) = layouts.get(set_id) else {
             return Err(SetFailure::MissingTemplate);
         };
@@ -251,13 +316,14 @@ impl Scope {
         };
         let mut sink = RecordSink {
             protocol: *protocol,
+            key,
             sampling,
             system_init_ms,
+            restart_requested,
             layout,
             ctx,
             value,
-            out,
-            report,
+            emit,
             outcome: SetOutcome::default(),
         };
         for packet in &result.packets {
@@ -331,32 +397,37 @@ fn accepted_layouts(packets: &[NetflowPacket]) -> Vec<(u16, Layout)> {
 }
 
 /// Turns the records of one data set into flows or options updates.
-struct RecordSink<'s, 'a> {
+struct RecordSink<'s, 'a, 'e> {
     protocol: Protocol,
+    key: ScopeKey,
     sampling: &'s mut SamplingTable,
     system_init_ms: &'s mut Option<u64>,
+    restart_requested: &'s mut bool,
     layout: &'s Layout,
     ctx: RecordContext<'a>,
     value: &'s mut Vec<u8>,
-    out: &'s mut Vec<FlowMessage>,
-    report: &'s mut DatagramReport,
+    emit: &'s mut Emit<'e>,
     outcome: SetOutcome,
 }
 
-impl RecordSink<'_, '_> {
+impl RecordSink<'_, '_, '_> {
     fn v9_body(&mut self, body: &v9::FlowSetBody) -> Result<(), SetFailure> {
         match body {
             v9::FlowSetBody::Data(data) => {
                 for record in &data.fields {
-                    self.parsed_record(record.iter().map(|(_, v)| v), record.len(), 0)?;
+                    let values = record.iter().map(|(_, v)| v);
+                    self.parsed_record(Record::new(self.layout.kind), values, record.len(), 0)?;
                 }
             }
             v9::FlowSetBody::OptionsData(data) => {
                 // v9 scope fields are scope types (system, interface, ...), not IEs.
                 let scope_len = self.layout.scope_fields;
                 for record in &data.fields {
+                    let mut options = OptionsFields::default();
+                    record.scope_fields.iter().for_each(|scope| options.apply_v9_scope(scope));
                     let values = record.options_fields.iter().map(|(_, v)| v);
-                    self.parsed_record(values, record.options_fields.len(), scope_len)?;
+                    let count = record.options_fields.len();
+                    self.parsed_record(Record::Options(options), values, count, scope_len)?;
                 }
             }
             v9::FlowSetBody::NoTemplate(_) => return Err(SetFailure::MissingTemplate),
@@ -373,7 +444,8 @@ impl RecordSink<'_, '_> {
             _ => return Ok(()),
         };
         for record in records {
-            self.parsed_record(record.iter().map(|(_, v)| v), record.len(), 0)?;
+            let values = record.iter().map(|(_, v)| v);
+            self.parsed_record(Record::new(self.layout.kind), values, record.len(), 0)?;
         }
         if self.layout.variable {
             self.variable_length_tail(wire, records.len());
@@ -385,6 +457,7 @@ impl RecordSink<'_, '_> {
     /// field `skip` on, get their Information Element from our layout.
     fn parsed_record<'v>(
         &mut self,
+        mut record: Record,
         values: impl Iterator<Item = &'v FieldValue>,
         count: usize,
         skip: usize,
@@ -396,11 +469,11 @@ impl RecordSink<'_, '_> {
                 detail: format!("record has {count} values, its template {} fields", specs.len()),
             }));
         }
-        let mut record = Record::new(self.layout.kind);
-        for (spec, value) in specs.iter().zip(values) {
+        let scope_fields = self.layout.scope_fields;
+        for (index, (spec, value)) in specs.iter().zip(values).enumerate() {
             self.value.clear();
             if value.write_be_bytes(self.value).is_ok() {
-                record.apply(*spec, self.value);
+                record.apply(*spec, self.value, skip + index < scope_fields);
             }
         }
         self.finish(record);
@@ -419,7 +492,11 @@ impl RecordSink<'_, '_> {
         }
         while let Some(len) = self.layout.record_len(rest).filter(|len| *len > 0) {
             let mut record = Record::new(self.layout.kind);
-            self.layout.for_each_field(&rest[..len], |spec, value| record.apply(spec, value));
+            let (scope_fields, mut index) = (self.layout.scope_fields, 0);
+            self.layout.for_each_field(&rest[..len], |spec, value| {
+                record.apply(spec, value, index < scope_fields);
+                index += 1;
+            });
             self.finish(record);
             rest = &rest[len..];
         }
@@ -428,21 +505,41 @@ impl RecordSink<'_, '_> {
     fn finish(&mut self, record: Record) {
         match record {
             Record::Flow(fields) => {
-                let rate = self.sampling.rate_for(fields.sampler());
-                self.out.push(fields.finish(&self.ctx, rate));
+                self.observe_system_init(fields.system_init_ms());
+                let sampler = fields.sampler();
+                let rate = self.sampling.lookup(&sampler);
+                let emit = &mut *self.emit;
+                if rate.is_none() {
+                    let (index, scope) = (emit.out.len(), self.key);
+                    emit.unresolved.push(Unresolved { index, scope, sampler });
+                }
+                emit.out.push(fields.finish(&self.ctx, rate.unwrap_or(0)));
                 self.outcome.flows += 1;
-                self.report.flows += 1;
+                emit.report.flows += 1;
             }
             Record::Options(options) => {
-                self.sampling.learn(&options);
-                if let Some(init) = options.system_init_ms {
-                    *self.system_init_ms = Some(init);
-                    self.ctx.system_init_ms = Some(init);
-                }
+                self.sampling.learn(&options, self.emit.tick);
+                self.observe_system_init(options.system_init_ms);
                 self.outcome.options += 1;
-                self.report.non_flow_records += 1;
+                self.emit.report.non_flow_records += 1;
             }
         }
+    }
+
+    /// Takes the exporter's boot time from IE 160; one that moved forward past the
+    /// tolerance means the exporter rebooted.
+    fn observe_system_init(&mut self, init: Option<u64>) {
+        let Some(init) = init else {
+            return;
+        };
+        if self
+            .system_init_ms
+            .is_some_and(|known| init > known.saturating_add(INIT_RESTART_TOLERANCE_MS))
+        {
+            *self.restart_requested = true;
+        }
+        *self.system_init_ms = Some(init);
+        self.ctx.system_init_ms = Some(init);
     }
 }
 
@@ -462,9 +559,11 @@ impl Record {
         }
     }
 
-    fn apply(&mut self, spec: FieldSpec, value: &[u8]) {
+    /// Takes one field; `scope` marks an IPFIX options scope field.
+    fn apply(&mut self, spec: FieldSpec, value: &[u8], scope: bool) {
         match self {
             Record::Flow(fields) => fields.apply(spec, value),
+            Record::Options(options) if scope => options.apply_ipfix_scope(spec, value),
             Record::Options(options) => options.apply(spec, value),
         }
     }

@@ -130,7 +130,6 @@ pub(crate) struct Stream {
     boot: Option<Boot>,
     /// The boot before the last restart, to recognise its late datagrams.
     previous_boot: Option<i64>,
-    restarts: u64,
 }
 
 impl Stream {
@@ -143,13 +142,7 @@ impl Stream {
             datagrams: 0,
             boot: None,
             previous_boot: None,
-            restarts: 0,
         }
-    }
-
-    /// Restarts detected on this stream.
-    pub fn restarts(&self) -> u64 {
-        self.restarts
     }
 
     /// The 32-bit next expected number, if any.
@@ -194,7 +187,6 @@ impl Stream {
 
     fn restart(&mut self, clock: Option<HeaderClock>) -> Verdict {
         self.reset();
-        self.restarts += 1;
         self.previous_boot = self.boot.map(|b| b.boot_ms);
         self.boot = clock.map(|c| Boot { boot_ms: c.boot_ms(), last_uptime_ms: c.sys_uptime_ms });
         Verdict::Restarted
@@ -240,7 +232,11 @@ impl Stream {
     fn fill(&mut self, start: u64, count: Option<u32>) {
         let end = match count {
             Some(count) => start + u64::from(count.max(1)),
-            None => self.holes.iter().find(|h| h.start <= start && start < h.end).map_or(start, |h| h.end),
+            None => self
+                .holes
+                .iter()
+                .find(|h| h.start <= start && start < h.end)
+                .map_or(start, |h| h.end),
         };
         let mut kept = VecDeque::with_capacity(self.holes.len() + 1);
         for hole in self.holes.drain(..) {
@@ -352,7 +348,6 @@ mod tests {
         let mut datagrams: Vec<_> = (50_000..50_010).map(|i| (i, Some(1))).collect();
         datagrams.extend((1..300).map(|i| (i, Some(1))));
         assert_eq!(feed(&mut s, &datagrams), (0, 1));
-        assert_eq!(s.restarts(), 1);
     }
 
     #[test]

@@ -143,39 +143,54 @@ pub(crate) enum Installed {
     Replaced { old_field_count: usize },
 }
 
+/// A layout and the session datagram tick it was last (re)defined in.
+#[derive(Debug)]
+struct Defined {
+    layout: Layout,
+    tick: u64,
+}
+
 /// The layouts of one scope's templates, by template id.
 #[derive(Debug, Default)]
 pub(crate) struct Layouts {
-    by_id: HashMap<u16, Layout>,
+    by_id: HashMap<u16, Defined>,
 }
 
 impl Layouts {
     pub fn get(&self, id: u16) -> Option<&Layout> {
-        self.by_id.get(&id)
+        self.by_id.get(&id).map(|d| &d.layout)
     }
 
     pub fn len(&self) -> usize {
         self.by_id.len()
     }
 
-    pub fn install(&mut self, id: u16, layout: Layout) -> Installed {
-        match self.by_id.insert(id, layout) {
+    /// Installs `layout` for `id`, defined in datagram `tick`.
+    pub fn install(&mut self, id: u16, layout: Layout, tick: u64) -> Installed {
+        match self.by_id.insert(id, Defined { layout, tick }) {
             None => Installed::New,
-            Some(old) if Some(&old) == self.by_id.get(&id) => Installed::Refreshed,
-            Some(old) => Installed::Replaced { old_field_count: old.fields.len() },
+            Some(old) if Some(&old.layout) == self.get(id) => Installed::Refreshed,
+            Some(old) => Installed::Replaced { old_field_count: old.layout.fields.len() },
         }
     }
 
     pub fn remove(&mut self, id: u16) -> Option<Layout> {
-        self.by_id.remove(&id)
+        self.by_id.remove(&id).map(|d| d.layout)
     }
 
     /// Ids of the templates of `kind`, sorted (for a deterministic event order).
     pub fn ids_of(&self, kind: TemplateKind) -> Vec<u16> {
         let mut ids: Vec<u16> =
-            self.by_id.iter().filter(|(_, l)| l.kind == kind).map(|(id, _)| *id).collect();
+            self.by_id.iter().filter(|(_, d)| d.layout.kind == kind).map(|(id, _)| *id).collect();
         ids.sort_unstable();
         ids
+    }
+
+    /// Drops the layouts last defined before datagram `tick`; returns how many.
+    pub fn forget_before(&mut self, tick: u64) -> usize {
+        let before = self.by_id.len();
+        self.by_id.retain(|_, d| d.tick >= tick);
+        before - self.by_id.len()
     }
 
     /// Removes and returns (sorted) the ids for which `keep` is false.
@@ -225,11 +240,22 @@ mod tests {
     #[test]
     fn install_tells_new_refresh_and_replacement_apart() {
         let mut layouts = Layouts::default();
-        assert_eq!(layouts.install(256, layout(&[4])), Installed::New);
-        assert_eq!(layouts.install(256, layout(&[4])), Installed::Refreshed);
+        assert_eq!(layouts.install(256, layout(&[4]), 1), Installed::New);
+        assert_eq!(layouts.install(256, layout(&[4]), 2), Installed::Refreshed);
         assert_eq!(
-            layouts.install(256, layout(&[4, 2])),
+            layouts.install(256, layout(&[4, 2]), 3),
             Installed::Replaced { old_field_count: 1 }
         );
+    }
+
+    #[test]
+    fn forgetting_keeps_templates_defined_since_the_tick() {
+        let mut layouts = Layouts::default();
+        layouts.install(256, layout(&[4]), 1);
+        layouts.install(257, layout(&[4]), 1);
+        layouts.install(257, layout(&[4]), 5);
+        layouts.install(258, layout(&[2]), 5);
+        assert_eq!(layouts.forget_before(5), 1);
+        assert_eq!(layouts.all_ids(), vec![257, 258]);
     }
 }

@@ -2,13 +2,20 @@
 //!
 //! Sources, in order of preference for each end of the flow:
 //! 1. absolute IPFIX times: flowStart/End Seconds (150/151), Milliseconds (152/153),
-//!    Microseconds (154/155, NTP format) and Nanoseconds (156/157, NTP format);
+//!    Microseconds (154/155) and Nanoseconds (156/157). The last two are NTP
+//!    timestamps (RFC 7011 §6.1.9: 32-bit seconds since 1900 + 32-bit fraction); the
+//!    NTP era (the seconds wrap in 2036) is the one that puts the time nearest the
+//!    export time, and an exporter that writes plain Unix-epoch microseconds /
+//!    nanoseconds instead (seen in the field) is read that way when that reading is
+//!    nearer the export time;
 //! 2. flowStart/EndDeltaMicroseconds (158/159): microseconds before the export time;
 //! 3. sysUpTime milliseconds (22/21): relative to the v9 header's sysUpTime and export
 //!    time, or for IPFIX to systemInitTimeMilliseconds (IE 160, from the record itself
 //!    or announced by options data); without IE 160 an IPFIX uptime is left unknown;
 //! 4. flowDurationMilliseconds/Microseconds (161/162) derive a missing end from the
-//!    other one.
+//!    other one;
+//! 5. observationTime Seconds/Milliseconds/Microseconds/Nanoseconds (322..325, Cisco
+//!    ASA NSEL's event time) stand in for an end, or a start, still missing.
 //!
 //! A time that cannot be resolved is left 0 ("unknown"), never invented.
 
@@ -35,27 +42,72 @@ pub(crate) enum TimeField {
     EndDeltaMicroseconds,
     DurationMilliseconds,
     DurationMicroseconds,
+    ObservationSeconds,
+    ObservationMilliseconds,
+    ObservationMicroseconds,
+    ObservationNanoseconds,
+}
+
+/// An absolute time as carried: already Unix nanoseconds, or an NTP-format value whose
+/// reading waits for the export time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stamp {
+    UnixNs(u64),
+    /// 64-bit NTP timestamp of a dateTimeMicroseconds (`unit_ns` 1000) or
+    /// dateTimeNanoseconds (`unit_ns` 1) Information Element.
+    Ntp {
+        raw: u64,
+        unit_ns: u64,
+    },
+}
+
+impl Stamp {
+    /// Unix nanoseconds, reading NTP values as near `reference_ns` as they can be.
+    fn unix_ns(self, reference_ns: Option<u64>) -> Option<u64> {
+        match self {
+            Stamp::UnixNs(ns) => Some(ns),
+            Stamp::Ntp { raw, unit_ns } => {
+                let candidates = [ntp_to_unix_ns(raw, reference_ns), raw.checked_mul(unit_ns)];
+                let distance = |t: &u64| reference_ns.map_or(0, |r| t.abs_diff(r));
+                candidates.into_iter().flatten().min_by_key(distance)
+            }
+        }
+    }
 }
 
 /// Times carried by one record, before resolution.
 #[derive(Debug, Default, Clone, Copy)]
 pub(crate) struct FlowTimes {
-    absolute_start_ns: Option<u64>,
-    absolute_end_ns: Option<u64>,
+    absolute_start: Option<Stamp>,
+    absolute_end: Option<Stamp>,
     delta_start_us: Option<u64>,
     delta_end_us: Option<u64>,
     duration_ns: Option<u64>,
+    observation: Option<Stamp>,
 }
 
-/// An NTP timestamp (32-bit seconds since 1900, 32-bit fraction) in Unix nanoseconds.
-fn ntp_to_unix_ns(bytes: &[u8]) -> Option<u64> {
-    let raw = be_uint(bytes).filter(|_| bytes.len() == 8)?;
-    let seconds = (raw >> 32).checked_sub(NTP_UNIX_OFFSET_S)?;
+/// Seconds in one NTP era (the 32-bit seconds field wraps every 2^32 s).
+const NTP_ERA_S: u64 = 1 << 32;
+
+/// An NTP timestamp (32-bit seconds since 1900, 32-bit fraction) in Unix nanoseconds,
+/// in the NTP era that puts it nearest `reference_ns` (era 0, until 2036, without one).
+fn ntp_to_unix_ns(raw: u64, reference_ns: Option<u64>) -> Option<u64> {
     let fraction_ns = ((raw & 0xFFFF_FFFF) * NS_PER_S) >> 32;
+    let reference_s = reference_ns.map_or(NTP_UNIX_OFFSET_S, |r| r / NS_PER_S + NTP_UNIX_OFFSET_S);
+    // The era e minimising |e * 2^32 + seconds - reference|, never below era 0.
+    let era = (reference_s + NTP_ERA_S / 2).saturating_sub(raw >> 32) / NTP_ERA_S;
+    let ntp_seconds = era.checked_mul(NTP_ERA_S)?.checked_add(raw >> 32)?;
+    let seconds = ntp_seconds.checked_sub(NTP_UNIX_OFFSET_S)?;
     seconds.checked_mul(NS_PER_S)?.checked_add(fraction_ns)
 }
 
-fn set_first(slot: &mut Option<u64>, value: Option<u64>) {
+/// An 8-byte NTP-format value.
+fn ntp(bytes: &[u8], unit_ns: u64) -> Option<Stamp> {
+    let raw = be_uint(bytes).filter(|_| bytes.len() == 8)?;
+    Some(Stamp::Ntp { raw, unit_ns })
+}
+
+fn set_first<T>(slot: &mut Option<T>, value: Option<T>) {
     if slot.is_none() {
         *slot = value;
     }
@@ -64,25 +116,30 @@ fn set_first(slot: &mut Option<u64>, value: Option<u64>) {
 impl FlowTimes {
     pub fn set(&mut self, field: TimeField, value: &[u8]) {
         let scaled = |unit: u64| be_uint(value).and_then(|v| v.checked_mul(unit));
+        let unix = |unit: u64| scaled(unit).map(Stamp::UnixNs);
         match field {
-            TimeField::StartSeconds => set_first(&mut self.absolute_start_ns, scaled(NS_PER_S)),
-            TimeField::EndSeconds => set_first(&mut self.absolute_end_ns, scaled(NS_PER_S)),
-            TimeField::StartMilliseconds => {
-                set_first(&mut self.absolute_start_ns, scaled(NS_PER_MS))
+            TimeField::StartSeconds => set_first(&mut self.absolute_start, unix(NS_PER_S)),
+            TimeField::EndSeconds => set_first(&mut self.absolute_end, unix(NS_PER_S)),
+            TimeField::StartMilliseconds => set_first(&mut self.absolute_start, unix(NS_PER_MS)),
+            TimeField::EndMilliseconds => set_first(&mut self.absolute_end, unix(NS_PER_MS)),
+            TimeField::StartMicroseconds => {
+                set_first(&mut self.absolute_start, ntp(value, NS_PER_US))
             }
-            TimeField::EndMilliseconds => set_first(&mut self.absolute_end_ns, scaled(NS_PER_MS)),
-            TimeField::StartMicroseconds | TimeField::StartNanoseconds => {
-                set_first(&mut self.absolute_start_ns, ntp_to_unix_ns(value))
-            }
-            TimeField::EndMicroseconds | TimeField::EndNanoseconds => {
-                set_first(&mut self.absolute_end_ns, ntp_to_unix_ns(value))
-            }
+            TimeField::EndMicroseconds => set_first(&mut self.absolute_end, ntp(value, NS_PER_US)),
+            TimeField::StartNanoseconds => set_first(&mut self.absolute_start, ntp(value, 1)),
+            TimeField::EndNanoseconds => set_first(&mut self.absolute_end, ntp(value, 1)),
             TimeField::StartDeltaMicroseconds => {
                 set_first(&mut self.delta_start_us, be_uint(value))
             }
             TimeField::EndDeltaMicroseconds => set_first(&mut self.delta_end_us, be_uint(value)),
             TimeField::DurationMilliseconds => set_first(&mut self.duration_ns, scaled(NS_PER_MS)),
             TimeField::DurationMicroseconds => set_first(&mut self.duration_ns, scaled(NS_PER_US)),
+            TimeField::ObservationSeconds => set_first(&mut self.observation, unix(NS_PER_S)),
+            TimeField::ObservationMilliseconds => set_first(&mut self.observation, unix(NS_PER_MS)),
+            TimeField::ObservationMicroseconds => {
+                set_first(&mut self.observation, ntp(value, NS_PER_US))
+            }
+            TimeField::ObservationNanoseconds => set_first(&mut self.observation, ntp(value, 1)),
         }
     }
 
@@ -96,12 +153,11 @@ impl FlowTimes {
         let export_ns = export_ms.checked_mul(NS_PER_MS);
         let before_export =
             |us: u64| export_ns.and_then(|e| e.checked_sub(us.checked_mul(NS_PER_US)?));
-        let mut start = self
-            .absolute_start_ns
+        let absolute = |stamp: Option<Stamp>| stamp.and_then(|s| s.unix_ns(export_ns));
+        let mut start = absolute(self.absolute_start)
             .or_else(|| self.delta_start_us.and_then(before_export))
             .or(uptime_start_ns);
-        let mut end = self
-            .absolute_end_ns
+        let mut end = absolute(self.absolute_end)
             .or_else(|| self.delta_end_us.and_then(before_export))
             .or(uptime_end_ns);
         if let Some(duration) = self.duration_ns {
@@ -111,7 +167,11 @@ impl FlowTimes {
                 _ => {}
             }
         }
-        (start, end)
+        // An event time (NSEL) ends a flow that has no end; it starts one only when the
+        // record has no end time either.
+        let observed = absolute(self.observation);
+        let start = start.or(if end.is_none() { observed } else { None });
+        (start, end.or(observed))
     }
 }
 
@@ -185,10 +245,43 @@ mod tests {
     fn ntp_microseconds_convert_to_unix() {
         let secs = (NTP_UNIX_OFFSET_S + 10) << 32;
         let half = 1u64 << 31;
-        assert_eq!(
-            ntp_to_unix_ns(&(secs | half).to_be_bytes()),
-            Some(10 * NS_PER_S + NS_PER_S / 2)
-        );
+        assert_eq!(ntp_to_unix_ns(secs | half, Some(0)), Some(10 * NS_PER_S + NS_PER_S / 2));
+    }
+
+    #[test]
+    fn ntp_era_follows_the_export_time_past_2036() {
+        // 2040-01-01T00:00:00Z is Unix 2_208_988_800 s; NTP seconds wrap in Feb 2036.
+        let unix_2040_s = 2_208_988_800u64;
+        let raw = (unix_2040_s + NTP_UNIX_OFFSET_S - NTP_ERA_S) << 32;
+        let reference = Some(unix_2040_s * NS_PER_S);
+        assert_eq!(ntp_to_unix_ns(raw, reference), Some(unix_2040_s * NS_PER_S));
+    }
+
+    #[test]
+    fn unix_epoch_micro_and_nanoseconds_are_recognised() {
+        let export_ms = 1_700_000_000_000u64;
+        let mut t = FlowTimes::default();
+        // Written as Unix microseconds / nanoseconds instead of NTP.
+        t.set(TimeField::StartMicroseconds, &(1_699_999_999_000_000u64).to_be_bytes());
+        t.set(TimeField::EndNanoseconds, &(1_699_999_999_500_000_000u64).to_be_bytes());
+        let (start, end) = t.resolve(export_ms, None, None);
+        assert_eq!(start, Some(1_699_999_999 * NS_PER_S));
+        assert_eq!(end, Some(1_699_999_999_500 * NS_PER_MS));
+    }
+
+    #[test]
+    fn observation_time_fills_a_missing_end() {
+        let mut t = FlowTimes::default();
+        t.set(TimeField::StartMilliseconds, &1_000u64.to_be_bytes());
+        t.set(TimeField::ObservationMilliseconds, &4_000u64.to_be_bytes());
+        assert_eq!(t.resolve(9, None, None), (Some(1_000 * NS_PER_MS), Some(4_000 * NS_PER_MS)));
+        let mut only = FlowTimes::default();
+        only.set(TimeField::ObservationSeconds, &7u32.to_be_bytes());
+        assert_eq!(only.resolve(9, None, None), (Some(7 * NS_PER_S), Some(7 * NS_PER_S)));
+        let mut ended = FlowTimes::default();
+        ended.set(TimeField::EndSeconds, &8u32.to_be_bytes());
+        ended.set(TimeField::ObservationSeconds, &7u32.to_be_bytes());
+        assert_eq!(ended.resolve(9, None, None), (None, Some(8 * NS_PER_S)));
     }
 
     #[test]

@@ -1,4 +1,8 @@
 //! NetFlow v5: a fixed 24-byte header and 1–30 fixed 48-byte records.
+//!
+//! The sampling rate is the header's `sampling_interval` with its top two (mode) bits
+//! masked off; 0 means the exporter announced none ("unknown"). Sequence numbers
+//! count flows and are tracked per (source port, engine type, engine id).
 
 use flowpb::{FlowMessage, FlowType};
 use netflow_parser::static_versions::v5::{FlowSet, Header};
@@ -9,6 +13,7 @@ use crate::event::Protocol;
 use crate::packet::{ETHERTYPE_IPV4, protocol_name};
 use crate::report::{DatagramReport, DecodeError};
 
+use super::sequence::HeaderClock;
 use super::time::v5_time_ns;
 
 const HEADER_LEN: usize = 24;
@@ -16,6 +21,33 @@ const RECORD_LEN: usize = 48;
 const MAX_RECORDS: usize = 30;
 /// The sampling interval is the low 14 bits; the top 2 bits are the sampling mode.
 const SAMPLING_INTERVAL_MASK: u16 = 0x3FFF;
+
+/// The header fields read before decoding, for sequence and restart tracking.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Peek {
+    pub sequence: u32,
+    pub count: u16,
+    /// engine_type << 8 | engine_id: the flow sequence's scope (reported as "domain").
+    pub engine: u32,
+    pub clock: HeaderClock,
+}
+
+fn be32(payload: &[u8], at: usize) -> Option<u32> {
+    payload.get(at..at + 4).map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+}
+
+/// Reads the header of a v5 datagram, if it has one.
+pub(crate) fn peek(payload: &[u8]) -> Option<Peek> {
+    let header = payload.get(..HEADER_LEN)?;
+    let count = u16::from_be_bytes([header[2], header[3]]);
+    let unix_ms = u64::from(be32(header, 8)?) * 1000 + u64::from(be32(header, 12)?) / 1_000_000;
+    Some(Peek {
+        sequence: be32(header, 16)?,
+        count,
+        engine: u32::from(u16::from_be_bytes([header[20], header[21]])),
+        clock: HeaderClock { export_ms: unix_ms, sys_uptime_ms: be32(header, 4)? },
+    })
+}
 
 /// Decodes a v5 datagram. Bytes after the `count` records are ignored.
 pub(crate) fn decode(

@@ -13,7 +13,9 @@
 //! need systemInitTimeMilliseconds (from the record or earlier options data of the same
 //! exporter and domain), without which they are 0 (unknown); v9 sysUpTime times are
 //! relative to the header's uptime and export time; sampling rates come from options
-//! data the same way (population/size, then packet interval/space, then interval).
+//! data the same way (by selectorAlgorithm when given: count-based needs both packet
+//! interval and space, n-out-of-N needs size and population; a lone packet interval,
+//! as Cisco IOS-XR sends, gives no rate).
 
 #![allow(dead_code)]
 
@@ -106,17 +108,7 @@ impl ReferenceStream {
         if let Some(init) = ies.first("systemInitTimeMilliseconds") {
             self.system_init.insert((exporter.to_owned(), header.domain), rfc3339_ms(init)?);
         }
-        let num = |name: &str| ies.first(name).and_then(Value::as_u64).filter(|v| *v > 0);
-        let rate = match (num("samplingSize"), num("samplingPopulation")) {
-            (Some(size), Some(population)) => Some((population / size).max(1)),
-            _ => match num("samplingPacketInterval") {
-                Some(interval) => {
-                    Some((interval + num("samplingPacketSpace").unwrap_or(0)) / interval)
-                }
-                None => num("samplingInterval").or(num("samplerRandomInterval")),
-            },
-        };
-        if let Some(rate) = rate {
+        if let Some(rate) = options_rate(&ies) {
             let key = match (ies.first("selectorId"), ies.first("samplerId")) {
                 (Some(id), _) => SamplerKey::Selector(id.as_u64().unwrap_or(0)),
                 (None, Some(id)) => SamplerKey::Sampler(id.as_u64().unwrap_or(0)),
@@ -128,7 +120,7 @@ impl ReferenceStream {
     }
 
     fn sampling_rate(&self, exporter: &str, header: &Header, ies: &Ies<'_>) -> u64 {
-        if let Some(rate) = ies.first("samplingInterval").and_then(Value::as_u64) {
+        if let Some(rate) = options_rate(ies) {
             return rate;
         }
         let lookup = |key: SamplerKey| {
@@ -223,6 +215,40 @@ impl ReferenceStream {
         let start = absolute("flowStartMilliseconds")?.or_else(|| uptime("flowStartSysUpTime"));
         let end = absolute("flowEndMilliseconds")?.or_else(|| uptime("flowEndSysUpTime"));
         Ok((start.unwrap_or(0), end.unwrap_or(0)))
+    }
+}
+
+/// The rate a record's sampling elements give (RFC 5477 / RFC 5475 selector algorithms).
+fn options_rate(ies: &Ies<'_>) -> Option<u64> {
+    let num = |name: &str| ies.first(name).and_then(Value::as_u64).filter(|v| *v > 0);
+    let algorithm = ies.first("selectorAlgorithm").and_then(|v| {
+        v.as_u64().or(match v.as_str()? {
+            "SystematiccountbasedSampling" => Some(1),
+            "RandomnoutofNSampling" => Some(3),
+            "UniformprobabilisticSampling" => Some(4),
+            _ => None,
+        })
+    });
+    let n_out_of_n = match (num("samplingSize"), num("samplingPopulation")) {
+        (Some(size), Some(population)) => Some((population / size).max(1)),
+        _ => None,
+    };
+    let space = ies.first("samplingPacketSpace").and_then(Value::as_u64);
+    let count_based = match (num("samplingPacketInterval"), space) {
+        (Some(interval), Some(space)) => Some((interval + space) / interval),
+        _ => None,
+    };
+    let interval = num("samplingInterval").or(num("samplerRandomInterval"));
+    let probabilistic = ies
+        .first("samplingProbability")
+        .and_then(Value::as_f64)
+        .filter(|p| *p > 0.0 && *p <= 1.0)
+        .map(|p| (1.0 / p).round() as u64);
+    match algorithm {
+        Some(1) => count_based.or(interval),
+        Some(3) => n_out_of_n.or(interval),
+        Some(4) => probabilistic.or(interval),
+        _ => n_out_of_n.or(count_based).or(interval).or(probabilistic),
     }
 }
 
