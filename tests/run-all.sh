@@ -24,3 +24,5 @@ echo "== cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 echo "== cargo test"
 cargo test --workspace --locked
+echo "== chart and packaging tests"
+bash tests/helm.sh
