@@ -20,7 +20,7 @@ use std::time::Duration;
 use flow_actors::{
     CollectorSettings, ExporterLimits, ListenerProtocol, ListenerSettings, SinkSettings,
 };
-use flow_decode::{NetflowSettings, PendingFlowSettings, SflowSettings};
+use flow_decode::{NetflowSettings, PendingFlowSettings, SamplingPolicy, SflowSettings};
 use serde::Deserialize;
 use thiserror::Error;
 
@@ -481,6 +481,7 @@ impl ListenerConfig {
                         max_entry_size_bytes: pending.max_entry_size_bytes,
                         ttl: Duration::from_secs(pending.ttl_secs),
                     }),
+                    sampling: SamplingPolicy::default(),
                 })
             }
             ListenerKind::Sflow => ListenerProtocol::Sflow(SflowSettings {

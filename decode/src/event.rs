@@ -51,5 +51,6 @@ pub enum LifecycleEvent {
     /// Data held while its template was missing was given up (ttl, caps).
     PendingDropped { protocol: Protocol, domain: u32, template_id: u16, reason: &'static str },
     /// The exporter restarted (uptime or sequence went backwards); its state was reset.
+    /// For NetFlow v5, `domain` is engine_type << 8 | engine_id; for sFlow the sub-agent.
     ExporterRestarted { protocol: Protocol, domain: u32 },
 }

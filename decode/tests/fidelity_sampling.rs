@@ -10,9 +10,8 @@ use flow_decode::{ExporterSession, NetflowSession, SamplingOverride, SamplingPol
 use flowpb::FlowMessage;
 
 use support::netflow::{
-    EXPORT_NS, EXPORT_SECS, Rec, V5Header, decode, ipfix_options_template_set, ipfix_packet,
-    set, settings, source, template_set, v5_packet, v5_record, v9_options_template_set,
-    v9_packet,
+    EXPORT_NS, EXPORT_SECS, Rec, V5Header, decode, ipfix_options_template_set, ipfix_packet, set,
+    settings, source, template_set, v5_packet, v5_record, v9_options_template_set, v9_packet,
 };
 
 fn rates(flows: &[FlowMessage]) -> Vec<u64> {
@@ -89,8 +88,7 @@ fn a_lone_packet_interval_is_not_read_as_unsampled() {
 fn sampling_probability_inverts() {
     // selectorAlgorithm 4 (uniform probabilistic), samplingProbability 0.001.
     let options = Rec::new().u32(2).u16(4).f64(0.001).done();
-    let (flows, _) =
-        ipfix_options_then_flows(&[(304, 2), (311, 8)], options, &[ipfix_flow(2, 0)]);
+    let (flows, _) = ipfix_options_then_flows(&[(304, 2), (311, 8)], options, &[ipfix_flow(2, 0)]);
     assert_eq!(rates(&flows), vec![1000]);
 }
 

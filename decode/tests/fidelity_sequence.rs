@@ -12,15 +12,19 @@ use flowpb::FlowMessage;
 
 use support::netflow::{
     EXPORT_NS, EXPORT_SECS, Rec, V5Header, V9_FIELDS, decode, ipfix_options_template_set,
-    ipfix_packet, restarts, set, settings, source, template_set, v5_packet, v5_record,
-    v9_packet, v9_record,
+    ipfix_packet, restarts, set, settings, source, template_set, v5_packet, v5_record, v9_packet,
+    v9_record,
 };
 
 /// Datagrams a gap may wait for a late datagram before it counts (the stream window).
 const WINDOW: u32 = 64;
 
 /// Decodes every payload in order; returns the summed loss fields and the reports.
-fn feed(session: &mut NetflowSession, port: u16, payloads: &[Vec<u8>]) -> (u64, u64, Vec<DatagramReport>) {
+fn feed(
+    session: &mut NetflowSession,
+    port: u16,
+    payloads: &[Vec<u8>],
+) -> (u64, u64, Vec<DatagramReport>) {
     let (mut packets, mut records, mut reports) = (0, 0, Vec::new());
     for payload in payloads {
         let (_, report) = decode(session, source(port), EXPORT_NS, payload);
@@ -57,7 +61,10 @@ fn v9_data(sequence: u32) -> Vec<u8> {
         EXPORT_SECS,
         sequence,
         0,
-        &[template_set(0, &[(256, V9_FIELDS)]), set(256, &v9_record([10, 0, 0, 1], 64, 50_000, 51_000))],
+        &[
+            template_set(0, &[(256, V9_FIELDS)]),
+            set(256, &v9_record([10, 0, 0, 1], 64, 50_000, 51_000)),
+        ],
     )
 }
 
@@ -94,7 +101,10 @@ fn ipfix_counts_missing_data_records() {
         EXPORT_SECS,
         1000,
         0,
-        &[ipfix_options_template_set(300, &[(149, 4)], &[(34, 4)]), set(300, &Rec::new().u32(0).u32(1).done())],
+        &[
+            ipfix_options_template_set(300, &[(149, 4)], &[(34, 4)]),
+            set(300, &Rec::new().u32(0).u32(1).done()),
+        ],
     );
     let mut payloads = vec![template, options, ipfix_data(1001, 3), ipfix_data(1004, 2)];
     // [1006..1010 lost: 4 records], then 1012 before 1010 (reordered).
@@ -152,19 +162,27 @@ fn v9_router_reboot_reusing_a_template_id_never_misdecodes() {
     run(&mut session, before(5_001, uptime + 1_000));
     let after_secs = EXPORT_SECS + 3_600;
     run(&mut session, v9_packet(40_000, after_secs, 0, 0, &[set(256, &record_b)]));
-    run(&mut session, v9_packet(41_000, after_secs + 1, 1, 0, &[template_set(0, &[(256, layout_b)])]));
+    run(
+        &mut session,
+        v9_packet(41_000, after_secs + 1, 1, 0, &[template_set(0, &[(256, layout_b)])]),
+    );
     run(&mut session, v9_packet(42_000, after_secs + 2, 2, 0, &[set(256, &record_b)]));
     // A datagram of the old boot, delivered late: skipped, not decoded with layout B.
     run(&mut session, before(5_002, uptime + 2_000));
 
-    let summary: Vec<(Vec<u8>, Vec<u8>, u64, u64)> =
-        flows.iter().map(|f| (f.src_addr.clone(), f.dst_addr.clone(), f.bytes, f.packets)).collect();
+    let summary: Vec<(Vec<u8>, Vec<u8>, u64, u64)> = flows
+        .iter()
+        .map(|f| (f.src_addr.clone(), f.dst_addr.clone(), f.bytes, f.packets))
+        .collect();
     let old = (vec![10, 0, 0, 1], vec![10, 0, 0, 2], 1_000, 0);
     let new = (vec![10, 9, 9, 1], vec![10, 9, 9, 2], 4_242, 7);
     assert_eq!(summary, vec![old.clone(), old, new.clone(), new], "layout A before, B after");
     let restarted: Vec<&LifecycleEvent> =
         events.iter().filter(|e| matches!(e, LifecycleEvent::ExporterRestarted { .. })).collect();
-    assert_eq!(restarted, vec![&LifecycleEvent::ExporterRestarted { protocol: Protocol::V9, domain: 0 }]);
+    assert_eq!(
+        restarted,
+        vec![&LifecycleEvent::ExporterRestarted { protocol: Protocol::V9, domain: 0 }]
+    );
     assert!(
         !events.iter().any(|e| matches!(e, LifecycleEvent::TemplateCollision { .. })),
         "the old layout was dropped at the restart, so B is learned, not a collision: {events:?}"
@@ -175,7 +193,10 @@ fn v9_router_reboot_reusing_a_template_id_never_misdecodes() {
         template_id: 256,
         records: 1
     }));
-    assert_eq!(errors, vec![DecodeError::PreviousIncarnation { protocol: Protocol::V9, domain: 0 }]);
+    assert_eq!(
+        errors,
+        vec![DecodeError::PreviousIncarnation { protocol: Protocol::V9, domain: 0 }]
+    );
     assert_eq!(session.stats().fidelity.restarts, 1);
 }
 
@@ -209,11 +230,17 @@ fn ipfix_sequence_reset_is_a_restart_that_drops_stale_templates_and_rates() {
         ],
     );
     let (flows, report) = decode(&mut session, source(4739), EXPORT_NS, &reset);
-    assert_eq!(restarts(&report), vec![LifecycleEvent::ExporterRestarted { protocol: Protocol::Ipfix, domain: 7 }]);
+    assert_eq!(
+        restarts(&report),
+        vec![LifecycleEvent::ExporterRestarted { protocol: Protocol::Ipfix, domain: 7 }]
+    );
     let [flow] = flows.as_slice() else { panic!("one flow expected: {flows:?}") };
     assert_eq!((flow.src_port, flow.src_addr.as_slice()), (443, &[10, 0, 0, 5][..]));
     assert_eq!(flow.sampling_rate, 0, "the previous boot's rate is gone");
-    assert_eq!(report.errors, vec![DecodeError::NoTemplate { protocol: Protocol::Ipfix, template_id: 257 }]);
+    assert_eq!(
+        report.errors,
+        vec![DecodeError::NoTemplate { protocol: Protocol::Ipfix, template_id: 257 }]
+    );
     assert_eq!(report.lost_records, 0, "a restart is not a loss");
 }
 
@@ -250,8 +277,16 @@ fn system_init_time_moving_forward_is_a_restart_inside_the_datagram() {
     let (flows, report) = decode(&mut session, source(4739), EXPORT_NS, &second);
     assert_eq!(restarts(&report).len(), 1, "{:?}", report.events);
     let summary: Vec<(u32, u64)> = flows.iter().map(|f| (f.src_port, f.sampling_rate)).collect();
-    assert_eq!(summary, vec![(22, 10)], "256 as defined in this message, 257 dropped: {:?}", report.events);
-    assert_eq!(report.errors, vec![DecodeError::NoTemplate { protocol: Protocol::Ipfix, template_id: 257 }]);
+    assert_eq!(
+        summary,
+        vec![(22, 10)],
+        "256 as defined in this message, 257 dropped: {:?}",
+        report.events
+    );
+    assert_eq!(
+        report.errors,
+        vec![DecodeError::NoTemplate { protocol: Protocol::Ipfix, template_id: 257 }]
+    );
 }
 
 #[test]

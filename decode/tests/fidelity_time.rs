@@ -5,13 +5,13 @@
 
 mod support;
 
+use flow_decode::NetflowSession;
 use flow_decode::decode_flags::{TIME_END_BEFORE_START, TIME_IN_FUTURE};
-use flow_decode::{ExporterSession, NetflowSession};
 use flowpb::FlowMessage;
 
 use support::netflow::{
-    EXPORT_NS, EXPORT_SECS, MS, Rec, SECOND_NS, decode, ipfix_options_template_set,
-    ipfix_packet, set, settings, source, template_set, v9_packet,
+    EXPORT_NS, EXPORT_SECS, MS, Rec, SECOND_NS, decode, ipfix_options_template_set, ipfix_packet,
+    set, settings, source, template_set, v9_packet,
 };
 
 /// Seconds from the NTP epoch (1900) to the Unix epoch.
@@ -48,7 +48,10 @@ fn ipfix_seconds_and_milliseconds() {
         &[(152, 8), (153, 8)],
         Rec::new().u64(START_S * 1000 + 250).u64(START_S * 1000 + 750).done(),
     );
-    assert_eq!(times(&flows), vec![(START_S * SECOND_NS + 250 * MS, START_S * SECOND_NS + 750 * MS)]);
+    assert_eq!(
+        times(&flows),
+        vec![(START_S * SECOND_NS + 250 * MS, START_S * SECOND_NS + 750 * MS)]
+    );
 }
 
 #[test]
@@ -95,7 +98,10 @@ fn ipfix_sysuptime_needs_system_init_time() {
         &[(22, 4), (21, 4), (160, 8)],
         Rec::new().u32(5_000).u32(6_000).u64(init_ms).done(),
     );
-    assert_eq!((times(&flows), unknown), (vec![(START_S * SECOND_NS, (START_S + 1) * SECOND_NS)], 0));
+    assert_eq!(
+        (times(&flows), unknown),
+        (vec![(START_S * SECOND_NS, (START_S + 1) * SECOND_NS)], 0)
+    );
 }
 
 #[test]
@@ -178,10 +184,8 @@ fn times_past_the_receive_time_plus_tolerance_are_flagged() {
 fn nsel_event_time_ends_a_flow_without_an_end() {
     // flowStartMilliseconds (152) and observationTimeMilliseconds (323), as Cisco ASA.
     let start_ms = START_S * 1000;
-    let (flows, _, unknown) = ipfix_times(
-        &[(152, 8), (323, 8)],
-        Rec::new().u64(start_ms).u64(start_ms + 61_000).done(),
-    );
+    let (flows, _, unknown) =
+        ipfix_times(&[(152, 8), (323, 8)], Rec::new().u64(start_ms).u64(start_ms + 61_000).done());
     assert_eq!(times(&flows), vec![(start_ms * MS, (start_ms + 61_000) * MS)]);
     assert_eq!(unknown, 0);
 }

@@ -8,8 +8,8 @@ use flow_decode::NetflowSession;
 use flowpb::FlowMessage;
 
 use support::netflow::{
-    EXPORT_NS, EXPORT_SECS, MS, Rec, decode, ipfix_packet, ipfix_template_with_pens, set,
-    settings, source, template_set, v9_packet,
+    EXPORT_NS, EXPORT_SECS, MS, Rec, decode, ipfix_packet, ipfix_template_with_pens, set, settings,
+    source, template_set, v9_packet,
 };
 
 /// The IANA-assigned PEN of the RFC 5103 reverse Information Elements.
@@ -39,26 +39,26 @@ fn rfc_5103_reverse_counters_fill_the_in_direction() {
 
 /// Cisco ASA 9.x NSEL template (NetFlow v9) and a flow-teardown record.
 const ASA_FIELDS: &[(u16, u16)] = &[
-    (148, 4),   // NF_F_CONN_ID
-    (8, 4),     // source address
-    (7, 2),     // source port
-    (10, 2),    // input interface
-    (12, 4),    // destination address
-    (11, 2),    // destination port
-    (14, 2),    // output interface
-    (4, 1),     // protocol
-    (225, 4),   // NF_F_XLATE_SRC_ADDR_IPV4
-    (226, 4),   // NF_F_XLATE_DST_ADDR_IPV4
-    (227, 2),   // NF_F_XLATE_SRC_PORT
-    (228, 2),   // NF_F_XLATE_DST_PORT
-    (233, 1),   // NF_F_FW_EVENT
-    (33002, 2), // NF_F_FW_EXT_EVENT
-    (323, 8),   // NF_F_EVENT_TIME_MSEC
-    (152, 8),   // NF_F_FLOW_CREATE_TIME_MSEC
-    (231, 4),   // NF_F_FWD_FLOW_DELTA_BYTES
-    (232, 4),   // NF_F_REV_FLOW_DELTA_BYTES
-    (298, 8),   // initiatorPackets
-    (299, 8),   // responderPackets
+    (148, 4),    // NF_F_CONN_ID
+    (8, 4),      // source address
+    (7, 2),      // source port
+    (10, 2),     // input interface
+    (12, 4),     // destination address
+    (11, 2),     // destination port
+    (14, 2),     // output interface
+    (4, 1),      // protocol
+    (225, 4),    // NF_F_XLATE_SRC_ADDR_IPV4
+    (226, 4),    // NF_F_XLATE_DST_ADDR_IPV4
+    (227, 2),    // NF_F_XLATE_SRC_PORT
+    (228, 2),    // NF_F_XLATE_DST_PORT
+    (233, 1),    // NF_F_FW_EVENT
+    (33002, 2),  // NF_F_FW_EXT_EVENT
+    (323, 8),    // NF_F_EVENT_TIME_MSEC
+    (152, 8),    // NF_F_FLOW_CREATE_TIME_MSEC
+    (231, 4),    // NF_F_FWD_FLOW_DELTA_BYTES
+    (232, 4),    // NF_F_REV_FLOW_DELTA_BYTES
+    (298, 8),    // initiatorPackets
+    (299, 8),    // responderPackets
     (40000, 20), // NF_F_USERNAME
 ];
 
@@ -107,7 +107,10 @@ fn asa_nsel_teardown_has_counters_nat_and_event_fields() {
     assert_eq!(f.post_nat_dst_addr, vec![195, 218, 150, 10]);
     assert_eq!((f.post_nat_src_port, f.post_nat_dst_port), (61_001, 50_022));
     assert_eq!((f.in_if, f.out_if, f.proto), (9, 4, 6));
-    assert_eq!((f.time_flow_start_ns, f.time_flow_end_ns), (created_ms * MS, (created_ms + 119_000) * MS));
+    assert_eq!(
+        (f.time_flow_start_ns, f.time_flow_end_ns),
+        (created_ms * MS, (created_ms + 119_000) * MS)
+    );
     let json = flowpb::json::to_json(f);
     assert_eq!(json["post_nat_src_addr"], "212.47.219.218");
     assert_eq!(json["flow_id"], 123_509_628);
@@ -128,8 +131,13 @@ fn pre_8_4_5_asa_xlate_fields_fill_the_same_nat_fields() {
         .u32(0)
         .done();
     let mut session = NetflowSession::new(&settings(false));
-    let packet =
-        v9_packet(900_000, EXPORT_SECS, 1, 0, &[template_set(0, &[(256, fields)]), set(256, &record)]);
+    let packet = v9_packet(
+        900_000,
+        EXPORT_SECS,
+        1,
+        0,
+        &[template_set(0, &[(256, fields)]), set(256, &record)],
+    );
     let (flows, report) = decode(&mut session, source(9995), EXPORT_NS, &packet);
     assert!(report.errors.is_empty(), "{:?}", report.errors);
     let [f] = flows.as_slice() else { panic!("{flows:?}") };

@@ -6,8 +6,8 @@ mod support;
 use flow_decode::{DecodeError, ExporterSession, LifecycleEvent, NetflowSession, Protocol};
 
 use support::netflow::{
-    EXPORT_SECS, MS, V9_FIELDS, decode, ipfix_packet, learned, set, settings, source,
-    template_set, v9_packet, v9_record,
+    EXPORT_SECS, MS, V9_FIELDS, decode, ipfix_packet, learned, set, settings, source, template_set,
+    v9_packet, v9_record,
 };
 
 #[test]

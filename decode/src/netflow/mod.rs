@@ -259,7 +259,8 @@ impl NetflowSession {
         let decoded = out.len() - flows_before;
         let count = (report.errors.len() == errors_before && decoded == usize::from(peek.count))
             .then_some(u32::from(peek.count));
-        report.lost_records += self.v5_stream(key).advance(peek.sequence, count);
+        let lost = self.v5_stream(key).advance(peek.sequence, count);
+        report.lost_records = report.lost_records.saturating_add(lost);
     }
 
     /// The v5 stream of `key`, created on first use; the least recently used gives
@@ -358,8 +359,10 @@ impl NetflowSession {
         if let Some(scope) = self.scopes.get_mut(&key) {
             let lost = scope.stream.advance(header.sequence, count);
             match header.protocol {
-                Protocol::V9 => emit.report.sequence_gap += lost,
-                _ => emit.report.lost_records += lost,
+                Protocol::V9 => {
+                    emit.report.sequence_gap = emit.report.sequence_gap.saturating_add(lost)
+                }
+                _ => emit.report.lost_records = emit.report.lost_records.saturating_add(lost),
             }
         }
     }

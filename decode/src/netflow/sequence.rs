@@ -335,6 +335,13 @@ mod tests {
     }
 
     #[test]
+    fn an_exporter_that_never_counts_is_neither_loss_nor_restart() {
+        let mut s = Stream::new(Unit::Records);
+        let datagrams: Vec<_> = (0..500).map(|_| (0, Some(30))).collect();
+        assert_eq!(feed(&mut s, &datagrams), (0, 0));
+    }
+
+    #[test]
     fn packets_wrap_around_without_loss() {
         let mut s = Stream::new(Unit::Packets);
         let datagrams: Vec<_> =
