@@ -58,10 +58,39 @@ pub struct Options {
 }
 
 /// Exporter state tshark's output needs to make records absolute.
-#[derive(Debug, Default, Clone, Copy)]
+#[derive(Debug, Default, Clone)]
 struct ExporterState {
     sys_init_ns: Option<u64>,
-    sampling_rate: Option<u64>,
+    /// Sampling rates announced in options data, by the sampler they are scoped to.
+    sampling: HashMap<SamplerKey, u64>,
+}
+
+/// What an options record's sampling rate is scoped to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum SamplerKey {
+    /// selectorId (PSAMP).
+    Selector(u64),
+    /// samplerId / FLOW_SAMPLER_ID.
+    Sampler(u64),
+    /// No sampler named: the whole exporter and domain.
+    Domain,
+}
+
+impl ExporterState {
+    /// The rate in force for a flow record: its own sampling fields, else the options
+    /// rate of the selector or sampler it names, else the domain-wide one.
+    fn rate_for(&self, record: &Value) -> Option<u64> {
+        if let Some(rate) = options_rate(record) {
+            return Some(rate);
+        }
+        let selector = number(&record["cflow.selector_id"]).map(SamplerKey::Selector);
+        let sampler = number(&record["cflow.sampler_id"]).map(SamplerKey::Sampler);
+        let lookup = |key: SamplerKey| self.sampling.get(&key).copied();
+        selector
+            .and_then(lookup)
+            .or_else(|| sampler.and_then(lookup))
+            .or_else(|| lookup(SamplerKey::Domain))
+    }
 }
 
 /// The header fields of one export packet that records inherit.
@@ -110,7 +139,7 @@ pub fn decode(pcap: &Path, port: u16, options: Options) -> Vec<Record> {
         for record in record_objects(cflow) {
             learn_options(record, state);
             if is_flow(record) {
-                let fields = expected_fields(record, &header, *state, options);
+                let fields = expected_fields(record, &header, state, options);
                 records.push(Record { frame, fields });
             }
         }
@@ -167,21 +196,39 @@ fn learn_options(record: &Value, state: &mut ExporterState) {
     if let Some(ns) = text(&record["cflow.sys_init_time"]).and_then(absolute_time_ns) {
         state.sys_init_ns = Some(ns);
     }
+    if let Some(rate) = options_rate(record) {
+        let key = match (number(&record["cflow.selector_id"]), number(&record["cflow.sampler_id"]))
+        {
+            (Some(id), _) => SamplerKey::Selector(id),
+            (None, Some(id)) => SamplerKey::Sampler(id),
+            (None, None) => SamplerKey::Domain,
+        };
+        state.sampling.insert(key, rate);
+    }
+}
+
+/// The rate an options record's sampling fields give, by selectorAlgorithm when given
+/// (RFC 5475/5477): count-based needs both packet interval and space, random
+/// n-out-of-N needs size and population; a lone packet interval (as Cisco IOS-XR sends
+/// with algorithm 3) gives no rate. Without an algorithm: n-out-of-N, count-based,
+/// then the v9 samplingInterval. The same rule as `decode/tests/support/reference.rs`.
+fn options_rate(record: &Value) -> Option<u64> {
     let positive = |key: &str| number(&record[key]).filter(|n| *n > 0);
-    // Random n-out-of-N (population / size) first, then systematic count-based
-    // (interval + space) / interval, then the v9 samplingInterval.
-    let rate = match (positive("cflow.sampling_size"), positive("cflow.sampling_population")) {
+    let n_out_of_n = match (positive("cflow.sampling_size"), positive("cflow.sampling_population"))
+    {
         (Some(size), Some(population)) => Some((population / size).max(1)),
-        _ => match positive("cflow.sampling_packet_interval") {
-            Some(interval) => {
-                let space = number(&record["cflow.sampling_packet_space"]).unwrap_or(0);
-                Some((interval + space) / interval)
-            }
-            None => positive("cflow.sampling_interval"),
-        },
+        _ => None,
     };
-    if rate.is_some() {
-        state.sampling_rate = rate;
+    let space = number(&record["cflow.sampling_packet_space"]);
+    let count_based = match (positive("cflow.sampling_packet_interval"), space) {
+        (Some(interval), Some(space)) => Some((interval + space) / interval),
+        _ => None,
+    };
+    let interval = positive("cflow.sampling_interval");
+    match number(&record["cflow.selector_algorithm"]) {
+        Some(1) => count_based.or(interval),
+        Some(3) => n_out_of_n.or(interval),
+        _ => n_out_of_n.or(count_based).or(interval),
     }
 }
 
@@ -196,7 +243,7 @@ fn is_flow(record: &Value) -> bool {
 fn expected_fields(
     record: &Value,
     header: &Header,
-    state: ExporterState,
+    state: &ExporterState,
     options: Options,
 ) -> BTreeMap<&'static str, Expect> {
     let mut f = BTreeMap::new();
@@ -262,7 +309,7 @@ fn expected_fields(
     }
     counters(record, options, &mut f);
     times(record, header, state, &mut f);
-    sampling(header, state, &mut f);
+    sampling(header, state.rate_for(record), &mut f);
     f
 }
 
@@ -294,7 +341,7 @@ fn counters(record: &Value, options: Options, f: &mut BTreeMap<&'static str, Exp
 fn times(
     record: &Value,
     header: &Header,
-    state: ExporterState,
+    state: &ExporterState,
     f: &mut BTreeMap<&'static str, Expect>,
 ) {
     let tree = &record["cflow.timedelta_tree"];
@@ -318,7 +365,7 @@ fn times(
 }
 
 /// A sysUpTime-relative time as Unix ns.
-fn from_uptime(value_ns: u64, header: &Header, state: ExporterState) -> Option<u64> {
+fn from_uptime(value_ns: u64, header: &Header, state: &ExporterState) -> Option<u64> {
     match header.uptime_ms {
         Some(uptime_ms) => {
             let value_ms = value_ns / 1_000_000;
@@ -329,16 +376,16 @@ fn from_uptime(value_ns: u64, header: &Header, state: ExporterState) -> Option<u
     }
 }
 
-/// The sampling rate in force: v5 header, else the exporter's options data.
-fn sampling(header: &Header, state: ExporterState, f: &mut BTreeMap<&'static str, Expect>) {
-    match (header.v5_sampling, state.sampling_rate) {
+/// The sampling rate in force: v5 header, else what options data announced for the
+/// record's sampler (0, "unknown", when nothing did).
+fn sampling(header: &Header, options_rate: Option<u64>, f: &mut BTreeMap<&'static str, Expect>) {
+    let expect = match header.v5_sampling {
         // An unsampled v5 export says 0 in its header: 1-in-1, or "unknown".
-        (Some(0), _) => f.insert("sampling_rate", Expect::AnyOf(vec![json!(0), json!(1)])),
-        (Some(rate), _) | (None, Some(rate)) => {
-            f.insert("sampling_rate", Expect::Exact(json!(rate)))
-        }
-        (None, None) => None,
+        Some(0) => Expect::AnyOf(vec![json!(0), json!(1)]),
+        Some(rate) => Expect::Exact(json!(rate)),
+        None => Expect::Exact(json!(options_rate.unwrap_or(0))),
     };
+    f.insert("sampling_rate", expect);
 }
 
 /// An address expectation; an all-zero next hop may also be left empty.
