@@ -99,7 +99,10 @@ pub struct CacheStats {
     pub template_misses: u64,
     pub evictions: u64,
     pub collisions: u64,
-    pub expired: u64,
+    /// Pending data sets decoded once their template arrived (the guide's "Data Hits").
+    pub pending_replayed: u64,
+    /// Pending data sets given up: ttl, caps, restarts (the guide's "Data Misses").
+    pub pending_dropped: u64,
 }
 
 /// Running totals of what decoding fidelity an exporter's flows had, since its session

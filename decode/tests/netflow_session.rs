@@ -170,6 +170,10 @@ fn data_before_template_is_replayed_with_its_own_header() {
         template_id: 256,
         records: 1
     }));
+    let stats = session.stats();
+    let v9 = stats.caches.iter().find(|c| c.protocol == Some(Protocol::V9)).expect("v9 stats");
+    assert_eq!((v9.pending_replayed, v9.pending_dropped), (1, 0), "Data Hits/Misses");
+    assert_eq!(v9.pending_flows, 0, "nothing left pending");
 }
 
 #[test]

@@ -139,8 +139,8 @@ impl Reporter {
     }
 
     /// The guide's periodic cache statistics line, one per protocol the exporter speaks.
-    /// `SessionStats` has no data-cache hit/miss figures, so the line reports evictions,
-    /// collisions and expiries instead of inventing them.
+    /// "Data" is the pending-flows cache: its hits are data sets replayed once their
+    /// template came, its misses data sets given up.
     pub(crate) fn stats(&self, caches: &[CacheStats], source: SocketAddr) {
         let name = ExporterName(source);
         for cache in caches {
@@ -157,17 +157,19 @@ impl Reporter {
                 template_misses = cache.template_misses,
                 evictions = cache.evictions,
                 collisions = cache.collisions,
-                expired = cache.expired,
-                "{protocol} Template Cache [{name}] - Templates: {}/{}, Data: {}/{}, Template Hits/Misses: {}/{}, Evictions: {}, Collisions: {}, Expired: {}",
+                pending_replayed = cache.pending_replayed,
+                pending_dropped = cache.pending_dropped,
+                "{protocol} Template Cache [{name}] - Templates: {}/{}, Data: {}/{}, Template Hits/Misses: {}/{}, Data Hits/Misses: {}/{}, Evictions: {}, Collisions: {}",
                 cache.templates,
                 cache.max_templates,
                 cache.pending_flows,
                 cache.max_pending_flows,
                 cache.template_hits,
                 cache.template_misses,
+                cache.pending_replayed,
+                cache.pending_dropped,
                 cache.evictions,
                 cache.collisions,
-                cache.expired,
             );
         }
     }

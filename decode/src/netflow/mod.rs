@@ -128,6 +128,10 @@ struct ProtocolCounters {
     misses: u64,
     evictions: u64,
     collisions: u64,
+    /// Pending data sets decoded once their template came ("Data Hits").
+    pending_replayed: u64,
+    /// Pending data sets given up ("Data Misses").
+    pending_dropped: u64,
 }
 
 /// One exporter's NetFlow/IPFIX decoder state.
@@ -622,6 +626,23 @@ fn is_template_set(protocol: Protocol, id: u16) -> bool {
     }
 }
 
+impl NetflowSession {
+    /// Tallies what became of pending data sets, for the stats line's "Data Hits/Misses".
+    fn count_pending_outcomes(&mut self, events: &[LifecycleEvent]) {
+        for event in events {
+            match event {
+                LifecycleEvent::PendingReplayed { protocol, .. } => {
+                    self.counters[counter_index(*protocol)].pending_replayed += 1;
+                }
+                LifecycleEvent::PendingDropped { protocol, .. } => {
+                    self.counters[counter_index(*protocol)].pending_dropped += 1;
+                }
+                _ => {}
+            }
+        }
+    }
+}
+
 impl ExporterSession for NetflowSession {
     fn decode(&mut self, datagram: Datagram<'_>, out: &mut Vec<FlowMessage>) -> DatagramReport {
         let mut report = DatagramReport::default();
@@ -644,6 +665,7 @@ impl ExporterSession for NetflowSession {
         }
         self.finish_datagram(datagram.source.ip(), first, out, &mut report);
         self.fidelity.add(&report);
+        self.count_pending_outcomes(&report.events);
         report
     }
 
@@ -651,7 +673,7 @@ impl ExporterSession for NetflowSession {
         let Some(pending) = self.pending.as_mut() else {
             return Vec::new();
         };
-        pending
+        let events: Vec<LifecycleEvent> = pending
             .expire(now_ns)
             .into_iter()
             .map(|(scope, template_id)| LifecycleEvent::PendingDropped {
@@ -660,7 +682,9 @@ impl ExporterSession for NetflowSession {
                 template_id,
                 reason: "ttl",
             })
-            .collect()
+            .collect();
+        self.count_pending_outcomes(&events);
+        events
     }
 
     fn stats(&self) -> SessionStats {
@@ -691,7 +715,8 @@ impl ExporterSession for NetflowSession {
                     template_misses: counters.misses,
                     evictions: counters.evictions,
                     collisions: counters.collisions,
-                    expired: 0,
+                    pending_replayed: counters.pending_replayed,
+                    pending_dropped: counters.pending_dropped,
                 }
             })
             .collect();
