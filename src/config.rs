@@ -17,6 +17,10 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use flow_actors::settings::JetStreamSinkSettings;
+use flow_actors::sink::{
+    ClientCertificate, JetStreamLink, JetStreamSettings, StreamSettings, TlsSettings,
+};
 use flow_actors::{
     CollectorSettings, ExporterLimits, ListenerProtocol, ListenerSettings, SinkSettings,
 };
@@ -32,6 +36,8 @@ pub const ENV_PREFIX: &str = "FLOW_COLLECTOR";
 pub const LISTENERS_ENV: &str = "FLOW_COLLECTOR_LISTENERS";
 /// The guide's Docker Compose example sets this; it overrides `nats_url`.
 pub const NATS_URL_ENV: &str = "NATS_URL";
+/// Upper bound of `publish_buffer_flows`: about 2 GB of encoded flows per subject.
+const MAX_PUBLISH_BUFFER_FLOWS: usize = 10_000_000;
 
 /// The embedded default: NetFlow on 2055 and sFlow on 6343, flows printed to stdout.
 /// Used when no `--config` is given and the default path does not exist.
@@ -83,6 +89,9 @@ pub struct Config {
     pub batch_size: usize,
     #[serde(default = "defaults::publish_timeout_ms")]
     pub publish_timeout_ms: u64,
+    /// Flows each subject's JetStream publisher holds while NATS is slow or away.
+    #[serde(default = "defaults::publish_buffer_flows")]
+    pub publish_buffer_flows: usize,
     #[serde(default)]
     pub security: Option<SecurityConfig>,
     #[serde(default)]
@@ -202,6 +211,10 @@ mod defaults {
     }
     pub fn publish_timeout_ms() -> u64 {
         5_000
+    }
+    /// A minute of NATS outage at 10,000 flows/s.
+    pub fn publish_buffer_flows() -> usize {
+        600_000
     }
     pub fn max_exporters() -> usize {
         10_000
@@ -368,6 +381,12 @@ impl Config {
         positive("channel_size", self.channel_size)?;
         positive("batch_size", self.batch_size)?;
         positive("publish_timeout_ms", self.publish_timeout_ms as usize)?;
+        in_range(
+            "publish_buffer_flows",
+            self.publish_buffer_flows,
+            self.batch_size.max(1),
+            MAX_PUBLISH_BUFFER_FLOWS,
+        )?;
         positive("max_exporters", self.max_exporters)?;
         positive("exporter_idle_timeout_secs", self.exporter_idle_timeout_secs as usize)?;
         if let Some(addr) = &self.metrics_addr {
@@ -421,6 +440,65 @@ impl Config {
             sink: SinkSettings::Stdout,
             partition: self.partition.clone(),
         })
+    }
+}
+
+/// The JetStream side of the config, for when the binary publishes there.
+impl Config {
+    /// What the JetStream transport connects with, or `None` without `nats_url`.
+    pub fn jetstream_settings(&self) -> Option<JetStreamSettings> {
+        let servers = self.nats_url.as_ref()?;
+        let mut stream = StreamSettings::new(self.stream_name.clone(), self.stream_subjects());
+        stream.max_bytes = self.stream_max_bytes;
+        stream.replicas = self.stream_replicas;
+        let mut settings = JetStreamSettings::new(servers.clone(), stream);
+        settings.creds_file = self.nats_creds_file.clone();
+        settings.tls = self.tls_settings(servers);
+        settings.publish_timeout = Duration::from_millis(self.publish_timeout_ms);
+        Some(settings)
+    }
+
+    /// The JetStream sink's settings around `link`; `max_in_flight` is the transport's
+    /// bound on acks outstanding.
+    pub fn jetstream_sink(&self, link: JetStreamLink, max_in_flight: usize) -> SinkSettings {
+        SinkSettings::JetStream(JetStreamSinkSettings {
+            link,
+            buffer_flows: self.publish_buffer_flows,
+            batches_in_flight: JetStreamSinkSettings::batches_in_flight_for(
+                max_in_flight,
+                self.batch_size,
+            ),
+        })
+    }
+
+    /// `stream_subjects` and then every listener's subject, each once, in that order.
+    pub fn stream_subjects(&self) -> Vec<String> {
+        let mut subjects: Vec<String> = Vec::new();
+        let listeners = self.listeners.iter().map(ListenerConfig::effective_subject);
+        for subject in self.stream_subjects.iter().cloned().chain(listeners) {
+            if !subjects.contains(&subject) {
+                subjects.push(subject);
+            }
+        }
+        subjects
+    }
+
+    /// mTLS with the `security.tls` files (under `cert_dir`); TLS on the system roots
+    /// when mode is "none" and a URL says `tls://`; plain TCP otherwise.
+    fn tls_settings(&self, servers: &str) -> Option<TlsSettings> {
+        let mtls = self.security.as_ref().filter(|s| s.mode == SecurityMode::Mtls);
+        if let Some(security) = mtls {
+            let tls = security.tls.as_ref()?;
+            return Some(TlsSettings {
+                ca_file: Some(security.resolve(&tls.ca_file)),
+                client: Some(ClientCertificate {
+                    cert_file: security.resolve(&tls.cert_file),
+                    key_file: security.resolve(&tls.key_file),
+                }),
+            });
+        }
+        let wants_tls = servers.split(',').any(|url| url.trim().starts_with("tls://"));
+        wants_tls.then_some(TlsSettings { ca_file: None, client: None })
     }
 }
 

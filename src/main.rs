@@ -7,8 +7,10 @@ mod config;
 mod logging;
 
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::Parser;
+use flow_actors::sink::{JetStreamLink, JetStreamSettings, PublisherError};
 use flow_actors::{Collector, CollectorSettings, SinkSettings};
 
 use crate::cli::Cli;
@@ -39,8 +41,8 @@ fn main() -> ExitCode {
             config::DEFAULT_CONFIG_PATH
         );
     }
-    let settings = match collector_settings(&config, cli.stdout) {
-        Ok(settings) => settings,
+    let (settings, publishing) = match collector_settings(&config, cli.stdout) {
+        Ok(plan) => plan,
         Err(error) => {
             tracing::error!("{error}");
             return ExitCode::FAILURE;
@@ -59,11 +61,23 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    runtime.block_on(run(settings))
+    runtime.block_on(run(settings, publishing))
 }
 
-/// Starts the supervision tree, waits for SIGTERM/SIGINT, drains and reports.
-async fn run(settings: CollectorSettings) -> ExitCode {
+/// Where flows go besides the tree itself: the JetStream connection to make once the
+/// listeners are bound.
+struct Publishing {
+    link: JetStreamLink,
+    settings: JetStreamSettings,
+}
+
+/// How long closing the NATS connection may take after the drain.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Starts the supervision tree, connects to JetStream in the background, waits for
+/// SIGTERM/SIGINT, drains and reports. A JetStream connect failure that retrying cannot
+/// fix (TLS files, CA, client certificate, credentials, stream) ends the run with 1.
+async fn run(settings: CollectorSettings, publishing: Option<Publishing>) -> ExitCode {
     let mut collector = match Collector::start(settings).await {
         Ok(collector) => collector,
         Err(error) => {
@@ -74,19 +88,58 @@ async fn run(settings: CollectorSettings) -> ExitCode {
     for addr in collector.local_addrs() {
         tracing::info!(%addr, "listener bound");
     }
-    tokio::select! {
-        signal = shutdown_signal() => {
-            if let Err(error) = signal {
+    let link = publishing.as_ref().map(|p| p.link.clone());
+    let mut connect = tokio::spawn(connect(publishing));
+    let fatal = tokio::select! {
+        signal = shutdown_signal() => match signal {
+            Ok(()) => false,
+            Err(error) => {
                 tracing::error!("cannot listen for shutdown signals: {error}");
-                return ExitCode::FAILURE;
+                true
             }
-        }
+        },
         error = collector.stopped() => {
             tracing::error!("{error}");
             return ExitCode::FAILURE;
         }
+        outcome = &mut connect => {
+            match outcome {
+                Ok(error) => tracing::error!("cannot publish to NATS JetStream: {error}"),
+                Err(error) => tracing::error!("the NATS connect task failed: {error}"),
+            }
+            true
+        }
+    };
+    tracing::info!("Shutdown requested: draining (up to {:?})", flow_actors::DRAIN_TIMEOUT);
+    let drained = drain(collector).await;
+    connect.abort();
+    if let Some(publisher) = link.and_then(|link| link.publisher()) {
+        let _ = tokio::time::timeout(CLOSE_TIMEOUT, publisher.close()).await;
     }
-    tracing::info!("Shutdown requested: draining");
+    if drained && !fatal { ExitCode::SUCCESS } else { ExitCode::FAILURE }
+}
+
+/// Connects the link, if there is one. Resolves only with a failure retrying cannot fix;
+/// while NATS is unreachable flow-publish retries (and logs) with backoff.
+async fn connect(publishing: Option<Publishing>) -> PublisherError {
+    let Some(Publishing { link, settings }) = publishing else {
+        return std::future::pending().await;
+    };
+    tracing::info!(
+        servers = %settings.servers,
+        stream = %settings.stream.name,
+        subjects = ?settings.stream.subjects,
+        tls = settings.tls.is_some(),
+        "Connecting to NATS JetStream"
+    );
+    match link.connect(settings).await {
+        Ok(_) => std::future::pending().await,
+        Err(error) => error,
+    }
+}
+
+/// Stops receiving, drains, and logs the final counters; whether it could report.
+async fn drain(collector: Collector) -> bool {
     match collector.shutdown().await {
         Ok(report) => {
             tracing::info!(
@@ -94,11 +147,11 @@ async fn run(settings: CollectorSettings) -> ExitCode {
                 counters = ?report.counters,
                 "Final counters"
             );
-            ExitCode::SUCCESS
+            true
         }
         Err(error) => {
             tracing::error!("shutdown failed: {error}");
-            ExitCode::FAILURE
+            false
         }
     }
 }
@@ -107,19 +160,18 @@ async fn run(settings: CollectorSettings) -> ExitCode {
 fn collector_settings(
     config: &Config,
     force_stdout: bool,
-) -> Result<CollectorSettings, config::ConfigError> {
+) -> Result<(CollectorSettings, Option<Publishing>), config::ConfigError> {
     let mut settings = config.collector_settings()?;
-    settings.sink = match (&config.nats_url, force_stdout) {
-        (None, _) | (Some(_), true) => SinkSettings::Stdout,
-        (Some(_), false) => {
-            return Err(config::ConfigError::Invalid {
-                key: "nats_url".into(),
-                reason: "JetStream publishing is not available in this build; run with --stdout"
-                    .into(),
-            });
-        }
-    };
-    Ok(settings)
+    let jetstream = if force_stdout { None } else { config.jetstream_settings() };
+    let publishing = jetstream.map(|jetstream| {
+        let link = JetStreamLink::new();
+        settings.sink = config.jetstream_sink(link.clone(), jetstream.max_in_flight);
+        Publishing { link, settings: jetstream }
+    });
+    if publishing.is_none() {
+        settings.sink = SinkSettings::Stdout;
+    }
+    Ok((settings, publishing))
 }
 
 /// Resolves on the first SIGTERM or SIGINT.

@@ -1,38 +1,53 @@
-//! The publisher of one subject: gathers the flows of every exporter of the listeners on
-//! that subject into batches of `batch_size` (or whatever is there after [`LINGER`]) and
-//! hands each batch to the subject's [`FlowSink`].
+//! The publisher of one subject: takes the flows of every exporter of the listeners on
+//! that subject into a queue, cuts it into batches of `batch_size` (or whatever is there
+//! after [`LINGER`]) and hands each batch to a lane of the subject's [`FlowSink`].
 //!
-//! Its batch and its sink live in a [`PublisherSlot`] owned by the root supervisor and
-//! handed to the actor as its argument, so a publisher restarted after a failure picks up
-//! the flows it had already accepted: a restart loses no accepted flow (architecture.md).
+//! Two ways of holding flows, chosen by the sink ([`FlowSink::buffering`]):
+//! - inline (stdout, the default): one batch in flight and at most `batch_size` flows
+//!   held; flows beyond that wait in the mailbox with their listener's budget, so a slow
+//!   sink fills the budget and the listener drops newest (`channel_full`);
+//! - buffered (JetStream): up to `max_flows` held, encoded, with several batches in
+//!   flight; the listener's budget is given back as flows enter the buffer, and flows
+//!   arriving at the bound are dropped and counted (`buffer_full`).
+//!
+//! The queue, the sink lanes and the batches in flight live in a [`PublisherSlot`] owned
+//! by the root supervisor and handed to the actor as its argument, and batches are
+//! published by tasks of their own: a publisher restarted after a failure picks up
+//! everything accepted and in flight (architecture.md).
 
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, PoisonError, RwLock};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use flowpb::FlowMessage;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
-use tokio::sync::Mutex;
+use tokio::sync::{Mutex as AsyncMutex, Notify};
+use tokio::task::AbortHandle;
 
 use crate::batch::FlowBatch;
 use crate::budget::Credit;
 use crate::counters::{PublisherCounters, flow_drop};
 use crate::ratelimit::LogLimiter;
-use crate::sink::{Delivery, FlowSink};
+use crate::sink::{BUFFER_FULL, Buffering, Delivery, Encoder, FlowSink, SinkError};
 
 /// The longest a flow waits for its batch to fill: bounds latency at low rates, while at
 /// high rates batches fill long before it.
 pub const LINGER: Duration = Duration::from_millis(50);
 
-/// At most one "sink failed" warning per subject this often (every failure is counted).
+/// At most one "sink failed" or "buffer full" warning per subject this often (every
+/// occurrence is counted).
 const SINK_ERROR_LOG_INTERVAL: Duration = Duration::from_secs(10);
 
 /// Messages of a [`PublisherActor`].
 pub(crate) enum PublisherMsg {
     /// Flows from an exporter.
     Flows(FlowBatch),
-    /// [`LINGER`] has passed since the batch started: publish what is there.
+    /// [`LINGER`] has passed since flows started waiting: publish what is there.
     Linger,
+    /// A lane came back without its batch finishing (its task panicked): start the next.
+    Dispatch,
     /// Test hook: fail on purpose, to exercise the restart path.
     #[cfg(any(test, feature = "fault-injection"))]
     Panic,
@@ -42,16 +57,27 @@ pub(crate) enum PublisherMsg {
 pub(crate) struct PublisherSlot {
     subject: String,
     counters: Arc<PublisherCounters>,
-    batcher: Mutex<Batcher>,
+    /// Each lane publishes one batch at a time. The sink sits behind an async mutex only
+    /// so that a task which panics mid-publish hands it back.
+    lanes: Vec<Arc<AsyncMutex<Box<dyn FlowSink>>>>,
+    queue: Mutex<Queue>,
+    /// Signalled whenever a batch in flight is settled.
+    settled: Notify,
     actor: RwLock<Option<ActorRef<PublisherMsg>>>,
 }
 
 impl PublisherSlot {
     pub(crate) fn new(subject: String, batch_size: usize, sink: Box<dyn FlowSink>) -> Arc<Self> {
+        let batch_size = batch_size.max(1);
+        let buffering = sink.buffering();
+        let lanes = lanes_for(sink, buffering.as_ref());
+        let queue = Queue::new(batch_size, buffering.as_ref(), lanes.len());
         Arc::new(Self {
-            batcher: Mutex::new(Batcher::new(subject.clone(), batch_size, sink)),
             subject,
             counters: Arc::default(),
+            lanes,
+            queue: Mutex::new(queue),
+            settled: Notify::new(),
             actor: RwLock::new(None),
         })
     }
@@ -89,77 +115,360 @@ impl PublisherSlot {
         self.actor.write().unwrap_or_else(PoisonError::into_inner).take()
     }
 
-    /// After the publisher was killed at the drain deadline: counts the flows it still
-    /// held as dropped.
-    pub(crate) fn abandon_pending(&self) {
-        match self.batcher.try_lock() {
-            Ok(mut batcher) => batcher.abandon(&self.counters),
-            Err(_) => {
-                tracing::warn!(subject = %self.subject, "Pending flows of a killed publisher not counted: batch still locked")
+    fn queue(&self) -> MutexGuard<'_, Queue> {
+        self.queue.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Takes a batch of flows in (or holds it back, or drops it when the buffer is
+    /// full), then starts whatever batches are ready.
+    fn offer(self: &Arc<Self>, batch: FlowBatch) {
+        self.queue().offer(batch, &self.counters, &self.subject);
+        self.dispatch();
+    }
+
+    /// [`LINGER`] passed: partial batches may go.
+    fn linger(self: &Arc<Self>) {
+        self.queue().flush = true;
+        self.dispatch();
+    }
+
+    /// Whether flows wait for a linger flush that is not yet due.
+    fn needs_linger(&self) -> bool {
+        let queue = self.queue();
+        !queue.flush && queue.waiting.len() > 0
+    }
+
+    /// Starts a task for every batch ready to go while a lane is free.
+    fn dispatch(self: &Arc<Self>) {
+        let mut queue = self.queue();
+        while let Some((lane, batch)) = queue.next_batch() {
+            let Some(sink) = self.lanes.get(lane).cloned() else {
+                // Lanes are never removed; should one be missing, the batch is counted.
+                self.counters.flows_dropped.add(flow_drop::PUBLISHER_FAILED, to_u64(batch.len()));
+                continue;
+            };
+            let id = queue.register(batch.len());
+            let flight = Flight { slot: Arc::clone(self), id, lane, finished: false };
+            let task = tokio::spawn(fly(flight, sink, batch));
+            queue.track(id, task.abort_handle());
+        }
+    }
+
+    /// Accounts for a batch that finished, frees its lane and starts the next batches.
+    fn settle(self: &Arc<Self>, id: u64, lane: usize, result: Result<Delivery, SinkError>) {
+        self.queue().settle(id, lane, Some(result), &self.counters, &self.subject);
+        self.dispatch();
+        self.settled.notify_waiters();
+    }
+
+    /// A task ended without finishing its batch: counted, unless the drain deadline
+    /// already did. Dispatching is left to the actor (this runs inside a `Drop`).
+    fn settle_unfinished(&self, id: u64, lane: usize) {
+        self.queue().settle(id, lane, None, &self.counters, &self.subject);
+        self.settled.notify_waiters();
+        if let Some(actor) = self.current() {
+            let _ = actor.send_message(PublisherMsg::Dispatch);
+        }
+    }
+
+    /// Publishes everything held, partial batches included, and waits until nothing is
+    /// held or in flight; then flushes every lane's sink. Called once, at shutdown.
+    async fn drain(self: &Arc<Self>) {
+        self.queue().start_draining();
+        loop {
+            let settled = self.settled.notified();
+            tokio::pin!(settled);
+            settled.as_mut().enable();
+            self.dispatch();
+            if self.queue().is_empty() {
+                break;
+            }
+            settled.await;
+        }
+        for lane in &self.lanes {
+            if let Err(error) = lane.lock().await.flush().await {
+                tracing::warn!(subject = %self.subject, %error, "Sink flush failed at shutdown");
             }
         }
     }
+
+    /// After the publisher was killed at the drain deadline: counts every flow it still
+    /// held or had in flight as dropped, and stops the batches in flight.
+    pub(crate) fn abandon_pending(&self) {
+        let (count, tasks) = self.queue().abandon();
+        for task in tasks {
+            task.abort();
+        }
+        if count > 0 {
+            self.counters.flows_dropped.add(flow_drop::DRAIN_TIMEOUT, count);
+            tracing::warn!(subject = %self.subject, flows = count, "Drain timed out, dropping pending flows");
+        }
+    }
 }
 
-/// The batch being filled and the sink it goes to.
-struct Batcher {
-    subject: String,
-    batch_size: usize,
-    pending: Vec<FlowMessage>,
+/// The sink's lanes: itself, and for a buffered sink as many forks as it may have
+/// batches in flight.
+fn lanes_for(
     sink: Box<dyn FlowSink>,
-    error_log: LogLimiter,
+    buffering: Option<&Buffering>,
+) -> Vec<Arc<AsyncMutex<Box<dyn FlowSink>>>> {
+    let wanted = buffering.map_or(1, |b| b.max_batches_in_flight.max(1));
+    let forks: Vec<Box<dyn FlowSink>> = (1..wanted).map_while(|_| sink.fork()).collect();
+    std::iter::once(sink).chain(forks).map(|s| Arc::new(AsyncMutex::new(s))).collect()
 }
 
-impl Batcher {
-    fn new(subject: String, batch_size: usize, sink: Box<dyn FlowSink>) -> Self {
+/// Publishes one batch on one lane, then settles it. If the task ends early (a panic in
+/// the sink, or an abort at the drain deadline) its [`Flight`] settles it when dropped.
+async fn fly(flight: Flight, sink: Arc<AsyncMutex<Box<dyn FlowSink>>>, batch: Staged) {
+    let result = {
+        let mut sink = sink.lock().await;
+        match batch {
+            Staged::Decoded(flows) => sink.publish(&flows).await,
+            Staged::Encoded(payloads) => sink.publish_encoded(payloads).await,
+        }
+    };
+    flight.finish(result);
+}
+
+/// One batch in flight, owned by its task.
+struct Flight {
+    slot: Arc<PublisherSlot>,
+    id: u64,
+    lane: usize,
+    finished: bool,
+}
+
+impl Flight {
+    fn finish(mut self, result: Result<Delivery, SinkError>) {
+        self.finished = true;
+        self.slot.settle(self.id, self.lane, result);
+    }
+}
+
+impl Drop for Flight {
+    fn drop(&mut self) {
+        if !self.finished {
+            self.slot.settle_unfinished(self.id, self.lane);
+        }
+    }
+}
+
+/// A batch on its way to a sink.
+enum Staged {
+    Decoded(Vec<FlowMessage>),
+    Encoded(Vec<Bytes>),
+}
+
+impl Staged {
+    fn len(&self) -> usize {
+        match self {
+            Staged::Decoded(flows) => flows.len(),
+            Staged::Encoded(payloads) => payloads.len(),
+        }
+    }
+}
+
+/// Flows waiting for a batch, as the sink wants them held.
+enum Waiting {
+    Decoded(VecDeque<FlowMessage>),
+    Encoded { payloads: VecDeque<Bytes>, encoder: Encoder },
+}
+
+impl Waiting {
+    fn len(&self) -> usize {
+        match self {
+            Waiting::Decoded(flows) => flows.len(),
+            Waiting::Encoded { payloads, .. } => payloads.len(),
+        }
+    }
+
+    fn push(&mut self, flows: Vec<FlowMessage>) {
+        match self {
+            Waiting::Decoded(waiting) => waiting.extend(flows),
+            Waiting::Encoded { payloads, encoder } => payloads.extend(encoder(&flows)),
+        }
+    }
+
+    fn take(&mut self, n: usize) -> Staged {
+        match self {
+            Waiting::Decoded(flows) => Staged::Decoded(flows.drain(..n).collect()),
+            Waiting::Encoded { payloads, .. } => Staged::Encoded(payloads.drain(..n).collect()),
+        }
+    }
+
+    fn clear(&mut self) {
+        match self {
+            Waiting::Decoded(flows) => flows.clear(),
+            Waiting::Encoded { payloads, .. } => payloads.clear(),
+        }
+    }
+}
+
+/// What to do with flows arriving when `max_flows` are held.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Overflow {
+    /// Keep them, with their listener budget, until there is room (inline sinks).
+    Wait,
+    /// Drop them, counted as `buffer_full` (buffered sinks).
+    Drop,
+}
+
+/// A batch in flight.
+struct InFlight {
+    flows: usize,
+    task: Option<AbortHandle>,
+}
+
+/// The flows of one subject: waiting, held back, and in flight, plus the free lanes.
+struct Queue {
+    batch_size: usize,
+    max_flows: usize,
+    overflow: Overflow,
+    waiting: Waiting,
+    held: VecDeque<FlowBatch>,
+    idle: Vec<usize>,
+    in_flight: HashMap<u64, InFlight>,
+    in_flight_flows: usize,
+    next_id: u64,
+    /// Partial batches may go: [`LINGER`] passed, or draining.
+    flush: bool,
+    draining: bool,
+    log: LogLimiter,
+}
+
+impl Queue {
+    fn new(batch_size: usize, buffering: Option<&Buffering>, lanes: usize) -> Self {
+        let (max_flows, overflow, waiting) = match buffering {
+            None => (batch_size, Overflow::Wait, Waiting::Decoded(VecDeque::new())),
+            Some(Buffering { max_flows, encoder, .. }) => {
+                let waiting = match encoder {
+                    Some(encoder) => {
+                        Waiting::Encoded { payloads: VecDeque::new(), encoder: *encoder }
+                    }
+                    None => Waiting::Decoded(VecDeque::new()),
+                };
+                ((*max_flows).max(1), Overflow::Drop, waiting)
+            }
+        };
         Self {
-            subject,
-            batch_size: batch_size.max(1),
-            pending: Vec::new(),
-            sink,
-            error_log: LogLimiter::new(SINK_ERROR_LOG_INTERVAL),
+            batch_size,
+            max_flows,
+            overflow,
+            waiting,
+            held: VecDeque::new(),
+            idle: (0..lanes).rev().collect(),
+            in_flight: HashMap::new(),
+            in_flight_flows: 0,
+            next_id: 0,
+            flush: false,
+            draining: false,
+            log: LogLimiter::new(SINK_ERROR_LOG_INTERVAL),
         }
     }
 
-    /// Adds flows, publishing every full batch.
-    async fn add(&mut self, flows: Vec<FlowMessage>, counters: &PublisherCounters) {
-        if self.pending.is_empty() {
-            self.pending = flows;
-        } else {
-            self.pending.extend(flows);
-        }
-        while self.pending.len() >= self.batch_size {
-            self.publish_front(self.batch_size, counters).await;
-        }
+    fn has_room(&self) -> bool {
+        self.waiting.len() + self.in_flight_flows < self.max_flows
     }
 
-    /// Publishes everything pending, in batches.
-    async fn publish_all(&mut self, counters: &PublisherCounters) {
-        while !self.pending.is_empty() {
-            let n = self.pending.len().min(self.batch_size);
-            self.publish_front(n, counters).await;
-        }
-    }
-
-    /// Hands the first `n` pending flows to the sink and accounts for every one of them.
-    async fn publish_front(&mut self, n: usize, counters: &PublisherCounters) {
-        let result = self.sink.publish(&self.pending[..n]).await;
-        let count = u64::try_from(n).unwrap_or(u64::MAX);
-        match result {
-            Ok(delivery) => self.account(delivery, count, counters),
-            Err(error) => {
-                counters.flows_dropped.add(error.reason(), count);
-                if let Some(held_back) = self.error_log.allow(Instant::now()) {
-                    tracing::warn!(subject = %self.subject, flows = n, %error, held_back, "Sink failed, dropping flow batch");
+    /// Takes a batch in whole while below the bound (so the bound may be passed by one
+    /// batch); at the bound, holds it back or drops it.
+    fn offer(&mut self, batch: FlowBatch, counters: &PublisherCounters, subject: &str) {
+        match self.overflow {
+            Overflow::Wait if !self.held.is_empty() || !self.has_room() => {
+                self.held.push_back(batch);
+            }
+            Overflow::Wait => self.waiting.push(batch.accept()),
+            Overflow::Drop if self.has_room() => self.waiting.push(batch.accept()),
+            Overflow::Drop => {
+                let dropped = to_u64(batch.accept().len());
+                counters.flows_dropped.add(BUFFER_FULL, dropped);
+                if let Some(held_back) = self.log.allow(Instant::now()) {
+                    tracing::warn!(%subject, flows = dropped, held = self.max_flows, held_back,
+                        "Publisher buffer full (publish_buffer_flows), dropping flows");
                 }
             }
         }
-        self.pending.drain(..n);
+    }
+
+    /// Moves held-back batches in while there is room.
+    fn admit_held(&mut self) {
+        while self.has_room() {
+            let Some(batch) = self.held.pop_front() else { break };
+            self.waiting.push(batch.accept());
+        }
+    }
+
+    /// A free lane and the batch it should publish, if one is ready.
+    fn next_batch(&mut self) -> Option<(usize, Staged)> {
+        self.admit_held();
+        let waiting = self.waiting.len();
+        let n = if waiting >= self.batch_size {
+            self.batch_size
+        } else if self.flush && waiting > 0 {
+            waiting
+        } else {
+            return None;
+        };
+        let lane = self.idle.pop()?;
+        let batch = self.waiting.take(n);
+        if self.waiting.len() == 0 {
+            self.flush = self.draining;
+        }
+        Some((lane, batch))
+    }
+
+    fn register(&mut self, flows: usize) -> u64 {
+        let id = self.next_id;
+        self.next_id += 1;
+        self.in_flight.insert(id, InFlight { flows, task: None });
+        self.in_flight_flows += flows;
+        id
+    }
+
+    fn track(&mut self, id: u64, task: AbortHandle) {
+        if let Some(flight) = self.in_flight.get_mut(&id) {
+            flight.task = Some(task);
+        }
+    }
+
+    /// Frees the lane and accounts for the batch, unless it was already counted when the
+    /// drain was abandoned. `None`: the task ended before the sink answered.
+    fn settle(
+        &mut self,
+        id: u64,
+        lane: usize,
+        result: Option<Result<Delivery, SinkError>>,
+        counters: &PublisherCounters,
+        subject: &str,
+    ) {
+        self.idle.push(lane);
+        let Some(flight) = self.in_flight.remove(&id) else { return };
+        self.in_flight_flows -= flight.flows;
+        let count = to_u64(flight.flows);
+        match result {
+            Some(Ok(delivery)) => self.account(delivery, count, counters, subject),
+            Some(Err(error)) => {
+                counters.flows_dropped.add(error.reason(), count);
+                if let Some(held_back) = self.log.allow(Instant::now()) {
+                    tracing::warn!(%subject, flows = count, %error, held_back, "Sink failed, dropping flow batch");
+                }
+            }
+            None => {
+                counters.flows_dropped.add(flow_drop::PUBLISHER_FAILED, count);
+                tracing::error!(%subject, flows = count, "Sink task failed mid-publish, dropping flow batch");
+            }
+        }
     }
 
     /// Counts a sink's report on `count` flows. Whatever it leaves unreported is counted
     /// as dropped too, so the publisher's books always balance.
-    fn account(&mut self, delivery: Delivery, count: u64, counters: &PublisherCounters) {
+    fn account(
+        &mut self,
+        delivery: Delivery,
+        count: u64,
+        counters: &PublisherCounters,
+        subject: &str,
+    ) {
         let given_up = delivery.given_up_total().min(count);
         let delivered = delivery.delivered.min(count - given_up);
         counters.flows_published.fetch_add(delivered, Ordering::Relaxed);
@@ -174,48 +483,60 @@ impl Batcher {
             counters.flows_dropped.add(flow_drop::SINK_UNREPORTED, unreported);
         }
         if given_up + unreported > 0
-            && let Some(held_back) = self.error_log.allow(Instant::now())
+            && let Some(held_back) = self.log.allow(Instant::now())
         {
-            tracing::warn!(subject = %self.subject, given_up = ?delivery.given_up, unreported, held_back,
+            tracing::warn!(%subject, given_up = ?delivery.given_up, unreported, held_back,
                 "Sink gave up part of a flow batch");
         }
     }
 
-    /// Flushes the sink (called once, at the end of a drain).
-    async fn flush_sink(&mut self) {
-        if let Err(error) = self.sink.flush().await {
-            tracing::warn!(subject = %self.subject, %error, "Sink flush failed at shutdown");
-        }
+    fn start_draining(&mut self) {
+        self.draining = true;
+        self.flush = true;
     }
 
-    fn abandon(&mut self, counters: &PublisherCounters) {
-        let count = u64::try_from(self.pending.len()).unwrap_or(u64::MAX);
-        if count > 0 {
-            counters.flows_dropped.add(flow_drop::DRAIN_TIMEOUT, count);
-            tracing::warn!(subject = %self.subject, flows = count, "Drain timed out, dropping pending flows");
+    /// Nothing waiting, held back or in flight.
+    fn is_empty(&self) -> bool {
+        self.waiting.len() == 0 && self.held.is_empty() && self.in_flight.is_empty()
+    }
+
+    /// Forgets every flow held or in flight; returns how many flows that was and the
+    /// tasks to stop (stopped by the caller, outside the lock their guards take).
+    fn abandon(&mut self) -> (u64, Vec<AbortHandle>) {
+        let mut count = self.waiting.len() + self.in_flight_flows;
+        self.waiting.clear();
+        for batch in self.held.drain(..) {
+            count += batch.accept().len();
         }
-        self.pending.clear();
+        let tasks = self.in_flight.drain().filter_map(|(_, flight)| flight.task).collect();
+        self.in_flight_flows = 0;
+        (to_u64(count), tasks)
     }
 }
 
+fn to_u64(n: usize) -> u64 {
+    u64::try_from(n).unwrap_or(u64::MAX)
+}
+
 /// A publisher's own state: the slot it works on, and whether a [`PublisherMsg::Linger`]
-/// is on its way (at most one is, so a sink that blocks cannot pile up timer messages).
+/// is on its way (at most one is).
 pub(crate) struct PublisherState {
     slot: Arc<PublisherSlot>,
     linger_armed: bool,
 }
 
 impl PublisherState {
-    /// Schedules a linger flush if flows are pending and none is scheduled.
-    fn arm_linger(&mut self, myself: &ActorRef<PublisherMsg>, pending: bool) {
-        if pending && !self.linger_armed {
+    /// Schedules a linger flush if flows wait for one and none is scheduled.
+    fn arm_linger(&mut self, myself: &ActorRef<PublisherMsg>) {
+        if !self.linger_armed && self.slot.needs_linger() {
             self.linger_armed = true;
             drop(myself.send_after(LINGER, || PublisherMsg::Linger));
         }
     }
 }
 
-/// The actor: routes messages to the slot's batcher, one at a time.
+/// The actor: routes flows into the slot's queue and keeps the linger timer; batches are
+/// published by tasks of their own, so the mailbox never waits on a sink.
 pub(crate) struct PublisherActor;
 
 impl Actor for PublisherActor {
@@ -229,9 +550,9 @@ impl Actor for PublisherActor {
         myself: ActorRef<Self::Msg>,
         slot: Arc<PublisherSlot>,
     ) -> Result<Self::State, ActorProcessingErr> {
-        let pending = !slot.batcher.lock().await.pending.is_empty();
+        slot.dispatch();
         let mut state = PublisherState { slot, linger_armed: false };
-        state.arm_linger(&myself, pending);
+        state.arm_linger(&myself);
         Ok(state)
     }
 
@@ -241,113 +562,33 @@ impl Actor for PublisherActor {
         message: Self::Msg,
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
-        let slot = Arc::clone(&state.slot);
-        let mut batcher = slot.batcher.lock().await;
         match message {
-            PublisherMsg::Flows(batch) => batcher.add(batch.accept(), &slot.counters).await,
+            PublisherMsg::Flows(batch) => state.slot.offer(batch),
             PublisherMsg::Linger => {
                 state.linger_armed = false;
-                batcher.publish_all(&slot.counters).await;
+                state.slot.linger();
             }
+            PublisherMsg::Dispatch => state.slot.dispatch(),
             #[cfg(any(test, feature = "fault-injection"))]
             PublisherMsg::Panic => {
-                panic!("fault injection: publisher {} told to fail", slot.subject)
+                panic!("fault injection: publisher {} told to fail", state.slot.subject)
             }
         }
-        state.arm_linger(&myself, !batcher.pending.is_empty());
+        state.arm_linger(&myself);
         Ok(())
     }
 
-    /// Reached after a drain (every queued batch handled) or a stop: publish the rest.
-    /// Not reached after a panic, when the batch stays in the slot for the next actor.
+    /// Reached after a drain (every queued message handled) or a stop: publish the rest.
+    /// Not reached after a panic, when everything stays in the slot for the next actor.
     async fn post_stop(
         &self,
         _myself: ActorRef<Self::Msg>,
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
-        let mut batcher = state.slot.batcher.lock().await;
-        batcher.publish_all(&state.slot.counters).await;
-        batcher.flush_sink().await;
+        state.slot.drain().await;
         Ok(())
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::sink::{SinkError, SinkFuture};
-
-    /// Records batch sizes; fails every batch when `fail` is set.
-    struct Recorder {
-        batches: Arc<std::sync::Mutex<Vec<usize>>>,
-        fail: bool,
-    }
-
-    impl FlowSink for Recorder {
-        fn publish<'a>(&'a mut self, flows: &'a [FlowMessage]) -> SinkFuture<'a, Delivery> {
-            Box::pin(async move {
-                if self.fail {
-                    return Err(SinkError::Rejected("test".into()));
-                }
-                self.batches.lock().unwrap().push(flows.len());
-                Ok(Delivery::all(flows.len()))
-            })
-        }
-    }
-
-    fn batcher(batch_size: usize, fail: bool) -> (Batcher, Arc<std::sync::Mutex<Vec<usize>>>) {
-        let batches = Arc::new(std::sync::Mutex::new(Vec::new()));
-        let sink = Recorder { batches: Arc::clone(&batches), fail };
-        (Batcher::new("s".into(), batch_size, Box::new(sink)), batches)
-    }
-
-    #[tokio::test]
-    async fn full_batches_go_at_once_and_the_rest_when_flushed() {
-        let counters = PublisherCounters::default();
-        let (mut b, batches) = batcher(4, false);
-        b.add(vec![FlowMessage::default(); 10], &counters).await;
-        assert_eq!(*batches.lock().unwrap(), vec![4, 4]);
-        assert_eq!(b.pending.len(), 2);
-
-        b.publish_all(&counters).await;
-        assert_eq!(*batches.lock().unwrap(), vec![4, 4, 2]);
-        let s = counters.snapshot();
-        assert_eq!((s.flows_published, s.batches_published), (10, 3));
-    }
-
-    #[tokio::test]
-    async fn sink_errors_drop_and_count_the_batch() {
-        let counters = PublisherCounters::default();
-        let (mut b, _) = batcher(3, true);
-        b.add(vec![FlowMessage::default(); 7], &counters).await;
-        b.publish_all(&counters).await;
-        assert!(b.pending.is_empty());
-        assert_eq!(counters.flows_dropped.get("sink_rejected"), 7);
-        assert_eq!(counters.snapshot().flows_published, 0);
-    }
-
-    #[test]
-    fn partial_deliveries_are_counted_by_reason_and_unreported_flows_as_dropped() {
-        let counters = PublisherCounters::default();
-        let (mut b, _) = batcher(10, false);
-        let mut delivery = Delivery { delivered: 6, ..Default::default() };
-        delivery.give_up("ack_timeout", 3);
-        b.account(delivery, 10, &counters);
-        assert_eq!(counters.snapshot().flows_published, 6);
-        assert_eq!(counters.flows_dropped.get("ack_timeout"), 3);
-        assert_eq!(counters.flows_dropped.get(flow_drop::SINK_UNREPORTED), 1);
-        // A sink claiming more than it was given cannot unbalance the books.
-        b.account(Delivery::all(50), 10, &counters);
-        assert_eq!(counters.snapshot().flows_published, 16);
-    }
-
-    #[tokio::test]
-    async fn abandoning_counts_pending_flows_as_drain_timeout() {
-        let counters = PublisherCounters::default();
-        let (mut b, _) = batcher(100, false);
-        b.add(vec![FlowMessage::default(); 5], &counters).await;
-        b.abandon(&counters);
-        assert_eq!(counters.flows_dropped.get(flow_drop::DRAIN_TIMEOUT), 5);
-        assert!(b.pending.is_empty());
-    }
-}
+mod tests;

@@ -6,6 +6,8 @@ use std::time::Duration;
 
 use flow_decode::{NetflowSettings, SflowSettings};
 
+use crate::sink::JetStreamLink;
+
 /// Everything the supervision tree needs to run.
 #[derive(Debug, Clone)]
 pub struct CollectorSettings {
@@ -78,4 +80,29 @@ pub struct ExporterLimits {
 pub enum SinkSettings {
     /// One JSON line per flow on standard output (the embedded default; no NATS).
     Stdout,
+    /// One protobuf `FlowMessage` per message on NATS JetStream.
+    JetStream(JetStreamSinkSettings),
+}
+
+/// The JetStream sink: the shared connection and how much each subject's publisher may
+/// hold while JetStream is slow or away.
+#[derive(Debug, Clone)]
+pub struct JetStreamSinkSettings {
+    /// The connection every subject publishes through; the binary connects it once the
+    /// listeners are bound.
+    pub link: JetStreamLink,
+    /// Flows each subject's publisher holds at most, waiting or unacknowledged
+    /// (`publish_buffer_flows`); beyond it new flows are dropped as `buffer_full`. Each
+    /// held flow costs its protobuf encoding plus about 32 bytes.
+    pub buffer_flows: usize,
+    /// Batches each subject's publisher has in flight at once.
+    pub batches_in_flight: usize,
+}
+
+impl JetStreamSinkSettings {
+    /// Enough batches in flight to keep `max_in_flight` acks outstanding, and at least
+    /// four, so one batch waiting out a retry does not stall the subject.
+    pub fn batches_in_flight_for(max_in_flight: usize, batch_size: usize) -> usize {
+        (max_in_flight / batch_size.max(1)).max(4)
+    }
 }

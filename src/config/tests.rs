@@ -258,3 +258,81 @@ fn environment_override_with_a_bad_value_names_the_key() {
     let err = parse_env(MINIMAL, &[("FLOW_COLLECTOR__NO_SUCH_KEY", "1")]).unwrap_err().to_string();
     assert!(err.contains("no_such_key"), "{err}");
 }
+
+#[test]
+fn the_guide_example_maps_onto_jetstream_settings() {
+    let config = parse(GUIDE_EXAMPLE).unwrap();
+    let js = config.jetstream_settings().expect("nats_url is set");
+    assert_eq!(js.servers, "nats://nats:4222");
+    assert_eq!(js.creds_file, Some(PathBuf::from("/etc/serviceradar/creds/platform.creds")));
+    assert_eq!(js.stream.name, "events");
+    assert_eq!(js.stream.subjects, vec!["flows.raw.netflow", "flows.raw.sflow"]);
+    assert_eq!(js.stream.max_bytes, 10_737_418_240);
+    assert_eq!(js.stream.replicas, 1);
+    assert_eq!(js.publish_timeout, Duration::from_millis(5_000));
+    let tls = js.tls.expect("mode mtls turns TLS on");
+    let certs = PathBuf::from("/etc/serviceradar/certs");
+    assert_eq!(tls.ca_file, Some(certs.join("root.pem")));
+    let client = tls.client.expect("mTLS presents a client certificate");
+    assert_eq!(client.cert_file, certs.join("flow-collector.pem"));
+    assert_eq!(client.key_file, certs.join("flow-collector-key.pem"));
+}
+
+#[test]
+fn stream_subjects_merge_every_listener_subject_once_in_order() {
+    let config = parse(
+        r#"{"nats_url":"nats://127.0.0.1:4222","stream_subjects":["b.raw","a.raw"],
+            "listeners":[{"protocol":"netflow","listen_addr":"0.0.0.0:2055","subject":"c.raw"},
+                         {"protocol":"sflow","listen_addr":"0.0.0.0:6343","subject":"a.raw"},
+                         {"protocol":"netflow","listen_addr":"0.0.0.0:2056"}]}"#,
+    )
+    .unwrap();
+    let js = config.jetstream_settings().unwrap();
+    assert_eq!(js.stream.subjects, vec!["b.raw", "a.raw", "c.raw", "flows.raw.netflow"]);
+    assert!(js.tls.is_none(), "nats:// without mTLS is plain TCP");
+    assert!(js.creds_file.is_none());
+}
+
+#[test]
+fn a_tls_url_without_mtls_trusts_the_system_roots() {
+    let text = r#"{"nats_url":"nats://a:4222, tls://b:4222","security":{"mode":"none"},
+                  "listeners":[{"protocol":"netflow","listen_addr":"0.0.0.0:2055"}]}"#;
+    let js = parse(text).unwrap().jetstream_settings().unwrap();
+    let tls = js.tls.expect("a tls:// URL asks for TLS");
+    assert_eq!(tls.ca_file, None);
+    assert_eq!(tls.client, None);
+}
+
+#[test]
+fn without_nats_url_there_is_no_jetstream() {
+    assert!(parse(MINIMAL).unwrap().jetstream_settings().is_none());
+}
+
+#[test]
+fn publish_buffer_flows_defaults_to_a_minute_at_ten_thousand_flows_a_second() {
+    let config = parse(MINIMAL).unwrap();
+    assert_eq!(config.publish_buffer_flows, 600_000);
+    let SinkSettings::JetStream(sink) = config.jetstream_sink(JetStreamLink::new(), 4096) else {
+        panic!("a JetStream sink expected");
+    };
+    assert_eq!(sink.buffer_flows, 600_000);
+    assert_eq!(sink.batches_in_flight, 40, "4096 acks in flight / batches of 100");
+    let small = parse(r#"{"batch_size": 5000, "listeners":[{"protocol":"netflow","listen_addr":"0.0.0.0:2055"}]}"#)
+        .unwrap();
+    let SinkSettings::JetStream(sink) = small.jetstream_sink(JetStreamLink::new(), 4096) else {
+        panic!("a JetStream sink expected");
+    };
+    assert_eq!(sink.batches_in_flight, 4, "never fewer than four batches in flight");
+}
+
+#[test]
+fn publish_buffer_flows_is_range_checked() {
+    for value in ["0", "99", "10000001"] {
+        let text = format!(
+            r#"{{"publish_buffer_flows": {value}, "listeners":[{{"protocol":"netflow","listen_addr":"0.0.0.0:2055"}}]}}"#
+        );
+        assert_eq!(invalid_key(&text), "publish_buffer_flows", "for {value}");
+    }
+    let text = r#"{"publish_buffer_flows": 100, "listeners":[{"protocol":"netflow","listen_addr":"0.0.0.0:2055"}]}"#;
+    parse(text).unwrap().validate().unwrap();
+}

@@ -1,0 +1,296 @@
+//! The publisher's queue and lanes, with a scripted sink: batching, holding back,
+//! the bounded buffer, concurrency, drain, abandonment and sink panics.
+
+use std::sync::atomic::{AtomicUsize, Ordering as AtomicOrdering};
+
+use tokio::sync::watch;
+
+use super::*;
+use crate::budget::InFlight;
+use crate::counters::ListenerCounters;
+use crate::sink::SinkFuture;
+
+/// What every lane of a [`Scripted`] sink saw.
+#[derive(Clone)]
+struct Script {
+    /// Batch sizes, in the order publishes finished.
+    batches: Arc<std::sync::Mutex<Vec<usize>>>,
+    /// Payloads of encoded batches.
+    payloads: Arc<std::sync::Mutex<Vec<Bytes>>>,
+    running: Arc<AtomicUsize>,
+    most_running: Arc<AtomicUsize>,
+    open: watch::Receiver<bool>,
+    opener: Arc<watch::Sender<bool>>,
+    fail: bool,
+    panic: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Script {
+    fn new(open: bool) -> Self {
+        let (opener, open) = watch::channel(open);
+        Self {
+            batches: Arc::default(),
+            payloads: Arc::default(),
+            running: Arc::default(),
+            most_running: Arc::default(),
+            open,
+            opener: Arc::new(opener),
+            fail: false,
+            panic: Arc::default(),
+        }
+    }
+
+    fn release(&self) {
+        self.opener.send_replace(true);
+    }
+
+    fn batches(&self) -> Vec<usize> {
+        self.batches.lock().unwrap().clone()
+    }
+
+    fn running(&self) -> usize {
+        self.running.load(AtomicOrdering::SeqCst)
+    }
+}
+
+/// A sink following a [`Script`]: waits until the script is open, fails or panics when
+/// told, and forks when `buffering` is set.
+struct Scripted {
+    script: Script,
+    buffering: Option<Buffering>,
+}
+
+impl Scripted {
+    async fn run(&mut self, size: usize, payloads: Vec<Bytes>) -> Result<Delivery, SinkError> {
+        let now = self.script.running.fetch_add(1, AtomicOrdering::SeqCst) + 1;
+        self.script.most_running.fetch_max(now, AtomicOrdering::SeqCst);
+        let mut open = self.script.open.clone();
+        let opened = open.wait_for(|open| *open).await.is_ok();
+        self.script.running.fetch_sub(1, AtomicOrdering::SeqCst);
+        if self.script.panic.swap(false, AtomicOrdering::SeqCst) {
+            panic!("scripted sink panic");
+        }
+        if self.script.fail || !opened {
+            return Err(SinkError::Rejected("scripted".into()));
+        }
+        self.script.batches.lock().unwrap().push(size);
+        self.script.payloads.lock().unwrap().extend(payloads);
+        Ok(Delivery::all(size))
+    }
+}
+
+impl FlowSink for Scripted {
+    fn publish<'a>(&'a mut self, flows: &'a [FlowMessage]) -> SinkFuture<'a, Delivery> {
+        Box::pin(self.run(flows.len(), Vec::new()))
+    }
+
+    fn publish_encoded(&mut self, payloads: Vec<Bytes>) -> SinkFuture<'_, Delivery> {
+        Box::pin(async move { self.run(payloads.len(), payloads).await })
+    }
+
+    fn buffering(&self) -> Option<Buffering> {
+        self.buffering
+    }
+
+    fn fork(&self) -> Option<Box<dyn FlowSink>> {
+        self.buffering.map(|buffering| {
+            Box::new(Scripted { script: self.script.clone(), buffering: Some(buffering) })
+                as Box<dyn FlowSink>
+        })
+    }
+}
+
+/// One-byte payloads: the flow's source port.
+fn port_bytes(flows: &[FlowMessage]) -> Vec<Bytes> {
+    flows.iter().map(|f| Bytes::from(vec![u8::try_from(f.src_port).unwrap_or(0)])).collect()
+}
+
+fn slot(batch_size: usize, script: &Script, buffering: Option<Buffering>) -> Arc<PublisherSlot> {
+    let sink = Scripted { script: script.clone(), buffering };
+    PublisherSlot::new("flows.test".into(), batch_size, Box::new(sink))
+}
+
+/// A listener budget for the batches a test offers.
+struct Budget {
+    listener: Arc<ListenerCounters>,
+    budget: Arc<InFlight>,
+}
+
+impl Budget {
+    fn new() -> Self {
+        let listener = Arc::new(ListenerCounters::default());
+        Self { budget: InFlight::new(1_000_000, Arc::clone(&listener)), listener }
+    }
+
+    /// A batch of flows with ports `ports`, holding one budget unit.
+    fn batch(&self, slot: &PublisherSlot, ports: std::ops::Range<u32>) -> FlowBatch {
+        assert!(self.budget.try_acquire());
+        let flows = ports.map(|p| FlowMessage { src_port: p, ..Default::default() }).collect();
+        FlowBatch::new(
+            flows,
+            Credit::adopt(Arc::clone(&self.budget), 1),
+            Arc::clone(slot.counters()),
+        )
+    }
+
+    fn in_flight(&self) -> u64 {
+        self.listener.snapshot().datagrams_in_flight
+    }
+}
+
+async fn wait_until(what: &str, mut condition: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !condition() {
+        assert!(tokio::time::Instant::now() < deadline, "timed out waiting until {what}");
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
+fn buffered(max_flows: usize, lanes: usize, encoder: Option<Encoder>) -> Option<Buffering> {
+    Some(Buffering { max_flows, max_batches_in_flight: lanes, encoder })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn full_batches_go_at_once_and_the_rest_on_linger() {
+    let script = Script::new(true);
+    let slot = slot(4, &script, None);
+    let budget = Budget::new();
+    for i in 0..10 {
+        slot.offer(budget.batch(&slot, i..i + 1));
+        wait_until("the sink keeps up", || slot.queue().in_flight.is_empty()).await;
+    }
+    assert_eq!(script.batches(), vec![4, 4]);
+    assert!(slot.needs_linger());
+    slot.linger();
+    wait_until("the rest is published", || slot.counters().snapshot().flows_published == 10).await;
+    assert_eq!(script.batches(), vec![4, 4, 2]);
+    assert!(!slot.needs_linger());
+    let s = slot.counters().snapshot();
+    assert_eq!((s.flows_published, s.batches_published), (10, 3));
+    assert_eq!(budget.in_flight(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_inline_sink_holds_flows_back_with_their_budget() {
+    let script = Script::new(false);
+    let slot = slot(2, &script, None);
+    let budget = Budget::new();
+    slot.offer(budget.batch(&slot, 0..2));
+    wait_until("the first batch is in the sink", || script.running() == 1).await;
+    for i in 1..=3 {
+        slot.offer(budget.batch(&slot, i * 10..i * 10 + 1));
+    }
+    // One batch in flight is all an inline sink gets: the rest keeps its budget.
+    assert_eq!(slot.queue().held.len(), 3);
+    assert_eq!(budget.in_flight(), 3);
+    script.release();
+    wait_until("the full batches are published", || {
+        slot.counters().snapshot().flows_published == 4
+    })
+    .await;
+    assert!(slot.needs_linger(), "the last flow waits for its batch to fill");
+    slot.drain().await;
+    assert_eq!(script.batches(), vec![2, 2, 1]);
+    assert_eq!(budget.in_flight(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_buffer_drops_newest_and_gives_the_budget_back() {
+    let script = Script::new(false);
+    let slot = slot(3, &script, buffered(5, 1, None));
+    let budget = Budget::new();
+    for i in 0..4 {
+        slot.offer(budget.batch(&slot, i * 2..i * 2 + 2));
+    }
+    // 2 + 2 + 2 taken (the third batch arrived below the bound), the fourth dropped.
+    let counters = slot.counters().snapshot();
+    assert_eq!(counters.flows_dropped.get(BUFFER_FULL), Some(&2));
+    assert_eq!(budget.in_flight(), 0, "budget given back on entry and on drop");
+    script.release();
+    slot.drain().await;
+    let counters = slot.counters().snapshot();
+    assert_eq!(counters.flows_published, 6);
+    assert_eq!(script.batches(), vec![3, 3]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_buffered_sink_has_its_lanes_in_flight_at_once() {
+    let script = Script::new(false);
+    let slot = slot(10, &script, buffered(1000, 4, Some(port_bytes)));
+    assert_eq!(slot.lanes.len(), 4);
+    let budget = Budget::new();
+    slot.offer(budget.batch(&slot, 0..100));
+    wait_until("four batches are in flight", || script.running() == 4).await;
+    assert_eq!(slot.queue().waiting.len(), 60);
+    script.release();
+    slot.drain().await;
+    assert_eq!(script.most_running.load(AtomicOrdering::SeqCst), 4);
+    assert_eq!(slot.counters().snapshot().flows_published, 100);
+    let mut ports: Vec<u8> = script.payloads.lock().unwrap().iter().map(|p| p[0]).collect();
+    ports.sort_unstable();
+    assert_eq!(ports, (0..100).collect::<Vec<u8>>(), "each flow encoded and published once");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sink_errors_drop_and_count_the_batch() {
+    let mut script = Script::new(true);
+    script.fail = true;
+    let slot = slot(3, &script, None);
+    let budget = Budget::new();
+    slot.offer(budget.batch(&slot, 0..7));
+    slot.drain().await;
+    let counters = slot.counters().snapshot();
+    assert_eq!(counters.flows_dropped.get("sink_rejected"), Some(&7));
+    assert_eq!(counters.flows_published, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn abandoning_counts_every_held_flow_once() {
+    let script = Script::new(false);
+    let slot = slot(2, &script, None);
+    let budget = Budget::new();
+    slot.offer(budget.batch(&slot, 0..3));
+    wait_until("a batch is in the sink", || script.running() == 1).await;
+    slot.offer(budget.batch(&slot, 3..5));
+    slot.abandon_pending();
+    // In flight (2), waiting (1) and held back (2).
+    assert_eq!(slot.counters().flows_dropped.get(flow_drop::DRAIN_TIMEOUT), 5);
+    assert_eq!(budget.in_flight(), 0);
+    script.release();
+    wait_until("the aborted task is gone", || slot.queue().idle.len() == 1).await;
+    let counters = slot.counters().snapshot();
+    assert_eq!(counters.flows_published, 0, "an abandoned batch is not counted twice");
+    assert_eq!(counters.flows_dropped_total(), 5);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sink_that_panics_loses_its_batch_not_its_lane() {
+    let script = Script::new(true);
+    script.panic.store(true, AtomicOrdering::SeqCst);
+    let slot = slot(2, &script, None);
+    let budget = Budget::new();
+    slot.offer(budget.batch(&slot, 0..2));
+    wait_until("the panicked batch is counted", || {
+        slot.counters().flows_dropped.get(flow_drop::PUBLISHER_FAILED) == 2
+    })
+    .await;
+    slot.offer(budget.batch(&slot, 2..4));
+    slot.drain().await;
+    assert_eq!(slot.counters().snapshot().flows_published, 2);
+    assert_eq!(script.batches(), vec![2]);
+}
+
+#[test]
+fn partial_deliveries_are_counted_by_reason_and_unreported_flows_as_dropped() {
+    let counters = PublisherCounters::default();
+    let mut queue = Queue::new(10, None, 1);
+    let mut delivery = Delivery { delivered: 6, ..Default::default() };
+    delivery.give_up("ack_timeout", 3);
+    queue.account(delivery, 10, &counters, "s");
+    assert_eq!(counters.snapshot().flows_published, 6);
+    assert_eq!(counters.flows_dropped.get("ack_timeout"), 3);
+    assert_eq!(counters.flows_dropped.get(flow_drop::SINK_UNREPORTED), 1);
+    // A sink claiming more than it was given cannot unbalance the books.
+    queue.account(Delivery::all(50), 10, &counters, "s");
+    assert_eq!(counters.snapshot().flows_published, 16);
+}

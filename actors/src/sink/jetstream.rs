@@ -1,0 +1,294 @@
+//! The JetStream sink: one protobuf `FlowMessage` per NATS message (the wire contract's
+//! default framing), each with a `Nats-Msg-Id` from one generator shared by every
+//! subject, published through one shared [`JetStreamPublisher`].
+//!
+//! The connection is made in the background ([`JetStreamLink::connect`]) once the
+//! listeners are bound, so datagrams are received and counted from the first second;
+//! until it is up, publishes wait for it and the publisher's buffer fills.
+
+use std::sync::{Arc, Weak};
+
+use bytes::{Bytes, BytesMut};
+use flow_publish::{
+    BatchOutcome, ConnectionState, JetStreamPublisher, JetStreamSettings, MessageIdGenerator,
+    OutboundMessage, PublisherError,
+};
+use flowpb::FlowMessage;
+use prost::Message;
+use tokio::sync::watch;
+
+use super::{Buffering, Delivery, FlowSink, SinkFuture};
+use crate::settings::JetStreamSinkSettings;
+
+/// Flows given up because the connection failed for good (bad TLS files, refused
+/// credentials): the process is about to exit.
+pub const CONNECT_FAILED: &str = "nats_connect_failed";
+
+/// Where the connection stands.
+#[derive(Debug, Clone)]
+pub enum LinkStatus {
+    /// The first connect is under way (retried with backoff while NATS is unreachable).
+    Connecting,
+    /// Connected and the stream is in shape.
+    Ready(Arc<JetStreamPublisher>),
+    /// The connect failed for a reason retrying cannot fix; the message says which.
+    Failed(Arc<str>),
+}
+
+/// The JetStream connection the sinks of every subject share. Created before the
+/// collector starts, connected after its listeners are bound. Cheap to clone.
+#[derive(Clone)]
+pub struct JetStreamLink {
+    inner: Arc<LinkInner>,
+}
+
+struct LinkInner {
+    status: watch::Sender<LinkStatus>,
+    /// Disconnected until the first connect succeeds, then the client's own state.
+    state: watch::Sender<ConnectionState>,
+}
+
+impl std::fmt::Debug for JetStreamLink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let status = match &*self.inner.status.borrow() {
+            LinkStatus::Connecting => "connecting",
+            LinkStatus::Ready(_) => "ready",
+            LinkStatus::Failed(_) => "failed",
+        };
+        f.debug_struct("JetStreamLink").field("status", &status).finish()
+    }
+}
+
+impl Default for JetStreamLink {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl JetStreamLink {
+    /// A link not yet connected.
+    pub fn new() -> Self {
+        let (status, _) = watch::channel(LinkStatus::Connecting);
+        let (state, _) = watch::channel(ConnectionState::Disconnected);
+        Self { inner: Arc::new(LinkInner { status, state }) }
+    }
+
+    /// Connects (retrying while NATS is unreachable, as `settings` say) and brings the
+    /// stream into shape. Sinks waiting for the link are released either way: with the
+    /// publisher, or with the failure, which the caller should treat as fatal.
+    pub async fn connect(
+        &self,
+        settings: JetStreamSettings,
+    ) -> Result<Arc<JetStreamPublisher>, PublisherError> {
+        match JetStreamPublisher::connect(settings).await {
+            Ok(publisher) => {
+                let publisher = Arc::new(publisher);
+                self.mirror(publisher.connection().state());
+                self.inner.status.send_replace(LinkStatus::Ready(Arc::clone(&publisher)));
+                Ok(publisher)
+            }
+            Err(error) => {
+                self.inner.status.send_replace(LinkStatus::Failed(error.to_string().into()));
+                Err(error)
+            }
+        }
+    }
+
+    /// Copies the client's connection state into this link's, for as long as both live.
+    fn mirror(&self, mut client: watch::Receiver<ConnectionState>) {
+        let link: Weak<LinkInner> = Arc::downgrade(&self.inner);
+        let first = *client.borrow_and_update();
+        self.inner.state.send_replace(first);
+        tokio::spawn(async move {
+            while client.changed().await.is_ok() {
+                let Some(link) = link.upgrade() else { return };
+                let state = *client.borrow_and_update();
+                link.state.send_replace(state);
+            }
+        });
+    }
+
+    /// The link's status now.
+    pub fn status(&self) -> LinkStatus {
+        self.inner.status.borrow().clone()
+    }
+
+    /// The publisher, once connected.
+    pub fn publisher(&self) -> Option<Arc<JetStreamPublisher>> {
+        match &*self.inner.status.borrow() {
+            LinkStatus::Ready(publisher) => Some(Arc::clone(publisher)),
+            LinkStatus::Connecting | LinkStatus::Failed(_) => None,
+        }
+    }
+
+    /// Waits until the link is connected (the publisher) or has failed (why).
+    pub async fn ready(&self) -> Result<Arc<JetStreamPublisher>, Arc<str>> {
+        let mut status = self.inner.status.subscribe();
+        let settled = status.wait_for(|s| !matches!(s, LinkStatus::Connecting)).await;
+        match settled.as_deref() {
+            Ok(LinkStatus::Ready(publisher)) => Ok(Arc::clone(publisher)),
+            Ok(LinkStatus::Failed(why)) => Err(Arc::clone(why)),
+            Ok(LinkStatus::Connecting) | Err(_) => Err("the JetStream link was dropped".into()),
+        }
+    }
+
+    /// Connection state for readiness: `Disconnected` until the first connect succeeds,
+    /// then follows the client (reconnects included).
+    pub fn connection_state(&self) -> watch::Receiver<ConnectionState> {
+        self.inner.state.subscribe()
+    }
+
+    /// Whether the connection is up right now.
+    pub fn is_connected(&self) -> bool {
+        *self.inner.state.borrow() == ConnectionState::Connected
+    }
+}
+
+/// Encodes each flow as its own protobuf payload. The payloads share one allocation, so a
+/// buffered flow costs its encoded size plus a 32-byte handle.
+pub fn encode_flows(flows: &[FlowMessage]) -> Vec<Bytes> {
+    let total: usize = flows.iter().map(Message::encoded_len).sum();
+    let mut buffer = BytesMut::with_capacity(total);
+    flows
+        .iter()
+        .map(|flow| {
+            flow.encode_raw(&mut buffer);
+            buffer.split().freeze()
+        })
+        .collect()
+}
+
+/// Publishes a subject's batches on JetStream through the shared link.
+#[derive(Clone)]
+pub struct JetStreamSink {
+    subject: String,
+    link: JetStreamLink,
+    ids: Arc<MessageIdGenerator>,
+    buffering: Buffering,
+}
+
+impl JetStreamSink {
+    /// A sink for `subject`, taking its message ids from `ids` (one generator per
+    /// process: ids must never repeat within the stream's duplicate window).
+    pub fn new(
+        subject: &str,
+        settings: &JetStreamSinkSettings,
+        ids: Arc<MessageIdGenerator>,
+    ) -> Self {
+        let buffering = Buffering {
+            max_flows: settings.buffer_flows.max(1),
+            max_batches_in_flight: settings.batches_in_flight.max(1),
+            encoder: Some(encode_flows),
+        };
+        Self { subject: subject.to_owned(), link: settings.link.clone(), ids, buffering }
+    }
+}
+
+impl FlowSink for JetStreamSink {
+    fn publish<'a>(&'a mut self, flows: &'a [FlowMessage]) -> SinkFuture<'a, Delivery> {
+        let payloads = encode_flows(flows);
+        self.publish_encoded(payloads)
+    }
+
+    /// Waits for the link, then publishes with ids that stay the same across the
+    /// transport's retries.
+    fn publish_encoded(&mut self, payloads: Vec<Bytes>) -> SinkFuture<'_, Delivery> {
+        Box::pin(async move {
+            let count = payloads.len();
+            let Ok(publisher) = self.link.ready().await else {
+                return Ok(Delivery::none(count, CONNECT_FAILED));
+            };
+            let messages = payloads
+                .into_iter()
+                .map(|payload| OutboundMessage { msg_id: self.ids.next_id(), payload })
+                .collect();
+            let outcome = publisher.publish_batch(&self.subject, messages).await;
+            Ok(delivery_of(&outcome))
+        })
+    }
+
+    fn buffering(&self) -> Option<Buffering> {
+        Some(self.buffering)
+    }
+
+    fn fork(&self) -> Option<Box<dyn FlowSink>> {
+        Some(Box::new(self.clone()))
+    }
+}
+
+/// Acked and duplicate messages are delivered (a duplicate was stored by an earlier
+/// attempt); the rest are given up under the transport's reason.
+fn delivery_of(outcome: &BatchOutcome) -> Delivery {
+    let mut delivery = Delivery { delivered: outcome.delivered(), ..Delivery::default() };
+    for (reason, count) in &outcome.given_up {
+        delivery.give_up(reason.as_str(), *count);
+    }
+    delivery
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use flow_publish::GiveUpReason;
+
+    #[test]
+    fn each_flow_is_encoded_on_its_own() {
+        let flows: Vec<FlowMessage> = (0..5)
+            .map(|i| FlowMessage { src_port: i, bytes: u64::from(i) * 1000, ..Default::default() })
+            .collect();
+        let payloads = encode_flows(&flows);
+        assert_eq!(payloads.len(), 5);
+        for (flow, payload) in flows.iter().zip(&payloads) {
+            assert_eq!(payload.as_ref(), flow.encode_to_vec().as_slice());
+            let decoded = FlowMessage::decode(payload.clone()).map_err(|e| e.to_string());
+            assert_eq!(decoded.as_ref(), Ok(flow));
+        }
+        assert!(encode_flows(&[]).is_empty());
+    }
+
+    #[test]
+    fn outcomes_map_to_deliveries() {
+        let mut outcome =
+            BatchOutcome { acked: 7, duplicates: 2, retries: 4, ..Default::default() };
+        outcome.given_up.insert(GiveUpReason::AckTimeout, 3);
+        outcome.given_up.insert(GiveUpReason::StreamFull, 1);
+        let delivery = delivery_of(&outcome);
+        assert_eq!(delivery.delivered, 9);
+        assert_eq!(delivery.given_up.get("ack_timeout"), Some(&3));
+        assert_eq!(delivery.given_up.get("stream_full"), Some(&1));
+        assert_eq!(delivery.given_up_total(), 4);
+    }
+
+    #[tokio::test]
+    async fn a_failed_link_gives_up_every_waiting_flow() {
+        let link = JetStreamLink::new();
+        let settings =
+            JetStreamSinkSettings { link: link.clone(), buffer_flows: 10, batches_in_flight: 2 };
+        let mut sink = JetStreamSink::new("flows.a", &settings, Arc::default());
+        let waiting = tokio::spawn(async move {
+            sink.publish(&[FlowMessage::default(), FlowMessage::default()])
+                .await
+                .map_err(|e| e.to_string())
+        });
+        link.inner.status.send_replace(LinkStatus::Failed("bad CA".into()));
+        let delivery = waiting.await.map_err(|e| e.to_string()).and_then(|r| r);
+        assert_eq!(delivery, Ok(Delivery::none(2, CONNECT_FAILED)));
+        assert!(matches!(link.status(), LinkStatus::Failed(why) if &*why == "bad CA"));
+        assert!(!link.is_connected());
+        assert_eq!(*link.connection_state().borrow(), ConnectionState::Disconnected);
+    }
+
+    #[test]
+    fn the_sink_asks_for_an_encoding_buffer_and_forks() {
+        let settings = JetStreamSinkSettings {
+            link: JetStreamLink::new(),
+            buffer_flows: 600_000,
+            batches_in_flight: 40,
+        };
+        let sink = JetStreamSink::new("flows.a", &settings, Arc::default());
+        let buffering = sink.buffering().expect("a buffered sink");
+        assert_eq!((buffering.max_flows, buffering.max_batches_in_flight), (600_000, 40));
+        assert!(buffering.encoder.is_some());
+        assert!(sink.fork().is_some());
+    }
+}

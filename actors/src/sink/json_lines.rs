@@ -1,0 +1,86 @@
+//! The embedded default sink: one JSON object per flow per line.
+
+use std::sync::Arc;
+
+use flowpb::FlowMessage;
+use tokio::io::{AsyncWrite, AsyncWriteExt};
+use tokio::sync::Mutex;
+
+use super::{Delivery, FlowSink, SinkFuture};
+
+/// Writes one JSON object per flow per line (`flowpb::json::to_json_line`), one write and
+/// one flush per batch. The writer is shared behind an async mutex so several subjects can
+/// write to the same stream without interleaving lines.
+pub struct JsonLinesSink<W> {
+    writer: Arc<Mutex<W>>,
+    buffer: Vec<u8>,
+}
+
+/// The embedded default sink: JSON lines on standard output.
+pub type StdoutSink = JsonLinesSink<tokio::io::Stdout>;
+
+impl<W> JsonLinesSink<W> {
+    /// A sink writing to `writer`, which other sinks may share.
+    pub fn new(writer: Arc<Mutex<W>>) -> Self {
+        Self { writer, buffer: Vec::new() }
+    }
+}
+
+impl StdoutSink {
+    /// A sink on the process's standard output (tokio's, which writes off the runtime
+    /// threads).
+    pub fn stdout() -> Self {
+        Self::new(Arc::new(Mutex::new(tokio::io::stdout())))
+    }
+}
+
+impl<W: AsyncWrite + Unpin + Send + 'static> FlowSink for JsonLinesSink<W> {
+    fn publish<'a>(&'a mut self, flows: &'a [FlowMessage]) -> SinkFuture<'a, Delivery> {
+        Box::pin(async move {
+            self.buffer.clear();
+            for flow in flows {
+                self.buffer.extend_from_slice(flowpb::json::to_json_line(flow).as_bytes());
+                self.buffer.push(b'\n');
+            }
+            let mut writer = self.writer.lock().await;
+            writer.write_all(&self.buffer).await?;
+            writer.flush().await?;
+            Ok(Delivery::all(flows.len()))
+        })
+    }
+
+    fn flush(&mut self) -> SinkFuture<'_> {
+        Box::pin(async move {
+            self.writer.lock().await.flush().await?;
+            Ok(())
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn writes_one_json_line_per_flow() {
+        let out = Arc::new(Mutex::new(Vec::<u8>::new()));
+        let mut sink = JsonLinesSink::new(Arc::clone(&out));
+        let flows = vec![
+            FlowMessage { src_port: 1, ..Default::default() },
+            FlowMessage { src_port: 2, ..Default::default() },
+        ];
+        let delivery = sink.publish(&flows).await.map_err(|e| e.to_string()).unwrap();
+        assert_eq!(delivery, Delivery::all(2));
+        sink.publish(&flows[..1]).await.map_err(|e| e.to_string()).unwrap();
+        sink.flush().await.map_err(|e| e.to_string()).unwrap();
+        assert!(sink.buffering().is_none(), "stdout publishes inline");
+
+        let text = String::from_utf8(out.lock().await.clone()).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 3);
+        assert!(text.ends_with('\n'));
+        assert_eq!(lines[0], flowpb::json::to_json_line(&flows[0]));
+        assert_eq!(lines[1], flowpb::json::to_json_line(&flows[1]));
+        assert_eq!(lines[2], lines[0]);
+    }
+}
