@@ -24,7 +24,9 @@ use flow_actors::sink::{
 use flow_actors::{
     CollectorSettings, ExporterLimits, ListenerProtocol, ListenerSettings, SinkSettings,
 };
-use flow_decode::{NetflowSettings, PendingFlowSettings, SamplingPolicy, SflowSettings};
+use flow_decode::{
+    NetflowSettings, PendingFlowSettings, SamplingOverride, SamplingPolicy, SflowSettings,
+};
 use serde::Deserialize;
 use thiserror::Error;
 
@@ -131,6 +133,52 @@ pub struct ListenerConfig {
     pub pending_flows: Option<PendingFlowsConfig>,
     #[serde(default)]
     pub max_samples_per_datagram: Option<u32>,
+    #[serde(default)]
+    pub sampling: Option<SamplingConfig>,
+}
+
+/// `sampling` (netflow only): rates for exporters that announce none, or announce a
+/// wrong one. Announced rates are used otherwise.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct SamplingConfig {
+    /// Rate given to flows whose exporter announced none (absent: they keep 0, "unknown").
+    #[serde(default)]
+    pub default_rate: Option<u64>,
+    /// Rates forced per exporter address or prefix; the longest prefix wins.
+    #[serde(default)]
+    pub overrides: Vec<SamplingOverrideConfig>,
+}
+
+/// One `sampling.overrides[]` entry.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct SamplingOverrideConfig {
+    /// An exporter address ("10.0.0.1") or prefix ("10.0.0.0/8").
+    pub exporter: String,
+    /// 1-in-N sampling rate to stamp on its flows (1 = unsampled).
+    pub rate: u64,
+}
+
+impl SamplingConfig {
+    /// The decoder's policy; errors name the offending entry.
+    fn policy(&self, key: &str) -> Result<SamplingPolicy, ConfigError> {
+        let overrides = self
+            .overrides
+            .iter()
+            .enumerate()
+            .map(|(i, o)| {
+                SamplingOverride::parse(&o.exporter, o.rate).map_err(|e| {
+                    ConfigError::invalid(format!("{key}.overrides[{i}]"), e.to_string())
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let policy = SamplingPolicy { default_rate: self.default_rate, overrides };
+        policy
+            .validate()
+            .map_err(|e| ConfigError::invalid(format!("{key}.default_rate"), e.to_string()))?;
+        Ok(policy)
+    }
 }
 
 /// `pending_flows`: the cache for data that arrives before its template.
@@ -524,12 +572,16 @@ impl ListenerConfig {
                 if let Some(pending) = &self.pending_flows {
                     pending.validate(&format!("{key}.pending_flows"))?;
                 }
+                if let Some(sampling) = &self.sampling {
+                    sampling.policy(&format!("{key}.sampling"))?;
+                }
             }
             ListenerKind::Sflow => {
                 for (name, present) in [
                     ("max_templates", self.max_templates.is_some()),
                     ("max_template_fields", self.max_template_fields.is_some()),
                     ("pending_flows", self.pending_flows.is_some()),
+                    ("sampling", self.sampling.is_some()),
                 ] {
                     if present {
                         return Err(only_for(key, name, "netflow"));
@@ -559,7 +611,10 @@ impl ListenerConfig {
                         max_entry_size_bytes: pending.max_entry_size_bytes,
                         ttl: Duration::from_secs(pending.ttl_secs),
                     }),
-                    sampling: SamplingPolicy::default(),
+                    sampling: match &self.sampling {
+                        Some(sampling) => sampling.policy(&format!("{key}.sampling"))?,
+                        None => SamplingPolicy::default(),
+                    },
                 })
             }
             ListenerKind::Sflow => ListenerProtocol::Sflow(SflowSettings {
@@ -663,13 +718,12 @@ fn validate_subject(key: &str, subject: &str) -> Result<(), ConfigError> {
 fn validate_nats_url(url: &str) -> Result<(), ConfigError> {
     let ok = url.split(',').all(|part| {
         let part = part.trim();
-        ["nats://", "tls://", "ws://", "wss://"].iter().any(|s| part.starts_with(s))
-            && part.len() > "nats://".len()
+        ["nats://", "tls://"].iter().any(|s| part.starts_with(s)) && part.len() > "nats://".len()
     });
     if !ok {
         return Err(ConfigError::invalid(
             "nats_url",
-            format!("\"{url}\" is not a nats://, tls://, ws:// or wss:// URL"),
+            format!("\"{url}\" is not a nats:// or tls:// URL"),
         ));
     }
     Ok(())

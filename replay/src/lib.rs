@@ -10,6 +10,7 @@ pub mod send;
 pub mod write;
 
 use std::net::SocketAddr;
+use std::time::Duration;
 
 pub use pcap::{Capture, DatagramReader, PcapError, SkipCounts, read_file};
 pub use send::{Replayer, SendError, SourcePlan, SourceReport};
@@ -21,6 +22,16 @@ pub struct UdpDatagram {
     pub source: SocketAddr,
     /// IP destination address and UDP destination port, as captured.
     pub destination: SocketAddr,
+    /// Capture time since the Unix epoch: the frame's timestamp when read from a
+    /// capture, and the timestamp its frame gets when written to one.
+    pub timestamp: Duration,
     /// The UDP payload.
     pub payload: Vec<u8>,
+}
+
+impl UdpDatagram {
+    /// The capture time in Unix nanoseconds (saturating far past the year 2554).
+    pub fn timestamp_ns(&self) -> u64 {
+        u64::try_from(self.timestamp.as_nanos()).unwrap_or(u64::MAX)
+    }
 }

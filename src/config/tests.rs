@@ -127,6 +127,7 @@ fn ranges_are_enforced() {
         (r#""stream_subjects": ["flows..raw"]"#, "stream_subjects[0]"),
         (r#""metrics_addr": "nowhere""#, "metrics_addr"),
         (r#""nats_url": "http://nats:4222""#, "nats_url"),
+        (r#""nats_url": "wss://nats:443""#, "nats_url"),
         (r#""max_exporters": 0"#, "max_exporters"),
     ];
     for (fragment, key) in cases {
@@ -335,4 +336,51 @@ fn publish_buffer_flows_is_range_checked() {
     }
     let text = r#"{"publish_buffer_flows": 100, "listeners":[{"protocol":"netflow","listen_addr":"0.0.0.0:2055"}]}"#;
     parse(text).unwrap().validate().unwrap();
+}
+
+#[test]
+fn sampling_policy_reaches_the_netflow_decoder() {
+    let text = r#"{"listeners":[{"protocol":"netflow","listen_addr":"0.0.0.0:2055",
+        "sampling":{"default_rate":1,"overrides":[{"exporter":"10.0.0.0/8","rate":1000},
+                                                  {"exporter":"10.1.2.3","rate":64}]}}]}"#;
+    let config = parse(text).unwrap();
+    config.validate().unwrap();
+    let settings = config.collector_settings().unwrap();
+    let ListenerProtocol::Netflow(netflow) = &settings.listeners[0].protocol else {
+        panic!("netflow listener expected");
+    };
+    let policy = &netflow.sampling;
+    assert_eq!(policy.default_rate, Some(1));
+    assert_eq!(policy.override_for("10.9.9.9".parse().unwrap()), Some(1000));
+    assert_eq!(policy.override_for("10.1.2.3".parse().unwrap()), Some(64), "longest prefix");
+    assert_eq!(policy.override_for("192.0.2.1".parse().unwrap()), None);
+}
+
+#[test]
+fn sampling_mistakes_name_the_entry() {
+    let listener = |sampling: &str| {
+        format!(
+            r#"{{"listeners":[{{"protocol":"netflow","listen_addr":"0.0.0.0:2055","sampling":{sampling}}}]}}"#
+        )
+    };
+    assert_eq!(
+        invalid_key(&listener(r#"{"overrides":[{"exporter":"10.0.0.0/33","rate":5}]}"#)),
+        "listeners[0].sampling.overrides[0]"
+    );
+    assert_eq!(
+        invalid_key(&listener(r#"{"overrides":[{"exporter":"router-a","rate":5}]}"#)),
+        "listeners[0].sampling.overrides[0]"
+    );
+    assert_eq!(
+        invalid_key(&listener(r#"{"overrides":[{"exporter":"10.0.0.1","rate":0}]}"#)),
+        "listeners[0].sampling.overrides[0]"
+    );
+    assert_eq!(
+        invalid_key(&listener(r#"{"default_rate":0}"#)),
+        "listeners[0].sampling.default_rate"
+    );
+    let sflow = r#"{"listeners":[{"protocol":"sflow","listen_addr":"0.0.0.0:6343","sampling":{"default_rate":5}}]}"#;
+    assert_eq!(invalid_key(sflow), "listeners[0].sampling");
+    let typo = listener(r#"{"default":5}"#);
+    assert!(parse(&typo).unwrap_err().to_string().contains("`default`"));
 }

@@ -156,7 +156,7 @@ MIRROR = [
     ("partition", "   ", False),
     ("nats_url", "nats://a", True),
     ("nats_url", "nats://n1:4222, tls://n2:4222", True),
-    ("nats_url", "wss://nats.example:443", True),
+    ("nats_url", "wss://nats.example:443", False),
     ("nats_url", "http://nats:4222", False),
     ("nats_url", "nats://a,", False),
     ("nats_url", "tls://a", False),
