@@ -37,7 +37,13 @@ pub enum LifecycleEvent {
     /// A template (or options template) not known before was learned.
     TemplateLearned { protocol: Protocol, domain: u32, template_id: u16, field_count: usize },
     /// A known template ID arrived with a different layout; the new one replaced it.
-    TemplateCollision { protocol: Protocol, domain: u32, template_id: u16, old_field_count: usize, new_field_count: usize },
+    TemplateCollision {
+        protocol: Protocol,
+        domain: u32,
+        template_id: u16,
+        old_field_count: usize,
+        new_field_count: usize,
+    },
     /// A template was dropped because the cache reached `max_templates`.
     TemplateEvicted { protocol: Protocol, domain: u32, template_id: u16 },
     /// A template outlived its time to live.

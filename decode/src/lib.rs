@@ -47,7 +47,11 @@ pub struct Datagram<'a> {
 /// The decoder state of one exporter, whatever protocol it speaks.
 pub trait ExporterSession: Send {
     /// Decodes one datagram, appending its flows to `out`.
-    fn decode(&mut self, datagram: Datagram<'_>, out: &mut Vec<flowpb::FlowMessage>) -> DatagramReport;
+    fn decode(
+        &mut self,
+        datagram: Datagram<'_>,
+        out: &mut Vec<flowpb::FlowMessage>,
+    ) -> DatagramReport;
     /// Ages out state that timed out (templates past their TTL, pending flows past
     /// `ttl_secs`), returning the lifecycle events that caused.
     fn expire(&mut self, now_ns: u64) -> Vec<LifecycleEvent>;

@@ -17,9 +17,13 @@ pub enum DecodeError {
     LengthPastEnd { protocol: Protocol, length: usize },
     #[error("{protocol} template {template_id} rejected: {detail}")]
     BadTemplate { protocol: Protocol, template_id: u16, detail: String },
-    #[error("{protocol} template {template_id} has {fields} fields, more than max_template_fields {max}")]
+    #[error(
+        "{protocol} template {template_id} has {fields} fields, more than max_template_fields {max}"
+    )]
     TooManyFields { protocol: Protocol, template_id: u16, fields: usize, max: usize },
-    #[error("{protocol} data for template {template_id} dropped: no template and no room to hold it")]
+    #[error(
+        "{protocol} data for template {template_id} dropped: no template and no room to hold it"
+    )]
     NoTemplate { protocol: Protocol, template_id: u16 },
     #[error("{protocol} malformed: {detail}")]
     Malformed { protocol: Protocol, detail: String },

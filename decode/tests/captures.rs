@@ -19,8 +19,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use flow_decode::{
-    Datagram, ExporterSession, NetflowSession, NetflowSettings, PendingFlowSettings,
-    SamplingPolicy,
+    Datagram, ExporterSession, NetflowSession, NetflowSettings, PendingFlowSettings, SamplingPolicy,
 };
 use support::pcap::udp_datagrams;
 use support::reference::{ReferenceStream, compare, to_object};
