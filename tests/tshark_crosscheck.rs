@@ -14,7 +14,7 @@ use std::net::{IpAddr, Ipv4Addr, UdpSocket};
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use flow_replay::write::write_pcap_file;
 use flow_replay::{SourcePlan, UdpDatagram, read_file};
@@ -206,6 +206,7 @@ fn record_exporter(export: impl FnOnce(u16)) -> Vec<UdpDatagram> {
         datagrams.push(UdpDatagram {
             source: from,
             destination: local,
+            timestamp: SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default(),
             payload: buf[..len].to_vec(),
         });
     }

@@ -21,7 +21,7 @@ use std::time::Duration;
 use flow_decode::{
     Datagram, ExporterSession, NetflowSession, NetflowSettings, PendingFlowSettings, SamplingPolicy,
 };
-use support::pcap::udp_datagrams;
+use support::capture::udp_datagrams;
 use support::reference::{ReferenceStream, compare, to_object};
 
 fn pcaps_dir() -> PathBuf {
@@ -65,7 +65,7 @@ fn reference_for(pcap: &Path) -> PathBuf {
 
 /// Replays one capture; returns the number of flows compared.
 fn replay(pcap: &Path) -> usize {
-    let datagrams = udp_datagrams(pcap).unwrap_or_else(|e| panic!("{e}"));
+    let datagrams = udp_datagrams(pcap);
     let reference_path = reference_for(pcap);
     let reference = std::fs::read_to_string(&reference_path)
         .unwrap_or_else(|e| panic!("{}: {e}", reference_path.display()));
@@ -89,7 +89,7 @@ fn replay(pcap: &Path) -> usize {
         let report = session.decode(
             Datagram {
                 source: datagram.source,
-                received_ns: datagram.timestamp_ns,
+                received_ns: datagram.timestamp_ns(),
                 payload: &datagram.payload,
             },
             &mut flows,
@@ -104,7 +104,7 @@ fn replay(pcap: &Path) -> usize {
                 panic!("{place}: {mismatch}\nexpected {}\ngot {json}", to_object(want));
             }
             assert_eq!(json["sampler_address"], exporter.to_string(), "{place}");
-            assert_eq!(flow.time_received_ns, datagram.timestamp_ns, "{place}");
+            assert_eq!(flow.time_received_ns, datagram.timestamp_ns(), "{place}");
         }
         compared += flows.len();
     }
@@ -147,7 +147,7 @@ fn mutated_and_truncated_captures_never_panic() {
     let mut rng = XorShift(0x9E37_79B9_7F4A_7C15);
     let mut decoded = 0usize;
     for pcap in &pcaps {
-        let datagrams = udp_datagrams(pcap).unwrap_or_else(|e| panic!("{e}"));
+        let datagrams = udp_datagrams(pcap);
         for round in 0..20 {
             let mut session = NetflowSession::new(&settings());
             for datagram in &datagrams {
@@ -165,7 +165,7 @@ fn mutated_and_truncated_captures_never_panic() {
                 let report = session.decode(
                     Datagram {
                         source: datagram.source,
-                        received_ns: datagram.timestamp_ns,
+                        received_ns: datagram.timestamp_ns(),
                         payload: &payload,
                     },
                     &mut flows,

@@ -13,7 +13,7 @@ use flow_decode::{
     Datagram, DatagramReport, ExporterSession, FidelityStats, LifecycleEvent, NetflowSession,
 };
 use flowpb::FlowMessage;
-use support::pcap::udp_datagrams;
+use support::capture::udp_datagrams;
 
 fn capture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/pcaps").join(name)
@@ -28,7 +28,7 @@ struct Replay {
 
 fn replay(name: &str) -> Replay {
     let path = capture(name);
-    let datagrams = udp_datagrams(&path).unwrap_or_else(|e| panic!("{e}"));
+    let datagrams = udp_datagrams(&path);
     let mut sessions: HashMap<IpAddr, NetflowSession> = HashMap::new();
     let (mut flows, mut reports) = (Vec::new(), Vec::new());
     for datagram in &datagrams {
@@ -38,7 +38,7 @@ fn replay(name: &str) -> Replay {
         let report = session.decode(
             Datagram {
                 source: datagram.source,
-                received_ns: datagram.timestamp_ns,
+                received_ns: datagram.timestamp_ns(),
                 payload: &datagram.payload,
             },
             &mut flows,

@@ -15,10 +15,11 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use flow_decode::{Datagram, ExporterSession, SflowSession, SflowSettings};
+use flow_replay::write::write_frames_file;
 use flowpb::FlowMessage;
 use serde_json::Value;
 use sflow_builder::tools::{
-    addr_bytes, find_tool, mac, num, samples_of, scratch_dir, tshark_sflow, write_pcap,
+    addr_bytes, capture_times, find_tool, mac, num, samples_of, scratch_dir, tshark_sflow,
 };
 use sflow_builder::*;
 
@@ -244,7 +245,9 @@ fn pmacct_sfprobe_export_decodes_like_the_packets_and_like_tshark() {
     let dir = scratch_dir("sflow-real-agent");
     let expected = traffic();
     let traffic_pcap = dir.join("traffic.pcap");
-    write_pcap(&traffic_pcap, &expected.iter().map(|e| e.frame.clone()).collect::<Vec<_>>());
+    let frames: Vec<(Duration, Vec<u8>)> =
+        capture_times().zip(expected.iter().map(|e| e.frame.clone())).collect();
+    write_frames_file(&traffic_pcap, &frames).expect("write traffic pcap");
 
     let (datagrams, port) = capture_sflow(&pmacctd, &dir, &traffic_pcap);
     let log = fs::read_to_string(dir.join("pmacctd.log")).unwrap_or_default();

@@ -1,13 +1,19 @@
 //! Reads a pcap or pcapng capture and yields its UDP datagrams in file order.
 //!
 //! Frames that hold no whole UDP datagram (other protocols, IP fragments, frames cut
-//! short by the snap length) are skipped and counted in [`SkipCounts`].
+//! short by the snap length) are skipped and counted in [`SkipCounts`]. Each datagram
+//! keeps its frame's capture timestamp (pcapng: per the interface's `if_tsresol` and
+//! `if_tsoffset`; simple packet blocks carry none and read as the epoch).
 
 use std::fs::File;
 use std::io::{BufReader, Chain, Cursor, Read};
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use pcap_file::pcap::PcapReader;
+use pcap_file::pcapng::blocks::interface_description::{
+    InterfaceDescriptionBlock, InterfaceDescriptionOption,
+};
 use pcap_file::pcapng::{Block, PcapNgReader};
 
 use crate::UdpDatagram;
@@ -96,7 +102,46 @@ type Peeked<R> = Chain<Cursor<[u8; 4]>, R>;
 /// The container format, with its reader.
 enum Format<R: Read> {
     Pcap { reader: PcapReader<Peeked<R>>, link: Link },
-    PcapNg { reader: PcapNgReader<Peeked<R>>, links: Vec<Option<Link>> },
+    PcapNg { reader: PcapNgReader<Peeked<R>>, interfaces: Vec<Interface> },
+}
+
+/// A pcapng interface: its framing, when supported, and its timestamp clock.
+#[derive(Debug, Clone, Copy)]
+struct Interface {
+    link: Option<Link>,
+    /// Timestamp units per second (`if_tsresol`, microseconds by default); 0 when the
+    /// resolution is too fine to represent.
+    units_per_second: u128,
+    /// Seconds added to every timestamp (`if_tsoffset`).
+    offset_secs: u64,
+}
+
+impl Interface {
+    fn new(idb: &InterfaceDescriptionBlock<'_>) -> Self {
+        let (mut resolution, mut offset_secs) = (6u8, 0u64);
+        for option in &idb.options {
+            match *option {
+                InterfaceDescriptionOption::IfTsResol(value) => resolution = value,
+                InterfaceDescriptionOption::IfTsOffset(value) => offset_secs = value,
+                _ => {}
+            }
+        }
+        // The high bit chooses a power of two over a power of ten.
+        let base: u128 = if resolution & 0x80 == 0 { 10 } else { 2 };
+        let units_per_second = base.checked_pow(u32::from(resolution & 0x7F)).unwrap_or(0);
+        Self { link: Link::from_datalink(idb.linktype), units_per_second, offset_secs }
+    }
+
+    /// The time since the Unix epoch of a timestamp of `units` of this interface's clock.
+    fn time(&self, units: u64) -> Duration {
+        let offset = Duration::from_secs(self.offset_secs);
+        let units = u128::from(units);
+        let Some(secs) = units.checked_div(self.units_per_second) else { return offset };
+        let nanos = units % self.units_per_second * 1_000_000_000 / self.units_per_second;
+        let secs = u64::try_from(secs).unwrap_or(u64::MAX);
+        let nanos = u32::try_from(nanos).unwrap_or(0);
+        Duration::new(secs, nanos).saturating_add(offset)
+    }
 }
 
 /// A streaming reader of the UDP datagrams in a pcap or pcapng capture.
@@ -127,7 +172,7 @@ impl<R: Read> DatagramReader<R> {
         input.read_exact(&mut magic)?;
         let input = Cursor::new(magic).chain(input);
         let format = if magic == PCAPNG_MAGIC {
-            Format::PcapNg { reader: PcapNgReader::new(input)?, links: Vec::new() }
+            Format::PcapNg { reader: PcapNgReader::new(input)?, interfaces: Vec::new() }
         } else {
             let reader = PcapReader::new(input)?;
             let datalink = reader.header().datalink;
@@ -147,7 +192,7 @@ impl<R: Read> DatagramReader<R> {
         let skipped = &mut self.skipped;
         match &mut self.format {
             Format::Pcap { reader, link } => next_in_pcap(reader, *link, skipped),
-            Format::PcapNg { reader, links } => next_in_pcapng(reader, links, skipped),
+            Format::PcapNg { reader, interfaces } => next_in_pcapng(reader, interfaces, skipped),
         }
     }
 }
@@ -176,7 +221,7 @@ fn next_in_pcap<R: Read>(
             Ok(packet) => packet,
             Err(e) => return Some(Err(e.into())),
         };
-        if let Some(datagram) = datagram_in(Some(link), &packet.data, skipped) {
+        if let Some(datagram) = datagram_in(Some(link), packet.timestamp, &packet.data, skipped) {
             return Some(Ok(datagram));
         }
     }
@@ -185,7 +230,7 @@ fn next_in_pcap<R: Read>(
 /// The next datagram of a pcapng file, tracking each section's interfaces.
 fn next_in_pcapng<R: Read>(
     reader: &mut PcapNgReader<R>,
-    links: &mut Vec<Option<Link>>,
+    interfaces: &mut Vec<Interface>,
     skipped: &mut SkipCounts,
 ) -> Option<Result<UdpDatagram, PcapError>> {
     loop {
@@ -195,23 +240,26 @@ fn next_in_pcapng<R: Read>(
         };
         let found = match &block {
             Block::SectionHeader(_) => {
-                links.clear();
+                interfaces.clear();
                 None
             }
             Block::InterfaceDescription(idb) => {
-                links.push(Link::from_datalink(idb.linktype));
+                interfaces.push(Interface::new(idb));
                 None
             }
             Block::EnhancedPacket(epb) => {
-                datagram_in(interface_link(links, epb.interface_id), &epb.data, skipped)
+                // pcap-file 2 hands over the raw timestamp count as if it were nanoseconds.
+                let units = u64::try_from(epb.timestamp.as_nanos()).unwrap_or(u64::MAX);
+                datagram_on(interfaces, epb.interface_id, Some(units), &epb.data, skipped)
             }
             Block::SimplePacket(spb) => {
                 let len =
                     usize::try_from(spb.original_len).unwrap_or(usize::MAX).min(spb.data.len());
-                datagram_in(interface_link(links, 0), &spb.data[..len], skipped)
+                datagram_on(interfaces, 0, None, &spb.data[..len], skipped)
             }
             Block::Packet(pb) => {
-                datagram_in(interface_link(links, u32::from(pb.interface_id)), &pb.data, skipped)
+                let id = u32::from(pb.interface_id);
+                datagram_on(interfaces, id, Some(pb.timestamp), &pb.data, skipped)
             }
             _ => None,
         };
@@ -221,13 +269,27 @@ fn next_in_pcapng<R: Read>(
     }
 }
 
-/// The link type of interface `id` of the current section, if known and supported.
-fn interface_link(links: &[Option<Link>], id: u32) -> Option<Link> {
-    usize::try_from(id).ok().and_then(|i| links.get(i).copied().flatten())
+/// The datagram in `frame`, captured on interface `id` of the current section at
+/// `units` of its clock (the epoch without a timestamp).
+fn datagram_on(
+    interfaces: &[Interface],
+    id: u32,
+    units: Option<u64>,
+    frame: &[u8],
+    skipped: &mut SkipCounts,
+) -> Option<UdpDatagram> {
+    let interface = usize::try_from(id).ok().and_then(|i| interfaces.get(i));
+    let timestamp = interface.zip(units).map_or(Duration::ZERO, |(i, units)| i.time(units));
+    datagram_in(interface.and_then(|i| i.link), timestamp, frame, skipped)
 }
 
 /// The datagram in `frame`, or `None` after counting why there is none.
-fn datagram_in(link: Option<Link>, frame: &[u8], skipped: &mut SkipCounts) -> Option<UdpDatagram> {
+fn datagram_in(
+    link: Option<Link>,
+    timestamp: Duration,
+    frame: &[u8],
+    skipped: &mut SkipCounts,
+) -> Option<UdpDatagram> {
     let Some(link) = link else {
         skipped.unsupported_link += 1;
         return None;
@@ -236,6 +298,7 @@ fn datagram_in(link: Option<Link>, frame: &[u8], skipped: &mut SkipCounts) -> Op
         Ok(view) => Some(UdpDatagram {
             source: view.source,
             destination: view.destination,
+            timestamp,
             payload: view.payload.to_vec(),
         }),
         Err(skip) => {
@@ -248,12 +311,10 @@ fn datagram_in(link: Option<Link>, frame: &[u8], skipped: &mut SkipCounts) -> Op
 #[cfg(test)]
 mod tests {
     use std::borrow::Cow;
-    use std::time::Duration;
 
     use pcap_file::DataLink;
     use pcap_file::pcapng::PcapNgWriter;
     use pcap_file::pcapng::blocks::enhanced_packet::EnhancedPacketBlock;
-    use pcap_file::pcapng::blocks::interface_description::InterfaceDescriptionBlock;
 
     use super::*;
     use crate::write::{ethernet_frame, udp_ip_packet, write_pcap};
@@ -262,16 +323,27 @@ mod tests {
         UdpDatagram {
             source: src.parse().unwrap_or_else(|e| panic!("{e}")),
             destination: dst.parse().unwrap_or_else(|e| panic!("{e}")),
+            timestamp: Duration::ZERO,
             payload: payload.to_vec(),
         }
     }
 
     #[test]
-    fn pcap_round_trip_keeps_order_and_families() {
+    fn pcap_round_trip_keeps_order_families_and_times() {
+        let at = |micros: u64| Duration::from_secs(1_704_067_200) + Duration::from_micros(micros);
         let sent = vec![
-            datagram("10.0.0.1:1000", "10.0.0.9:2055", b"first"),
-            datagram("[2001:db8::1]:1001", "[2001:db8::9]:4739", b"second"),
-            datagram("10.0.0.2:1002", "10.0.0.9:2055", &[7u8; 1400]),
+            UdpDatagram {
+                timestamp: at(0),
+                ..datagram("10.0.0.1:1000", "10.0.0.9:2055", b"first")
+            },
+            UdpDatagram {
+                timestamp: at(1),
+                ..datagram("[2001:db8::1]:1001", "[2001:db8::9]:4739", b"second")
+            },
+            UdpDatagram {
+                timestamp: at(1_500_000),
+                ..datagram("10.0.0.2:1002", "10.0.0.9:2055", &[7u8; 1400])
+            },
         ];
         let bytes = write_pcap(Vec::new(), &sent).unwrap_or_else(|e| panic!("{e}"));
         let mut reader = DatagramReader::new(bytes.as_slice()).unwrap_or_else(|e| panic!("{e}"));
@@ -289,7 +361,12 @@ mod tests {
         let mut writer = PcapNgWriter::new(Vec::new()).unwrap_or_else(|e| panic!("{e}"));
         let interfaces = [DataLink::ETHERNET, DataLink::RAW, DataLink::IEEE802_11];
         for linktype in interfaces {
-            let idb = InterfaceDescriptionBlock::new(linktype, 65535);
+            let mut idb = InterfaceDescriptionBlock::new(linktype, 65535);
+            if linktype == DataLink::RAW {
+                // Nanosecond clock, 100 s ahead.
+                idb.options.push(InterfaceDescriptionOption::IfTsResol(9));
+                idb.options.push(InterfaceDescriptionOption::IfTsOffset(100));
+            }
             writer.write_pcapng_block(idb).unwrap_or_else(|e| panic!("{e}"));
         }
         let frames = [(0, ethernet_frame(&packet, 0x0800)), (1, packet.clone()), (2, packet)];
@@ -297,7 +374,8 @@ mod tests {
             let len = u32::try_from(frame.len()).unwrap_or(u32::MAX);
             let epb = EnhancedPacketBlock {
                 interface_id,
-                timestamp: Duration::ZERO,
+                // pcap-file writes this count as is: 1_500_000 units of each interface.
+                timestamp: Duration::from_nanos(1_500_000),
                 original_len: len,
                 data: Cow::Owned(frame),
                 options: vec![],
@@ -308,7 +386,9 @@ mod tests {
         let mut reader = DatagramReader::new(bytes.as_slice()).unwrap_or_else(|e| panic!("{e}"));
         let read: Vec<UdpDatagram> =
             reader.by_ref().collect::<Result<_, _>>().unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(read, vec![d.clone(), d]);
+        let on_ethernet = UdpDatagram { timestamp: Duration::from_millis(1_500), ..d.clone() };
+        let on_raw = UdpDatagram { timestamp: Duration::from_micros(100_001_500), ..d };
+        assert_eq!(read, vec![on_ethernet, on_raw]);
         assert_eq!(reader.skipped(), SkipCounts { unsupported_link: 1, ..SkipCounts::default() });
     }
 

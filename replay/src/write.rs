@@ -44,39 +44,50 @@ pub enum WriteError {
 
 const SNAPLEN: u32 = 65_535;
 const IPPROTO_UDP: u8 = 17;
-/// Capture timestamps start here (2024-01-01T00:00:00Z) and step 1 ms per frame.
-const FIRST_TIMESTAMP: Duration = Duration::from_secs(1_704_067_200);
 
-/// Writes `datagrams` as an Ethernet pcap file at `path`.
+/// Writes `datagrams` as an Ethernet pcap file at `path`, each frame stamped with its
+/// datagram's timestamp.
 pub fn write_pcap_file<'a>(
     path: &Path,
     datagrams: impl IntoIterator<Item = &'a UdpDatagram>,
 ) -> Result<(), WriteError> {
-    let file = File::create(path)
-        .map_err(|source| WriteError::Create { path: path.to_path_buf(), source })?;
-    let mut out = write_pcap(BufWriter::new(file), datagrams)?;
-    out.flush()?;
-    Ok(())
+    write_frames_file(path, &datagram_frames(datagrams)?)
 }
 
-/// Writes `datagrams` as an Ethernet pcap stream into `out`, returning `out`. Frames
-/// are stamped 1 ms apart from 2024-01-01T00:00:00Z.
+/// Writes `datagrams` as an Ethernet pcap stream into `out`, returning `out`; each
+/// frame is stamped with its datagram's timestamp.
 pub fn write_pcap<'a, W: Write>(
     out: W,
     datagrams: impl IntoIterator<Item = &'a UdpDatagram>,
 ) -> Result<W, WriteError> {
-    let mut frames = Vec::new();
-    let mut timestamp = FIRST_TIMESTAMP;
-    for datagram in datagrams {
-        let packet = udp_ip_packet(datagram.source, datagram.destination, &datagram.payload)?;
-        frames.push((timestamp, ethernet_frame(&packet, ethertype(datagram.source.ip()))));
-        timestamp += Duration::from_millis(1);
-    }
-    write_frames(out, &frames)
+    write_frames(out, &datagram_frames(datagrams)?)
+}
+
+/// Each datagram as a timestamped Ethernet/IP/UDP frame.
+fn datagram_frames<'a>(
+    datagrams: impl IntoIterator<Item = &'a UdpDatagram>,
+) -> Result<Vec<(Duration, Vec<u8>)>, WriteError> {
+    datagrams
+        .into_iter()
+        .map(|d| {
+            let packet = udp_ip_packet(d.source, d.destination, &d.payload)?;
+            Ok((d.timestamp, ethernet_frame(&packet, ethertype(d.source.ip()))))
+        })
+        .collect()
 }
 
 /// Writes Ethernet `frames` with their capture timestamps (since the Unix epoch) as a
-/// pcap stream into `out`, returning `out`.
+/// pcap file at `path`.
+pub fn write_frames_file(path: &Path, frames: &[(Duration, Vec<u8>)]) -> Result<(), WriteError> {
+    let file = File::create(path)
+        .map_err(|source| WriteError::Create { path: path.to_path_buf(), source })?;
+    let mut out = write_frames(BufWriter::new(file), frames)?;
+    out.flush()?;
+    Ok(())
+}
+
+/// Writes Ethernet `frames` with their capture timestamps (since the Unix epoch, kept
+/// to the microsecond) as a pcap stream into `out`, returning `out`.
 pub fn write_frames<W: Write>(out: W, frames: &[(Duration, Vec<u8>)]) -> Result<W, WriteError> {
     let header = PcapHeader {
         version_major: 2,

@@ -7,7 +7,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use flow_replay::write::{
-    ethernet_frame, ethertype, internet_checksum, ip_packet, transport_checksum, write_frames,
+    ethernet_frame, ethertype, internet_checksum, ip_packet, transport_checksum, write_frames_file,
 };
 
 const TCP: u8 = 6;
@@ -201,9 +201,6 @@ pub fn write_traffic_pcap(path: &Path) -> usize {
             (START + Duration::from_micros(p.at_us), frame)
         })
         .collect();
-    let file = std::fs::File::create(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    write_frames(std::io::BufWriter::new(file), &frames)
-        .and_then(|mut w| std::io::Write::flush(&mut w).map_err(Into::into))
-        .unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
+    write_frames_file(path, &frames).unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
     frames.len()
 }

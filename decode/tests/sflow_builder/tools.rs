@@ -1,13 +1,15 @@
-//! External tools for the sFlow tests: a pcap writer and Wireshark's `tshark` as an
-//! independent sFlow dissector.
+//! External tools for the sFlow tests: Wireshark's `tshark` as an independent sFlow
+//! dissector, reading datagrams that `flow-replay` writes to a pcap.
 
 use std::fs;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::time::Duration;
 
+use flow_replay::UdpDatagram;
+use flow_replay::write::write_pcap_file;
 use serde_json::Value;
-
-use super::{MAC_A, MAC_B, ethernet, ipv4};
 
 /// `name` on the PATH or in the usual system directories.
 pub fn find_tool(name: &str) -> Option<PathBuf> {
@@ -26,42 +28,27 @@ pub fn scratch_dir(test: &str) -> PathBuf {
     dir
 }
 
-/// A classic libpcap file (microsecond timestamps) of Ethernet frames.
-pub fn write_pcap(path: &Path, frames: &[Vec<u8>]) {
-    let mut out = Vec::new();
-    out.extend_from_slice(&0xA1B2_C3D4u32.to_le_bytes());
-    out.extend_from_slice(&2u16.to_le_bytes());
-    out.extend_from_slice(&4u16.to_le_bytes());
-    out.extend_from_slice(&0i32.to_le_bytes());
-    out.extend_from_slice(&0u32.to_le_bytes());
-    out.extend_from_slice(&65_535u32.to_le_bytes());
-    out.extend_from_slice(&1u32.to_le_bytes()); // LINKTYPE_ETHERNET
-    for (i, frame) in frames.iter().enumerate() {
-        out.extend_from_slice(&(1_700_000_000u32 + i as u32).to_le_bytes());
-        out.extend_from_slice(&0u32.to_le_bytes());
-        out.extend_from_slice(&(frame.len() as u32).to_le_bytes());
-        out.extend_from_slice(&(frame.len() as u32).to_le_bytes());
-        out.extend_from_slice(frame);
-    }
-    fs::write(path, out).expect("write pcap");
+/// Capture timestamps for the frames of a pcap the sFlow tests write: one second apart
+/// from 2023-11-14T22:13:20Z.
+pub fn capture_times() -> impl Iterator<Item = Duration> {
+    (1_700_000_000..).map(Duration::from_secs)
 }
 
-/// Wraps a datagram in Ethernet/IPv4/UDP to `dst_port`, for a pcap tshark reads.
-pub fn udp_frame(payload: &[u8], dst_port: u16) -> Vec<u8> {
-    let udp_len = 8 + payload.len() as u16;
-    [
-        ethernet(MAC_B, MAC_A, 0x0800),
-        ipv4(0, 0, 0, 0, 64, 17, [127, 0, 0, 1], [127, 0, 0, 1], udp_len),
-        [40_000u16.to_be_bytes(), dst_port.to_be_bytes(), udp_len.to_be_bytes(), [0, 0]].concat(),
-        payload.to_vec(),
-    ]
-    .concat()
-}
-
-/// Writes `datagrams` to a pcap in `dir` and returns tshark's sFlow layer of each.
+/// Writes `datagrams` (from 127.0.0.1:40000 to 127.0.0.1:`port`) to a pcap in `dir` and
+/// returns tshark's sFlow layer of each.
 pub fn tshark_sflow(tshark: &Path, dir: &Path, datagrams: &[Vec<u8>], port: u16) -> Vec<Value> {
     let pcap = dir.join("sflow.pcap");
-    write_pcap(&pcap, &datagrams.iter().map(|d| udp_frame(d, port)).collect::<Vec<_>>());
+    let records: Vec<UdpDatagram> = datagrams
+        .iter()
+        .zip(capture_times())
+        .map(|(payload, timestamp)| UdpDatagram {
+            source: SocketAddr::from((Ipv4Addr::LOCALHOST, 40_000)),
+            destination: SocketAddr::from((Ipv4Addr::LOCALHOST, port)),
+            timestamp,
+            payload: payload.clone(),
+        })
+        .collect();
+    write_pcap_file(&pcap, &records).expect("write sFlow pcap");
     let output = Command::new(tshark)
         .arg("-r")
         .arg(&pcap)

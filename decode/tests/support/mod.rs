@@ -1,6 +1,6 @@
-//! Shared helpers of the decoder's integration tests: pcap reading, the NetGauze
-//! reference comparison, and NetFlow/IPFIX datagram builders.
+//! Shared helpers of the decoder's integration tests: capture reading (through
+//! `flow-replay`), the NetGauze reference comparison, and NetFlow/IPFIX datagram builders.
 
+pub mod capture;
 pub mod netflow;
-pub mod pcap;
 pub mod reference;
