@@ -12,7 +12,8 @@ loops=${1:-1500}
 shared=${SHARED_DIR:-../shared}
 command -v nats-server >/dev/null || { echo "nats-server is required (apt-get install nats-server)"; exit 1; }
 
-cargo build --release --locked -q --bin serviceradar-flow-collector -p flow-replay
+cargo build --release --locked -q --bin serviceradar-flow-collector
+cargo build --release --locked -q -p flow-replay
 work=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
 
