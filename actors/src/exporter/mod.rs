@@ -6,6 +6,7 @@
 //! Supervised by its listener: when it fails, the listener starts a fresh one, and the
 //! exporter re-learns its templates from the next refresh.
 
+mod metrics;
 mod report;
 
 use std::net::{IpAddr, SocketAddr};

@@ -1,6 +1,12 @@
 //! Turns what a decoder session reports into the operator guide's log lines and counter
 //! increments. Each lifecycle event is logged once, here, by the exporter that owns the
 //! state, as a `tracing` event carrying exporter, domain, template, protocol and partition.
+//!
+//! Each log event is emitted inside a short lifecycle span (target [`LIFECYCLE_TARGET`])
+//! that carries the same attributes, for OTLP export: the telemetry layer keeps these
+//! spans out of the log lines, so their text is unchanged. OTLP has no unsigned integers,
+//! so numbers are recorded as `i64`. Missing-template spans are rate-limited with their
+//! log line.
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -8,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use flow_decode::report::CacheStats;
 use flow_decode::{DecodeError, LifecycleEvent, Protocol};
+use tracing::Span;
 
 use crate::counters::ListenerCounters;
 use crate::ratelimit::KeyedLogLimiter;
@@ -18,6 +25,8 @@ const MISSING_TEMPLATE_LOG_INTERVAL: Duration = Duration::from_secs(60);
 const DECODE_ERROR_LOG_INTERVAL: Duration = Duration::from_secs(10);
 /// Templates (or reasons) remembered by the limiters of one exporter.
 const MAX_LIMITED_KEYS: usize = 1024;
+/// Target of the lifecycle spans; flow-telemetry hides spans of this target from logs.
+pub(crate) const LIFECYCLE_TARGET: &str = "flow_actors::lifecycle";
 
 /// How logs name an exporter: "192.168.1.1:2055", or the bare address while its source
 /// port is not known yet (a restarted exporter before its next datagram; port 0 is never
@@ -45,6 +54,53 @@ pub(crate) fn event_kind(event: &LifecycleEvent) -> &'static str {
     }
 }
 
+/// The OTLP span name of a lifecycle event.
+pub(crate) fn span_name(event: &LifecycleEvent) -> &'static str {
+    match event {
+        LifecycleEvent::TemplateLearned { .. } => "template.learned",
+        LifecycleEvent::TemplateCollision { .. } => "template.collision",
+        LifecycleEvent::TemplateEvicted { .. } => "template.evicted",
+        LifecycleEvent::TemplateExpired { .. } => "template.expired",
+        LifecycleEvent::TemplateWithdrawn { .. } => "template.withdrawn",
+        LifecycleEvent::MissingTemplate { .. } => "template.missing",
+        LifecycleEvent::PendingReplayed { .. } => "pending.replayed",
+        LifecycleEvent::PendingDropped { .. } => "pending.dropped",
+        LifecycleEvent::ExporterRestarted { .. } => "exporter.restarted",
+    }
+}
+
+/// The protocol, observation domain and template id (absent for a restart) of an event.
+fn scope(event: &LifecycleEvent) -> (Protocol, u32, Option<u16>) {
+    match *event {
+        LifecycleEvent::TemplateLearned { protocol, domain, template_id, .. }
+        | LifecycleEvent::TemplateCollision { protocol, domain, template_id, .. }
+        | LifecycleEvent::TemplateEvicted { protocol, domain, template_id }
+        | LifecycleEvent::TemplateExpired { protocol, domain, template_id }
+        | LifecycleEvent::TemplateWithdrawn { protocol, domain, template_id }
+        | LifecycleEvent::MissingTemplate { protocol, domain, template_id }
+        | LifecycleEvent::PendingReplayed { protocol, domain, template_id, .. }
+        | LifecycleEvent::PendingDropped { protocol, domain, template_id, .. } => {
+            (protocol, domain, Some(template_id))
+        }
+        LifecycleEvent::ExporterRestarted { protocol, domain } => (protocol, domain, None),
+    }
+}
+
+/// The lifecycle span of `event`, to be entered around its log line.
+fn lifecycle_span(event: &LifecycleEvent, exporter: &ExporterName, partition: &str) -> Span {
+    let (protocol, domain, template_id) = scope(event);
+    tracing::info_span!(
+        target: LIFECYCLE_TARGET,
+        "lifecycle",
+        otel.name = span_name(event),
+        exporter = %exporter,
+        domain = i64::from(domain),
+        template_id = template_id.map(i64::from),
+        protocol = protocol.as_str(),
+        partition,
+    )
+}
+
 /// One exporter's reporter: its log rate limits and where its counters go.
 pub(crate) struct Reporter {
     partition: String,
@@ -70,8 +126,24 @@ impl Reporter {
         now: Instant,
     ) {
         counters.lifecycle_events.add(event_kind(event), 1);
-        let partition = self.partition.as_str();
+        // Missing templates are logged (and traced) at most once per interval.
+        let mut held_back = 0;
+        if let LifecycleEvent::MissingTemplate { protocol, domain, template_id } = *event {
+            match self.missing_template.allow((protocol, domain, template_id), now) {
+                Some(held) => held_back = held,
+                None => return,
+            }
+        }
         let name = ExporterName(source);
+        let span = lifecycle_span(event, &name, &self.partition);
+        let _entered = span.enter();
+        self.log(event, &name, held_back);
+    }
+
+    /// The operator guide's log line of one lifecycle event; `held_back`: missing-template
+    /// lines suppressed since the last one.
+    fn log(&self, event: &LifecycleEvent, name: &ExporterName, held_back: u64) {
+        let partition = self.partition.as_str();
         match *event {
             LifecycleEvent::TemplateLearned { protocol, domain, template_id, field_count } => {
                 tracing::info!(exporter = %name, domain, template_id, protocol = %protocol, partition = %partition, field_count,
@@ -100,12 +172,8 @@ impl Reporter {
                     "Template withdrawn - ID: {template_id}, Protocol: {protocol}");
             }
             LifecycleEvent::MissingTemplate { protocol, domain, template_id } => {
-                if let Some(held_back) =
-                    self.missing_template.allow((protocol, domain, template_id), now)
-                {
-                    tracing::warn!(exporter = %name, domain, template_id, protocol = %protocol, partition = %partition, held_back,
-                        "Missing template - ID: {template_id}, Protocol: {protocol}. Flow data received before template definition.");
-                }
+                tracing::warn!(exporter = %name, domain, template_id, protocol = %protocol, partition = %partition, held_back,
+                    "Missing template - ID: {template_id}, Protocol: {protocol}. Flow data received before template definition.");
             }
             LifecycleEvent::PendingReplayed { protocol, domain, template_id, records } => {
                 tracing::debug!(exporter = %name, domain, template_id, protocol = %protocol, partition = %partition, records,
@@ -177,7 +245,100 @@ impl Reporter {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use tracing::field::{Field, Visit};
+    use tracing::span::{Attributes, Id};
+    use tracing_subscriber::layer::{Context, Layer, SubscriberExt};
+
     use super::*;
+
+    /// A span's fields, as (name, text) pairs.
+    type SpanFields = Vec<(String, String)>;
+
+    /// The fields of each lifecycle span created.
+    #[derive(Clone, Default)]
+    struct SpanLog(Arc<Mutex<Vec<SpanFields>>>);
+
+    struct Fields(SpanFields);
+
+    impl Visit for Fields {
+        fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
+            self.0.push((field.name().to_owned(), format!("{value:?}")));
+        }
+        fn record_str(&mut self, field: &Field, value: &str) {
+            self.0.push((field.name().to_owned(), value.to_owned()));
+        }
+        fn record_i64(&mut self, field: &Field, value: i64) {
+            self.0.push((field.name().to_owned(), format!("i64:{value}")));
+        }
+    }
+
+    impl<S: tracing::Subscriber> Layer<S> for SpanLog {
+        fn on_new_span(&self, attrs: &Attributes<'_>, _: &Id, _: Context<'_, S>) {
+            if attrs.metadata().target() == LIFECYCLE_TARGET {
+                let mut fields = Fields(Vec::new());
+                attrs.record(&mut fields);
+                self.0.lock().unwrap().push(fields.0);
+            }
+        }
+    }
+
+    impl SpanLog {
+        fn spans(&self) -> Vec<SpanFields> {
+            self.0.lock().unwrap().clone()
+        }
+    }
+
+    fn field<'a>(span: &'a [(String, String)], name: &str) -> Option<&'a str> {
+        span.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
+    }
+
+    #[test]
+    fn each_event_opens_a_lifecycle_span_with_its_attributes_and_missing_templates_are_limited() {
+        let log = SpanLog::default();
+        let subscriber = tracing_subscriber::registry().with(log.clone());
+        let counters = ListenerCounters::default();
+        let source: SocketAddr = "192.0.2.1:2055".parse().unwrap();
+        let mut reporter = Reporter::new("edge".to_owned());
+        let start = Instant::now();
+        let learned = LifecycleEvent::TemplateLearned {
+            protocol: Protocol::V9,
+            domain: 7,
+            template_id: 256,
+            field_count: 9,
+        };
+        let missing =
+            LifecycleEvent::MissingTemplate { protocol: Protocol::V9, domain: 7, template_id: 300 };
+        let restarted = LifecycleEvent::ExporterRestarted { protocol: Protocol::V9, domain: 7 };
+        tracing::subscriber::with_default(subscriber, || {
+            reporter.event(&learned, source, &counters, start);
+            for _ in 0..3 {
+                reporter.event(&missing, source, &counters, start);
+            }
+            reporter.event(&restarted, source, &counters, start);
+            reporter.event(&missing, source, &counters, start + MISSING_TEMPLATE_LOG_INTERVAL);
+        });
+        let spans = log.spans();
+        let names: Vec<&str> = spans.iter().filter_map(|s| field(s, "otel.name")).collect();
+        assert_eq!(
+            names,
+            ["template.learned", "template.missing", "exporter.restarted", "template.missing"]
+        );
+        assert_eq!(field(&spans[0], "exporter"), Some("192.0.2.1:2055"));
+        assert_eq!(field(&spans[0], "domain"), Some("i64:7"));
+        assert_eq!(field(&spans[0], "template_id"), Some("i64:256"));
+        assert_eq!(field(&spans[0], "protocol"), Some("V9"));
+        assert_eq!(field(&spans[0], "partition"), Some("edge"));
+        assert_eq!(field(&spans[2], "template_id"), None);
+        assert_eq!(counters.lifecycle_events.get("missing_template"), 4);
+    }
+
+    #[test]
+    fn the_lifecycle_target_is_the_one_flow_telemetry_keeps_out_of_log_lines() {
+        // flow_telemetry::LIFECYCLE_TARGET: the two must stay equal.
+        assert_eq!(LIFECYCLE_TARGET, "flow_actors::lifecycle");
+    }
 
     #[test]
     fn an_exporter_is_named_by_address_and_port_when_known() {

@@ -1,0 +1,55 @@
+//! The Prometheus registry behind `/metrics`: the pipeline's counters, read from a
+//! [`flow_actors::CountersSnapshot`] at scrape time, the kernel's socket drops, and the
+//! publisher figures reported through [`PublishObserver`].
+
+mod kernel;
+mod publish;
+mod snapshot;
+
+use std::fmt;
+
+use flow_actors::CountersSnapshot;
+use prometheus_client::encoding::text;
+use prometheus_client::registry::Registry;
+
+pub use self::publish::{PublishMetrics, PublishObserver};
+pub use self::snapshot::CountersProvider;
+use self::snapshot::SnapshotCollector;
+
+/// The OpenMetrics text content type `/metrics` answers with.
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// Every metric of the process.
+pub struct Metrics {
+    registry: Registry,
+    publish: PublishMetrics,
+}
+
+impl fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Metrics").finish_non_exhaustive()
+    }
+}
+
+impl Metrics {
+    /// Metrics reading the pipeline's counters from `counters` on every scrape.
+    pub fn new(counters: impl Fn() -> CountersSnapshot + Send + Sync + 'static) -> Self {
+        let mut registry = Registry::default();
+        let collector = SnapshotCollector::new(Box::new(counters), kernel::udp_drops);
+        registry.register_collector(Box::new(collector));
+        let publish = PublishMetrics::register(&mut registry);
+        Metrics { registry, publish }
+    }
+
+    /// The handle the publisher reports latency, acks in flight and buffered messages to.
+    pub fn publish(&self) -> PublishMetrics {
+        self.publish.clone()
+    }
+
+    /// The OpenMetrics text of every metric, now.
+    pub fn encode(&self) -> Result<String, fmt::Error> {
+        let mut out = String::with_capacity(16 * 1024);
+        text::encode(&mut out, &self.registry)?;
+        Ok(out)
+    }
+}

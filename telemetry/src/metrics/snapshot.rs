@@ -1,0 +1,253 @@
+//! The pipeline's counters as Prometheus families, read from a [`CountersSnapshot`] at
+//! scrape time: the hot path keeps its plain atomics and pays nothing per scrape.
+
+use std::fmt;
+use std::net::SocketAddr;
+
+use flow_actors::CountersSnapshot;
+use flow_actors::counters::{ListenerCountersSnapshot, ListenerSnapshot, PublisherSnapshot};
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
+
+/// Reads the counters; called once per scrape.
+pub type CountersProvider = dyn Fn() -> CountersSnapshot + Send + Sync;
+/// Reads the kernel's drop count of a bound UDP address.
+pub(crate) type KernelDrops = fn(SocketAddr) -> Option<u64>;
+
+/// A per-listener counter: name, help, and how to read it.
+type ListenerFigure = (&'static str, &'static str, fn(&ListenerCountersSnapshot) -> u64);
+
+const LISTENER_COUNTERS: &[ListenerFigure] = &[
+    (
+        "flow_collector_datagrams_received",
+        "Datagrams read from the socket, dropped ones included",
+        |c| c.datagrams_received,
+    ),
+    ("flow_collector_bytes_received", "Payload bytes read from the socket", |c| c.bytes_received),
+    ("flow_collector_datagrams_decoded", "Datagrams decoded and handed on", |c| {
+        c.datagrams_decoded
+    }),
+    ("flow_collector_flows_decoded", "Flows decoded and handed to the publisher", |c| {
+        c.flows_decoded
+    }),
+    (
+        "flow_collector_non_flow_records",
+        "Records recognised but not flows (options data, sFlow counters)",
+        |c| c.non_flow_records,
+    ),
+    ("flow_collector_records_pending", "Data sets parked until their template arrives", |c| {
+        c.records_pending
+    }),
+    (
+        "flow_collector_flows_sampling_rate_unknown",
+        "Flows emitted with sampling rate 0: the exporter announced none",
+        |c| c.flows_sampling_rate_unknown,
+    ),
+    (
+        "flow_collector_flows_sampling_rate_defaulted",
+        "Flows given the configured default sampling rate",
+        |c| c.flows_sampling_rate_defaulted,
+    ),
+    ("flow_collector_flows_time_anomalies", "Flows whose times failed the sanity check", |c| {
+        c.flows_time_anomalies
+    }),
+    ("flow_collector_flows_time_unknown", "Flows emitted without a start or end time", |c| {
+        c.flows_time_unknown
+    }),
+    ("flow_collector_receive_errors", "Errors returned by recv_from on the socket", |c| {
+        c.receive_errors
+    }),
+    ("flow_collector_exporters_added", "Exporter actors started for a new source", |c| {
+        c.exporters_added
+    }),
+    ("flow_collector_exporters_evicted", "Exporter actors stopped after the idle timeout", |c| {
+        c.exporters_evicted
+    }),
+    ("flow_collector_exporters_restarted", "Exporter actors restarted after a failure", |c| {
+        c.exporters_restarted
+    }),
+    ("flow_collector_listener_restarts", "Times the listener actor was restarted", |c| {
+        c.listener_restarts
+    }),
+];
+
+const LISTENER_GAUGES: &[ListenerFigure] = &[
+    ("flow_collector_exporters", "Exporter actors alive now", |c| c.exporters_live),
+    (
+        "flow_collector_datagrams_in_flight",
+        "Accepted datagrams not yet in a publisher batch",
+        |c| c.datagrams_in_flight,
+    ),
+];
+
+/// A per-publisher counter.
+type PublisherFigure = (&'static str, &'static str, fn(&PublisherSnapshot) -> u64);
+
+const PUBLISHER_COUNTERS: &[PublisherFigure] = &[
+    ("flow_collector_flows_published", "Flows the sink accepted", |p| p.counters.flows_published),
+    ("flow_collector_batches_published", "Batches the sink accepted", |p| {
+        p.counters.batches_published
+    }),
+    ("flow_collector_publisher_restarts", "Times the publisher actor was restarted", |p| {
+        p.counters.publisher_restarts
+    }),
+];
+
+/// Encodes a fresh snapshot on every scrape.
+pub(crate) struct SnapshotCollector {
+    counters: Box<CountersProvider>,
+    kernel_drops: KernelDrops,
+}
+
+impl SnapshotCollector {
+    pub(crate) fn new(counters: Box<CountersProvider>, kernel_drops: KernelDrops) -> Self {
+        SnapshotCollector { counters, kernel_drops }
+    }
+}
+
+impl fmt::Debug for SnapshotCollector {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SnapshotCollector").finish_non_exhaustive()
+    }
+}
+
+impl Collector for SnapshotCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> fmt::Result {
+        let snapshot = (self.counters)();
+        encode_listeners(&mut encoder, &snapshot.listeners, self.kernel_drops)?;
+        encode_publishers(&mut encoder, &snapshot.publishers)
+    }
+}
+
+fn encode_listeners(
+    encoder: &mut DescriptorEncoder,
+    listeners: &[ListenerSnapshot],
+    kernel_drops: KernelDrops,
+) -> fmt::Result {
+    let label = |l: &ListenerSnapshot| [("listener", l.name.clone())];
+    for (name, help, read) in LISTENER_COUNTERS {
+        let samples = listeners.iter().map(|l| (label(l), read(&l.counters)));
+        family(encoder, name, help, MetricType::Counter, samples)?;
+    }
+    for (name, help, read) in LISTENER_GAUGES {
+        let samples = listeners.iter().map(|l| (label(l), read(&l.counters)));
+        family(encoder, name, help, MetricType::Gauge, samples)?;
+    }
+    let drops = listeners.iter().flat_map(|l| datagram_drops(l, kernel_drops));
+    family(
+        encoder,
+        "flow_collector_datagrams_dropped",
+        "Datagrams dropped before decoding, by reason",
+        MetricType::Counter,
+        drops,
+    )?;
+    let errors = labeled(listeners, "reason", |c| &c.decode_errors);
+    family(
+        encoder,
+        "flow_collector_decode_errors",
+        "Decode errors, by reason",
+        MetricType::Counter,
+        errors,
+    )?;
+    let events = labeled(listeners, "event", |c| &c.lifecycle_events);
+    family(
+        encoder,
+        "flow_collector_lifecycle_events",
+        "Template and exporter lifecycle events (template_learned, missing_template, ...)",
+        MetricType::Counter,
+        events,
+    )?;
+    let lost = listeners.iter().flat_map(|l| {
+        [
+            ("datagrams", l.counters.export_datagrams_lost),
+            ("records", l.counters.export_records_lost),
+        ]
+        .map(|(unit, n)| ([("listener", l.name.clone()), ("unit", unit.to_owned())], n))
+    });
+    family(
+        encoder,
+        "flow_collector_sequence_lost",
+        "Export datagrams (NetFlow v9, sFlow) or records (NetFlow v5, IPFIX) the exporters' sequence numbers show lost upstream",
+        MetricType::Counter,
+        lost,
+    )
+}
+
+/// One listener's drops by reason; `kernel` only where `/proc` reports it.
+fn datagram_drops(
+    l: &ListenerSnapshot,
+    kernel_drops: KernelDrops,
+) -> Vec<([(&'static str, String); 2], u64)> {
+    let c = &l.counters;
+    let mut reasons = vec![
+        ("channel_full", c.dropped_channel_full),
+        ("exporter_cap", c.dropped_exporter_cap),
+        ("lost_in_restart", c.datagrams_lost_in_restart),
+    ];
+    if let Some(kernel) = kernel_drops(l.local_addr) {
+        reasons.push(("kernel", kernel));
+    }
+    reasons
+        .into_iter()
+        .map(|(reason, n)| ([("listener", l.name.clone()), ("reason", reason.to_owned())], n))
+        .collect()
+}
+
+/// A per-listener family keyed by one label from a labeled counter of the snapshot.
+fn labeled<'a>(
+    listeners: &'a [ListenerSnapshot],
+    key: &'static str,
+    read: fn(&ListenerCountersSnapshot) -> &std::collections::BTreeMap<&'static str, u64>,
+) -> impl Iterator<Item = ([(&'static str, String); 2], u64)> + 'a {
+    listeners.iter().flat_map(move |l| {
+        read(&l.counters)
+            .iter()
+            .map(move |(value, n)| ([("listener", l.name.clone()), (key, (*value).to_owned())], *n))
+    })
+}
+
+fn encode_publishers(
+    encoder: &mut DescriptorEncoder,
+    publishers: &[PublisherSnapshot],
+) -> fmt::Result {
+    for (name, help, read) in PUBLISHER_COUNTERS {
+        let samples = publishers.iter().map(|p| ([("subject", p.subject.clone())], read(p)));
+        family(encoder, name, help, MetricType::Counter, samples)?;
+    }
+    let dropped = publishers.iter().flat_map(|p| {
+        p.counters.flows_dropped.iter().map(|(reason, n)| {
+            ([("subject", p.subject.clone()), ("reason", (*reason).to_owned())], *n)
+        })
+    });
+    family(
+        encoder,
+        "flow_collector_flows_dropped",
+        "Flows the publisher gave up, by reason (publish give-up, buffer full, ...)",
+        MetricType::Counter,
+        dropped,
+    )
+}
+
+/// Writes one family: its descriptor, then one sample per label set.
+fn family<L: EncodeLabelSet>(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    kind: MetricType,
+    samples: impl IntoIterator<Item = (L, u64)>,
+) -> fmt::Result {
+    let mut metric = encoder.encode_descriptor(name, help, None, kind)?;
+    for (labels, value) in samples {
+        let sample = metric.encode_family(&labels)?;
+        match kind {
+            MetricType::Gauge => {
+                ConstGauge::new(i64::try_from(value).unwrap_or(i64::MAX)).encode(sample)?
+            }
+            _ => ConstCounter::new(value).encode(sample)?,
+        }
+    }
+    Ok(())
+}

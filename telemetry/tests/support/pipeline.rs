@@ -1,0 +1,112 @@
+//! A collector with the real decoders on 127.0.0.1 (one NetFlow listener), a sink that
+//! counts what it is given, and the NetFlow v9 datagrams the tests send.
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use flow_actors::sink::{Delivery, FlowSink, SinkError, SinkFuture};
+use flow_actors::{
+    Collector, CollectorSettings, DecoderSessions, ExporterLimits, ListenerProtocol,
+    ListenerSettings, SinkSettings,
+};
+use flow_telemetry::{PublishMetrics, PublishObserver};
+use flowpb::FlowMessage;
+use tokio::net::UdpSocket;
+
+use super::netflow::{self, EXPORT_SECS, V9_FIELDS};
+
+pub const SUBJECT: &str = "flows.test";
+pub const PARTITION: &str = "test";
+/// The v9 template the tests announce, and one they never announce.
+pub const TEMPLATE: u16 = 256;
+pub const UNKNOWN_TEMPLATE: u16 = 300;
+
+/// Counts the flows it accepts; reports each publish to an observer when given one.
+pub struct CountingSink {
+    flows: Arc<AtomicU64>,
+    observer: Option<PublishMetrics>,
+}
+
+impl FlowSink for CountingSink {
+    fn publish<'a>(&'a mut self, flows: &'a [FlowMessage]) -> SinkFuture<'a, Delivery> {
+        let started = Instant::now();
+        Box::pin(async move {
+            self.flows.fetch_add(flows.len() as u64, Ordering::Relaxed);
+            if let Some(observer) = &self.observer {
+                observer.publish_latency(SUBJECT, started.elapsed());
+                observer.in_flight_acks(SUBJECT, 0);
+                observer.buffered_messages(SUBJECT, 0);
+            }
+            Ok(Delivery::all(flows.len()))
+        })
+    }
+}
+
+/// One NetFlow listener on 127.0.0.1, any port.
+pub fn settings() -> CollectorSettings {
+    CollectorSettings {
+        listeners: vec![ListenerSettings {
+            listen_addr: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
+            subject: SUBJECT.to_owned(),
+            buffer_size: 1 << 20,
+            protocol: ListenerProtocol::Netflow(netflow::settings(false)),
+        }],
+        channel_size: 10_000,
+        batch_size: 100,
+        exporters: ExporterLimits { max_exporters: 100, idle_timeout: Duration::from_secs(600) },
+        stats_interval: Duration::from_secs(30),
+        sink: SinkSettings::Stdout,
+        partition: PARTITION.to_owned(),
+    }
+}
+
+/// Starts the collector with the real decoders; `flows` counts what the sink accepts.
+pub async fn start(flows: Arc<AtomicU64>, observer: Option<PublishMetrics>) -> Collector {
+    let sinks = move |_: &str| -> Result<Box<dyn FlowSink>, SinkError> {
+        Ok(Box::new(CountingSink { flows: Arc::clone(&flows), observer: observer.clone() }))
+    };
+    Collector::start_with(settings(), Arc::new(DecoderSessions), &sinks)
+        .await
+        .expect("the collector starts")
+}
+
+/// A UDP socket on 127.0.0.1 to send from.
+pub async fn exporter() -> UdpSocket {
+    UdpSocket::bind("127.0.0.1:0").await.expect("bind the exporter socket")
+}
+
+/// A v9 packet with template 256 and `records` data records of it.
+pub fn template_and_data(sequence: u32, uptime_ms: u32, unix_secs: u32, records: usize) -> Vec<u8> {
+    let template = netflow::template_set(0, &[(TEMPLATE, V9_FIELDS)]);
+    let body: Vec<u8> = (0..records)
+        .flat_map(|i| netflow::v9_record([10, 0, 0, i as u8], 1000, 1000, 2000))
+        .collect();
+    netflow::v9_packet(
+        uptime_ms,
+        unix_secs,
+        sequence,
+        0,
+        &[template, netflow::set(TEMPLATE, &body)],
+    )
+}
+
+/// A v9 packet with data of a template never announced.
+pub fn data_without_template(sequence: u32, uptime_ms: u32) -> Vec<u8> {
+    let body = netflow::v9_record([10, 0, 0, 9], 1000, 1000, 2000);
+    netflow::v9_packet(
+        uptime_ms,
+        EXPORT_SECS,
+        sequence,
+        0,
+        &[netflow::set(UNKNOWN_TEMPLATE, &body)],
+    )
+}
+
+/// Uptime of the exporter before its reboot: 1000 s.
+pub const UPTIME_BEFORE_REBOOT_MS: u32 = 1_000_000;
+/// A packet from the same exporter 20 s later with an uptime of 1 s: a reboot.
+pub fn after_reboot(sequence: u32) -> Vec<u8> {
+    template_and_data(sequence, 1_000, EXPORT_SECS + 20, 1)
+}
