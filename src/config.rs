@@ -98,6 +98,9 @@ pub struct Config {
     pub security: Option<SecurityConfig>,
     #[serde(default)]
     pub metrics_addr: Option<String>,
+    /// OTLP trace export; off unless `enabled` or `OTEL_EXPORTER_OTLP_ENDPOINT` is set.
+    #[serde(default)]
+    pub otel: flow_telemetry::OtelConfig,
     /// Live exporters per listener at most; a new source beyond it is refused and counted.
     #[serde(default = "defaults::max_exporters")]
     pub max_exporters: usize,
@@ -437,9 +440,13 @@ impl Config {
         )?;
         positive("max_exporters", self.max_exporters)?;
         positive("exporter_idle_timeout_secs", self.exporter_idle_timeout_secs as usize)?;
-        if let Some(addr) = &self.metrics_addr {
-            parse_socket_addr("metrics_addr", addr)?;
-        }
+        self.metrics_socket_addr()?;
+        self.otel.validate().map_err(|e| match e {
+            flow_telemetry::TelemetryError::Invalid { key, reason } => {
+                ConfigError::invalid(key, reason)
+            }
+            other => ConfigError::invalid("otel", other.to_string()),
+        })?;
         if let Some(security) = &self.security {
             security.validate()?;
         }
@@ -465,6 +472,11 @@ impl Config {
             }
         }
         Ok(())
+    }
+
+    /// Where `/metrics`, `/healthz` and `/readyz` are served, if anywhere.
+    pub fn metrics_socket_addr(&self) -> Result<Option<SocketAddr>, ConfigError> {
+        self.metrics_addr.as_deref().map(|a| parse_socket_addr("metrics_addr", a)).transpose()
     }
 
     /// The typed settings the supervision tree runs with (stdout sink; the binary

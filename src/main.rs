@@ -4,26 +4,35 @@
 
 mod cli;
 mod config;
-mod logging;
 
+use std::net::SocketAddr;
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use clap::Parser;
-use flow_actors::sink::{JetStreamLink, JetStreamSettings, PublisherError};
-use flow_actors::{Collector, CollectorSettings, SinkSettings};
+use flow_actors::sink::{ConnectionState, JetStreamLink, JetStreamSettings, PublisherError};
+use flow_actors::{Collector, CollectorSettings, CountersHandle, SinkSettings};
+use flow_telemetry::{Metrics, Readiness, TelemetryServer, TelemetrySettings, WatchCheck};
 
-use crate::cli::Cli;
+use crate::cli::{Cli, LogFormat};
 use crate::config::{Config, ConfigSource};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    logging::init(cli.log_format);
+    let log_format = match cli.log_format {
+        LogFormat::Text => flow_telemetry::LogFormat::Text,
+        LogFormat::Json => flow_telemetry::LogFormat::Json,
+    };
+    // Logs before the config is read (its errors) go through a logs-only subscriber; the
+    // full one, with OTLP export, needs the config's `otel` section.
+    let bootstrap = flow_telemetry::bootstrap_dispatch(log_format);
     let source = ConfigSource::choose(cli.config.clone());
     let config = match Config::load(&source) {
         Ok(config) => config,
         Err(error) => {
-            tracing::error!("{error}");
+            tracing::dispatcher::with_default(&bootstrap, || tracing::error!("{error}"));
             if cli.check_config {
                 println!("config INVALID: {error}");
             }
@@ -34,6 +43,19 @@ fn main() -> ExitCode {
         println!("config OK: {} ({} listeners)", source.describe(), config.listeners.len());
         return ExitCode::SUCCESS;
     }
+    let telemetry = match flow_telemetry::init(&TelemetrySettings {
+        log_format,
+        otel: config.otel.clone(),
+        service_version: env!("CARGO_PKG_VERSION").to_owned(),
+        partition: config.partition.clone(),
+        host_name: None,
+    }) {
+        Ok(guard) => guard,
+        Err(error) => {
+            tracing::dispatcher::with_default(&bootstrap, || tracing::error!("{error}"));
+            return ExitCode::FAILURE;
+        }
+    };
     if matches!(source, ConfigSource::Embedded) {
         tracing::warn!(
             "No --config given and {} does not exist: running the embedded default \
@@ -41,7 +63,10 @@ fn main() -> ExitCode {
             config::DEFAULT_CONFIG_PATH
         );
     }
-    let (settings, publishing) = match collector_settings(&config, cli.stdout) {
+    let plan = collector_settings(&config, cli.stdout).and_then(|(settings, publishing)| {
+        Ok((settings, publishing, config.metrics_socket_addr()?))
+    });
+    let (settings, publishing, metrics_addr) = match plan {
         Ok(plan) => plan,
         Err(error) => {
             tracing::error!("{error}");
@@ -61,7 +86,13 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    runtime.block_on(run(settings, publishing))
+    runtime.block_on(async {
+        let code = run(settings, publishing, metrics_addr).await;
+        if let Err(error) = telemetry.shutdown().await {
+            tracing::warn!("{error}");
+        }
+        code
+    })
 }
 
 /// Where flows go besides the tree itself: the JetStream connection to make once the
@@ -77,7 +108,11 @@ const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Starts the supervision tree, connects to JetStream in the background, waits for
 /// SIGTERM/SIGINT, drains and reports. A JetStream connect failure that retrying cannot
 /// fix (TLS files, CA, client certificate, credentials, stream) ends the run with 1.
-async fn run(settings: CollectorSettings, publishing: Option<Publishing>) -> ExitCode {
+async fn run(
+    settings: CollectorSettings,
+    publishing: Option<Publishing>,
+    metrics_addr: Option<SocketAddr>,
+) -> ExitCode {
     let mut collector = match Collector::start(settings).await {
         Ok(collector) => collector,
         Err(error) => {
@@ -89,6 +124,21 @@ async fn run(settings: CollectorSettings, publishing: Option<Publishing>) -> Exi
         tracing::info!(%addr, "listener bound");
     }
     let link = publishing.as_ref().map(|p| p.link.clone());
+    let accepting = Arc::new(AtomicBool::new(true));
+    let server = match metrics_addr {
+        Some(addr) => {
+            let health = Health { counters: collector.counters_handle(), accepting: &accepting };
+            match health.serve(addr, link.as_ref()).await {
+                Ok(server) => Some(server),
+                Err(error) => {
+                    tracing::error!("{error}");
+                    let _ = drain(collector).await;
+                    return ExitCode::FAILURE;
+                }
+            }
+        }
+        None => None,
+    };
     let mut connect = tokio::spawn(connect(publishing));
     let fatal = tokio::select! {
         signal = shutdown_signal() => match signal {
@@ -111,12 +161,50 @@ async fn run(settings: CollectorSettings, publishing: Option<Publishing>) -> Exi
         }
     };
     tracing::info!("Shutdown requested: draining (up to {:?})", flow_actors::DRAIN_TIMEOUT);
+    accepting.store(false, Ordering::Relaxed);
     let drained = drain(collector).await;
+    if let Some(server) = server {
+        server.shutdown().await;
+    }
     connect.abort();
     if let Some(publisher) = link.and_then(|link| link.publisher()) {
         let _ = tokio::time::timeout(CLOSE_TIMEOUT, publisher.close()).await;
     }
     if drained && !fatal { ExitCode::SUCCESS } else { ExitCode::FAILURE }
+}
+
+/// What the metrics and health endpoint reads.
+struct Health<'a> {
+    counters: CountersHandle,
+    /// False once shutdown began: the pod stops receiving traffic.
+    accepting: &'a Arc<AtomicBool>,
+}
+
+impl Health<'_> {
+    /// Serves `/metrics` (the collector's counters), `/healthz` and `/readyz` (listeners
+    /// accepting, and — with JetStream — the NATS connection up).
+    async fn serve(
+        self,
+        addr: SocketAddr,
+        link: Option<&JetStreamLink>,
+    ) -> Result<TelemetryServer, flow_telemetry::TelemetryError> {
+        let counters = OnceLock::from(self.counters);
+        let metrics = Arc::new(Metrics::new(move || {
+            counters.get().map(CountersHandle::snapshot).unwrap_or_default()
+        }));
+        let accepting = Arc::clone(self.accepting);
+        let mut readiness =
+            Readiness::new().with_check("listeners", move || accepting.load(Ordering::Relaxed));
+        if let Some(link) = link {
+            readiness = readiness.with_check(
+                "publisher",
+                WatchCheck::new(link.connection_state(), |state| {
+                    *state == ConnectionState::Connected
+                }),
+            );
+        }
+        TelemetryServer::start(addr, metrics, readiness).await
+    }
 }
 
 /// Connects the link, if there is one. Resolves only with a failure retrying cannot fix;

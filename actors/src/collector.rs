@@ -75,6 +75,21 @@ pub struct Collector {
     publishers: Vec<Arc<PublisherSlot>>,
 }
 
+/// Reads every counter of a collector on demand; see [`Collector::counters_handle`].
+#[derive(Clone)]
+pub struct CountersHandle {
+    listeners: Arc<[ListenerInfo]>,
+    publishers: Arc<[Arc<PublisherSlot>]>,
+}
+
+impl CountersHandle {
+    /// Every counter, now.
+    pub fn snapshot(&self) -> CountersSnapshot {
+        snapshot(&self.listeners, &self.publishers)
+    }
+}
+
+#[derive(Clone)]
 struct ListenerInfo {
     name: String,
     subject: String,
@@ -134,6 +149,15 @@ impl Collector {
     /// Every counter, now.
     pub fn counters(&self) -> CountersSnapshot {
         snapshot(&self.listeners, &self.publishers)
+    }
+
+    /// A cheap handle that reads the counters later, from anywhere (the metrics endpoint),
+    /// and outlives the collector.
+    pub fn counters_handle(&self) -> CountersHandle {
+        CountersHandle {
+            listeners: self.listeners.clone().into(),
+            publishers: self.publishers.clone().into(),
+        }
     }
 
     /// Resolves only if the supervision tree stops by itself (its root failed).

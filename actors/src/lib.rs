@@ -28,7 +28,7 @@ pub mod sink;
 mod socket;
 mod supervisor;
 
-pub use collector::{Collector, CollectorError, RunReport, run};
+pub use collector::{Collector, CollectorError, CountersHandle, RunReport, run};
 pub use counters::CountersSnapshot;
 pub use publisher::LINGER;
 pub use session::{DecoderSessions, SessionFactory};

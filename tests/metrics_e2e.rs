@@ -1,0 +1,93 @@
+//! The metrics and health endpoint of the real binary: `/metrics` counts exactly the
+//! datagrams and flows of a replayed capture, `/healthz` and `/readyz` answer 200 while
+//! the collector runs.
+
+mod support;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::time::Duration;
+
+use flow_replay::read_file;
+use serde_json::json;
+use support::{Collector, free_udp_port, shared_pcaps};
+
+/// A TCP port on 127.0.0.1 that was free a moment ago.
+fn free_tcp_port() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("bind: {e}"));
+    listener.local_addr().unwrap_or_else(|e| panic!("local_addr: {e}")).port()
+}
+
+/// A plain HTTP/1.1 GET; returns (status, body).
+fn get(addr: SocketAddr, path: &str) -> (u16, String) {
+    let mut stream = TcpStream::connect(addr).unwrap_or_else(|e| panic!("connect {addr}: {e}"));
+    stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap_or_else(|e| panic!("{e}"));
+    write!(stream, "GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n")
+        .unwrap_or_else(|e| panic!("write: {e}"));
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap_or_else(|e| panic!("read: {e}"));
+    let status = response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no status in {response:?}"));
+    let body = response.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
+    (status, body)
+}
+
+/// The value of the sample line starting with `series` (name and labels).
+fn sample(metrics: &str, series: &str) -> u64 {
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(series).and_then(|v| v.trim().parse::<f64>().ok()))
+        .map(|v| v as u64)
+        .unwrap_or_else(|| panic!("no {series} in:\n{metrics}"))
+}
+
+#[test]
+fn metrics_count_exactly_what_was_sent_and_health_answers() {
+    let capture = read_file(&shared_pcaps().join("100-IPFIXv10-CISCO/traffic-00.pcap"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let udp = SocketAddr::from(([127, 0, 0, 1], free_udp_port()));
+    let http = SocketAddr::from(([127, 0, 0, 1], free_tcp_port()));
+    let config = json!({
+        "metrics_addr": http.to_string(),
+        "listeners": [{ "protocol": "netflow", "listen_addr": udp.to_string() }],
+    });
+    let collector = Collector::start(&config, vec![udp]);
+    let sender = UdpSocket::bind("127.0.0.81:0").unwrap_or_else(|e| panic!("bind: {e}"));
+    let mut bytes = 0;
+    for datagram in &capture.datagrams {
+        bytes += sender.send_to(&datagram.payload, udp).unwrap_or_else(|e| panic!("send: {e}"));
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let flows = collector.wait_for_lines(1, Duration::from_secs(20), Duration::from_millis(500));
+
+    assert_eq!(get(http, "/healthz").0, 200);
+    assert_eq!(get(http, "/readyz").0, 200);
+    assert_eq!(get(http, "/nowhere").0, 404);
+    let (status, metrics) = get(http, "/metrics");
+    assert_eq!(status, 200);
+    let listener = format!("{{listener=\"netflow@{udp}\"}}");
+    let sent = capture.datagrams.len() as u64;
+    assert_eq!(
+        sample(&metrics, &format!("flow_collector_datagrams_received_total{listener}")),
+        sent
+    );
+    assert_eq!(
+        sample(&metrics, &format!("flow_collector_bytes_received_total{listener}")),
+        bytes as u64
+    );
+    assert_eq!(
+        sample(&metrics, &format!("flow_collector_flows_decoded_total{listener}")),
+        flows as u64
+    );
+    assert_eq!(
+        sample(&metrics, "flow_collector_flows_published_total{subject=\"flows.raw.netflow\"}"),
+        flows as u64
+    );
+    assert_eq!(sample(&metrics, &format!("flow_collector_exporters{listener}")), 1);
+    let finished = collector.stop();
+    assert!(finished.status.success(), "collector exit {}", finished.status);
+    assert_eq!(finished.flows.len(), flows);
+}
