@@ -106,6 +106,11 @@ async fn lifecycle_spans_arrive_over_otlp_grpc_with_their_attributes() {
     // A lifecycle line outside any span becomes a span of its own.
     let started = one_span(&received, "listener.started").await;
     assert_eq!(text(started.attribute("listener")), Some("netflow@127.0.0.1:0"));
+    // The exporter's first datagram starts its actor: one span naming it.
+    let added = one_span(&received, "exporter.added").await;
+    let exporter_ip = source.rsplit_once(':').map(|(ip, _)| ip);
+    assert_eq!(text(added.attribute("exporter")), exporter_ip);
+    assert_eq!(text(added.attribute("partition")), Some(PARTITION));
 
     drop(collector);
     guard.shutdown().await.expect("export shuts down");

@@ -132,6 +132,13 @@ impl ListenerState {
                 return;
             }
             self.spec.ctx.counters.exporters_added.fetch_add(1, Ordering::Relaxed);
+            tracing::info!(
+                lifecycle = "exporter.added",
+                listener = %self.name(),
+                exporter = %addr,
+                partition = %self.spec.ctx.partition,
+                "Exporter added"
+            );
         }
         if let Some(actor) = self.directory.get(addr) {
             // If the exporter just died the batch comes back in the error: counted lost.
