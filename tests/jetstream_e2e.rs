@@ -5,6 +5,7 @@
 mod jetstream_support;
 #[path = "../publish/tests/support/mod.rs"]
 mod nats;
+mod support;
 
 use std::net::SocketAddr;
 use std::time::Duration;

@@ -7,7 +7,6 @@ use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read};
 use std::net::{SocketAddr, UdpSocket};
 use std::num::NonZeroU32;
-use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
@@ -32,17 +31,7 @@ pub const DELIVERY_TIMEOUT: Duration = Duration::from_secs(90);
 
 /// Every shared capture's datagrams, files in name order, each file in capture order.
 pub fn shared_datagrams() -> Vec<UdpDatagram> {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/pcaps");
-    let mut files: Vec<PathBuf> = std::fs::read_dir(&root)
-        .unwrap_or_else(|e| panic!("{}: {e}", root.display()))
-        .flatten()
-        .filter_map(|dir| std::fs::read_dir(dir.path()).ok())
-        .flat_map(|entries| entries.flatten().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|e| e == "pcap"))
-        .collect();
-    files.sort();
-    assert!(!files.is_empty(), "no capture under {}", root.display());
-    files
+    crate::support::shared_captures()
         .iter()
         .flat_map(|path| {
             flow_replay::read_file(path)
