@@ -88,21 +88,8 @@ async fn a_full_buffer_drops_newest_as_buffer_full_and_keeps_the_rest() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn shutdown_publishes_everything_buffered_before_it_returns() {
-    let server = NatsServer::start();
-    let link = JetStreamLink::new();
-    let collector = start_collector(&link, Publishing::default()).await;
-    connect_in_background(&link, &server.url());
-    let to = collector.local_addrs()[0];
-    let mut sent = send_paced(2, to, 0..100).await;
-    wait_published(&collector, 100).await;
-
     // Frozen server: the next flows are buffered and in flight, unacknowledged.
-    server.stop();
-    sent.extend(send_paced(3, to, 0..900).await);
-    common::wait_until("the flows are decoded", || {
-        listener0(&collector.counters()).flows_decoded == 1000
-    })
-    .await;
+    let (server, collector, sent) = buffered_behind_a_frozen_server(3, 0..900).await;
     assert!(collector.counters().flows_published() < 1000);
     let shutdown = tokio::spawn(collector.shutdown());
     tokio::time::sleep(Duration::from_millis(1500)).await;
@@ -120,20 +107,7 @@ async fn shutdown_publishes_everything_buffered_before_it_returns() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_restarted_publisher_loses_nothing_in_its_buffer_or_in_flight() {
-    let server = NatsServer::start();
-    let link = JetStreamLink::new();
-    let collector = start_collector(&link, Publishing::default()).await;
-    connect_in_background(&link, &server.url());
-    let to = collector.local_addrs()[0];
-    let mut sent = send_paced(2, to, 0..100).await;
-    wait_published(&collector, 100).await;
-
-    server.stop();
-    sent.extend(send_paced(2, to, 100..600).await);
-    common::wait_until("the flows are decoded", || {
-        listener0(&collector.counters()).flows_decoded == 600
-    })
-    .await;
+    let (server, collector, sent) = buffered_behind_a_frozen_server(2, 100..600).await;
     assert!(collector.inject_fault(Fault::Publisher(0)).await.expect("inject"));
     common::wait_until("the publisher is restarted", || {
         collector.counters().publishers[0].counters.publisher_restarts == 1
@@ -148,4 +122,28 @@ async fn a_restarted_publisher_loses_nothing_in_its_buffer_or_in_flight() {
     assert_eq!(publisher.flows_published, 600);
     assert_eq!(publisher.flows_dropped_total(), 0, "{publisher:?}");
     assert_stream_holds_exactly(&server.url(), &sent).await;
+}
+
+/// A collector that published 100 flows from 127.0.0.2, then, with the server frozen
+/// (SIGSTOP), decoded `more` flows from `127.0.0.<from>` that wait buffered and in
+/// flight. Returns the server, the collector and every flow sent.
+async fn buffered_behind_a_frozen_server(
+    from: u8,
+    more: std::ops::Range<u32>,
+) -> (NatsServer, flow_actors::Collector, Vec<FlowKey>) {
+    let server = NatsServer::start();
+    let link = JetStreamLink::new();
+    let collector = start_collector(&link, Publishing::default()).await;
+    connect_in_background(&link, &server.url());
+    let to = collector.local_addrs()[0];
+    let mut sent = send_paced(2, to, 0..100).await;
+    wait_published(&collector, 100).await;
+    server.stop();
+    sent.extend(send_paced(from, to, more).await);
+    let total = u64::try_from(sent.len()).unwrap_or(u64::MAX);
+    common::wait_until("the flows are decoded", || {
+        listener0(&collector.counters()).flows_decoded == total
+    })
+    .await;
+    (server, collector, sent)
 }
