@@ -27,6 +27,10 @@ use crate::connect::{ConnectError, ConnectionState, JetStreamConnection, wait_co
 use crate::settings::{Backoff, JetStreamSettings, StreamSettings};
 use crate::stream::{EnsureOutcome, StreamChange, StreamError, ensure_stream};
 
+/// How many times start-up asks a JetStream that does not answer before calling it not
+/// enabled: a server just started may take a moment to bring JetStream up.
+pub const JETSTREAM_WARMUP_ATTEMPTS: u32 = 6;
+
 /// One message to publish: an opaque payload and its dedupe id.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OutboundMessage {
@@ -139,7 +143,7 @@ impl JetStreamPublisher {
             ensure_lock: Mutex::new(()),
             duplicate_window_ns: AtomicU64::new(0),
         };
-        let outcome = publisher.ensure_stream().await?;
+        let outcome = publisher.ensure_stream_at_startup(&settings.connect_backoff).await?;
         info!(
             stream = %publisher.stream.name,
             servers = %publisher.connection.servers(),
@@ -148,6 +152,34 @@ impl JetStreamPublisher {
             "JetStream stream ready"
         );
         Ok(publisher)
+    }
+
+    /// `ensure_stream` for start-up: a server that is still starting (request timeouts,
+    /// "temporarily unavailable", JetStream not answering yet) is waited for with
+    /// `backoff`; JetStream that stays silent for [`JETSTREAM_WARMUP_ATTEMPTS`] attempts
+    /// is reported as not enabled, and every other refusal at once.
+    async fn ensure_stream_at_startup(
+        &self,
+        backoff: &Backoff,
+    ) -> Result<EnsureOutcome, StreamError> {
+        let mut attempt: u32 = 0;
+        loop {
+            let error = match self.ensure_stream().await {
+                Ok(outcome) => return Ok(outcome),
+                Err(error) => error,
+            };
+            let retry = match &error {
+                StreamError::JetStreamUnavailable { .. } => attempt + 1 < JETSTREAM_WARMUP_ATTEMPTS,
+                other => other.is_transient(),
+            };
+            if !retry {
+                return Err(error);
+            }
+            let delay = backoff.delay(attempt);
+            attempt += 1;
+            warn!(attempt, %error, "JetStream not ready yet, retrying in {delay:?}");
+            tokio::time::sleep(delay).await;
+        }
     }
 
     /// Creates the stream or reconciles its subjects and replicas; remembers its duplicate

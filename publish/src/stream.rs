@@ -49,6 +49,25 @@ pub enum StreamError {
     Api { stream: String, action: &'static str, error: ApiError },
 }
 
+/// JetStream's "temporarily unavailable" (no quorum, leader election, still starting).
+const JETSTREAM_TEMPORARILY_UNAVAILABLE: u64 = 10008;
+
+impl StreamError {
+    /// Whether asking again later may succeed: a request that timed out or a JetStream
+    /// that is only temporarily unavailable. Configuration problems are not transient.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            StreamError::Request { .. } => true,
+            StreamError::Api { error, .. } => {
+                error.code == 503 || error.err_code == JETSTREAM_TEMPORARILY_UNAVAILABLE
+            }
+            StreamError::SubjectOwnedByOtherStream { .. }
+            | StreamError::NoSubjects { .. }
+            | StreamError::JetStreamUnavailable { .. } => false,
+        }
+    }
+}
+
 /// A subject the stream needs that another stream already captures.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SubjectConflict {

@@ -130,3 +130,18 @@ async fn overlap_on_update_names_the_owner_too() {
     let text = err.to_string();
     assert!(text.contains("flows.raw.netflow is already captured by stream legacy"), "{text}");
 }
+
+#[tokio::test]
+async fn a_server_without_jetstream_is_a_clear_start_up_error_after_a_warm_up() {
+    let server = NatsServer::start_without_jetstream();
+    let settings = settings(&server.url(), "events", &["flows.raw.netflow"]);
+    let error = match JetStreamPublisher::connect(settings).await {
+        Ok(_) => panic!("a server without JetStream cannot host the stream"),
+        Err(error) => error,
+    };
+    assert!(
+        matches!(&error, PublisherError::Stream(StreamError::JetStreamUnavailable { .. })),
+        "{error:?}"
+    );
+    assert!(error.to_string().contains("JetStream enabled (-js)"), "{error}");
+}

@@ -11,7 +11,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use flow_actors::CountersSnapshot;
-use flow_actors::sink::{ConnectionState, JetStreamLink, JetStreamSettings, StreamSettings};
+use flow_actors::sink::{
+    Backoff, ConnectionState, JetStreamLink, JetStreamSettings, StreamSettings,
+};
 use flow_telemetry::{Metrics, Readiness, TelemetryServer, WatchCheck};
 use hyper::StatusCode;
 use support::http;
@@ -115,10 +117,15 @@ async fn readyz_is_503_while_nats_is_down_and_200_once_it_is_back() {
 
     let nats = Nats::start(port, &store);
     let url = format!("nats://127.0.0.1:{port}");
-    let settings =
+    let mut settings =
         JetStreamSettings::new(url, StreamSettings::new("READYZ", vec!["readyz.>".to_owned()]));
+    // A loaded machine may start nats-server slowly: retry often, not every 30 s.
+    settings.connect_backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(1));
     let connecting = link.clone();
     tokio::spawn(async move { connecting.connect(settings).await });
+    if let Err(why) = link.ready().await {
+        panic!("the link did not connect: {why}");
+    }
     readyz_becomes(addr, StatusCode::OK).await;
 
     drop(nats);

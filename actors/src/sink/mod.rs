@@ -29,8 +29,8 @@ use thiserror::Error;
 use tokio::sync::Mutex;
 
 pub use flow_publish::{
-    ClientCertificate, ConnectError, ConnectionState, JetStreamPublisher, JetStreamSettings,
-    PublisherError, StreamSettings, TlsSettings,
+    Backoff, ClientCertificate, ConnectError, ConnectionState, JetStreamPublisher,
+    JetStreamSettings, PublisherError, StreamSettings, TlsSettings,
 };
 pub use jetstream::{CONNECT_FAILED, JetStreamLink, JetStreamSink, LinkStatus, encode_flows};
 pub use json_lines::{JsonLinesSink, StdoutSink};

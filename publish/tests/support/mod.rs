@@ -52,13 +52,28 @@ impl NatsServer {
 
     /// On a given port (e.g. one a client is already retrying).
     pub fn start_on(port: u16, extra: &str) -> Self {
+        Self::start_configured(port, true, extra)
+    }
+
+    /// A server with JetStream disabled (core NATS only).
+    pub fn start_without_jetstream() -> Self {
+        Self::start_configured(free_port(), false, "")
+    }
+
+    fn start_configured(port: u16, jetstream: bool, extra: &str) -> Self {
         let dir = tempfile::tempdir().expect("temp dir for the server");
         let store = dir.path().join("store");
         let config = dir.path().join("server.conf");
+        let jetstream_block = if jetstream {
+            format!(
+                "jetstream {{\n  store_dir: \"{}\"\n  max_memory_store: 64MB\n  max_file_store: 1GB\n}}",
+                store.display()
+            )
+        } else {
+            String::new()
+        };
         let text = format!(
-            "listen: 127.0.0.1:{port}\nserver_name: test_{port}\n\
-             jetstream {{\n  store_dir: \"{}\"\n  max_memory_store: 64MB\n  max_file_store: 1GB\n}}\n{extra}\n",
-            store.display()
+            "listen: 127.0.0.1:{port}\nserver_name: test_{port}\n{jetstream_block}\n{extra}\n"
         );
         std::fs::write(&config, text).expect("write server config");
         let mut server = NatsServer { child: None, port, dir, config };
