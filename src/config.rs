@@ -107,6 +107,10 @@ pub struct Config {
     /// An exporter silent this long is stopped and its templates freed.
     #[serde(default = "defaults::exporter_idle_timeout_secs")]
     pub exporter_idle_timeout_secs: u64,
+    /// Exporters per listener with `/metrics` series of their own; later ones share
+    /// `exporter="other"` (0: every exporter does).
+    #[serde(default = "defaults::metrics_max_exporters")]
+    pub metrics_max_exporters: usize,
 }
 
 /// Which decoder a listener runs.
@@ -272,6 +276,9 @@ mod defaults {
     }
     pub fn exporter_idle_timeout_secs() -> u64 {
         3_600
+    }
+    pub fn metrics_max_exporters() -> usize {
+        flow_actors::counters::DEFAULT_MAX_SERIES
     }
     pub fn buffer_size() -> usize {
         65_536
@@ -495,6 +502,7 @@ impl Config {
             exporters: ExporterLimits {
                 max_exporters: self.max_exporters,
                 idle_timeout: Duration::from_secs(self.exporter_idle_timeout_secs),
+                max_series: self.metrics_max_exporters,
             },
             stats_interval: Duration::from_secs(30),
             sink: SinkSettings::Stdout,

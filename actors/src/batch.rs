@@ -87,6 +87,11 @@ impl FlowBatch {
         Self { flows, credit, counters }
     }
 
+    /// Flows in the batch.
+    pub(crate) fn len(&self) -> usize {
+        self.flows.len()
+    }
+
     /// The publisher takes the flows into its batch: the datagrams' budget is given back.
     pub(crate) fn accept(mut self) -> Vec<FlowMessage> {
         drop(self.credit.take());

@@ -44,7 +44,7 @@ pub enum CollectorError {
 }
 
 /// What a run ends with.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct RunReport {
     /// Counters after the drain.
     pub counters: CountersSnapshot,
@@ -294,7 +294,7 @@ fn bind_listener(
     let socket = bind_udp(listener.listen_addr, listener.buffer_size)?;
     let local_addr =
         socket.local_addr().map_err(|source| BindError { addr: listener.listen_addr, source })?;
-    let counters = Arc::new(ListenerCounters::default());
+    let counters = Arc::new(ListenerCounters::new(settings.exporters.max_series));
     let ctx = ListenerContext {
         name: listener.name(),
         protocol: listener.protocol.clone(),

@@ -152,6 +152,7 @@ impl PublisherSlot {
             let task = tokio::spawn(fly(flight, sink, batch));
             queue.track(id, task.abort_handle());
         }
+        queue.update_gauges(&self.counters);
     }
 
     /// Accounts for a batch that finished, frees its lane and starts the next batches.
@@ -164,7 +165,11 @@ impl PublisherSlot {
     /// A task ended without finishing its batch: counted, unless the drain deadline
     /// already did. Dispatching is left to the actor (this runs inside a `Drop`).
     fn settle_unfinished(&self, id: u64, lane: usize) {
-        self.queue().settle(id, lane, None, &self.counters, &self.subject);
+        {
+            let mut queue = self.queue();
+            queue.settle(id, lane, None, &self.counters, &self.subject);
+            queue.update_gauges(&self.counters);
+        }
         self.settled.notify_waiters();
         if let Some(actor) = self.current() {
             let _ = actor.send_message(PublisherMsg::Dispatch);
@@ -195,7 +200,12 @@ impl PublisherSlot {
     /// After the publisher was killed at the drain deadline: counts every flow it still
     /// held or had in flight as dropped, and stops the batches in flight.
     pub(crate) fn abandon_pending(&self) {
-        let (count, tasks) = self.queue().abandon();
+        let (count, tasks) = {
+            let mut queue = self.queue();
+            let abandoned = queue.abandon();
+            queue.update_gauges(&self.counters);
+            abandoned
+        };
         for task in tasks {
             task.abort();
         }
@@ -317,6 +327,8 @@ enum Overflow {
 struct InFlight {
     flows: usize,
     task: Option<AbortHandle>,
+    /// When it was handed to its lane: the start of its publish latency.
+    started: Instant,
 }
 
 /// The flows of one subject: waiting, held back, and in flight, plus the free lanes.
@@ -326,6 +338,8 @@ struct Queue {
     overflow: Overflow,
     waiting: Waiting,
     held: VecDeque<FlowBatch>,
+    /// Flows in `held`.
+    held_flows: usize,
     idle: Vec<usize>,
     in_flight: HashMap<u64, InFlight>,
     in_flight_flows: usize,
@@ -356,6 +370,7 @@ impl Queue {
             overflow,
             waiting,
             held: VecDeque::new(),
+            held_flows: 0,
             idle: (0..lanes).rev().collect(),
             in_flight: HashMap::new(),
             in_flight_flows: 0,
@@ -375,6 +390,7 @@ impl Queue {
     fn offer(&mut self, batch: FlowBatch, counters: &PublisherCounters, subject: &str) {
         match self.overflow {
             Overflow::Wait if !self.held.is_empty() || !self.has_room() => {
+                self.held_flows += batch.len();
                 self.held.push_back(batch);
             }
             Overflow::Wait => self.waiting.push(batch.accept()),
@@ -394,6 +410,7 @@ impl Queue {
     fn admit_held(&mut self) {
         while self.has_room() {
             let Some(batch) = self.held.pop_front() else { break };
+            self.held_flows -= batch.len();
             self.waiting.push(batch.accept());
         }
     }
@@ -420,7 +437,7 @@ impl Queue {
     fn register(&mut self, flows: usize) -> u64 {
         let id = self.next_id;
         self.next_id += 1;
-        self.in_flight.insert(id, InFlight { flows, task: None });
+        self.in_flight.insert(id, InFlight { flows, task: None, started: Instant::now() });
         self.in_flight_flows += flows;
         id
     }
@@ -446,7 +463,10 @@ impl Queue {
         self.in_flight_flows -= flight.flows;
         let count = to_u64(flight.flows);
         match result {
-            Some(Ok(delivery)) => self.account(delivery, count, counters, subject),
+            Some(Ok(delivery)) => {
+                counters.publish_latency.observe(flight.started.elapsed());
+                self.account(delivery, count, counters, subject);
+            }
             Some(Err(error)) => {
                 counters.flows_dropped.add(error.reason(), count);
                 if let Some(held_back) = self.log.allow(Instant::now()) {
@@ -495,6 +515,13 @@ impl Queue {
         self.flush = true;
     }
 
+    /// Sets the publisher's gauges: flows held (waiting or held back) and in flight.
+    fn update_gauges(&self, counters: &PublisherCounters) {
+        let buffered = self.waiting.len() + self.held_flows;
+        counters.flows_buffered.store(to_u64(buffered), Ordering::Relaxed);
+        counters.flows_in_flight.store(to_u64(self.in_flight_flows), Ordering::Relaxed);
+    }
+
     /// Nothing waiting, held back or in flight.
     fn is_empty(&self) -> bool {
         self.waiting.len() == 0 && self.held.is_empty() && self.in_flight.is_empty()
@@ -508,6 +535,7 @@ impl Queue {
         for batch in self.held.drain(..) {
             count += batch.accept().len();
         }
+        self.held_flows = 0;
         let tasks = self.in_flight.drain().filter_map(|(_, flight)| flight.task).collect();
         self.in_flight_flows = 0;
         (to_u64(count), tasks)

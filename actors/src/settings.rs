@@ -73,6 +73,9 @@ pub struct ExporterLimits {
     pub max_exporters: usize,
     /// An exporter silent this long is stopped and its state freed (`exporter_idle_timeout_secs`).
     pub idle_timeout: Duration,
+    /// Exporters per listener with `/metrics` series of their own
+    /// (`metrics_max_exporters`); the rest add to `exporter="other"`.
+    pub max_series: usize,
 }
 
 /// The destination of decoded flows.

@@ -9,8 +9,8 @@
 //!   OTLP spans. Keep the returned [`TelemetryGuard`]: dropping it flushes and stops
 //!   export.
 //! - [`Metrics`] encodes the pipeline's counters from a [`flow_actors::CountersSnapshot`]
-//!   at scrape time, the kernel's socket drops, and the publisher figures reported to
-//!   [`PublishObserver`].
+//!   at scrape time (per listener, per exporter with a cardinality cap, per publisher
+//!   with its latency histogram) and the kernel's socket drops.
 //! - [`TelemetryServer`] serves `/metrics`, `/healthz` and `/readyz` ([`Readiness`]).
 
 mod bridge;
@@ -26,7 +26,7 @@ mod subscriber;
 pub use bridge::KNOWN_EVENTS;
 pub use error::TelemetryError;
 pub use health::{Readiness, ReadinessCheck, WatchCheck};
-pub use metrics::{CONTENT_TYPE, CountersProvider, Metrics, PublishMetrics, PublishObserver};
+pub use metrics::{CONTENT_TYPE, CountersProvider, Metrics};
 pub use server::TelemetryServer;
 pub use settings::{DEFAULT_SERVICE_NAME, LogFormat, OtelConfig, OtlpProtocol, TelemetrySettings};
 pub use subscriber::{LIFECYCLE_TARGET, TelemetryGuard, bootstrap_dispatch, init};

@@ -1,10 +1,12 @@
 //! `/metrics` over real HTTP: after real NetFlow datagrams go through the real actors,
-//! the scraped counters match what was sent. Also `/healthz`, 404 and 405.
+//! the scraped counters match what was sent — per listener, per exporter (with the
+//! cardinality cap), per publisher. Also `/healthz`, 404 and 405.
 
 mod support;
 
+use std::net::SocketAddr;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
 
 use flow_actors::{Collector, CountersSnapshot};
 use flow_telemetry::{CONTENT_TYPE, Metrics, Readiness, TelemetryServer};
@@ -13,6 +15,7 @@ use support::http::{self, sample};
 use support::netflow::EXPORT_SECS;
 use support::pipeline::{self, SUBJECT};
 use support::wait_until;
+use tokio::net::UdpSocket;
 
 const DATAGRAMS: u32 = 5;
 const RECORDS: usize = 3;
@@ -22,25 +25,21 @@ fn series(name: &str, labels: &str) -> String {
     format!("{name}{{{labels}}}")
 }
 
+/// The endpoint serving `collector`'s counters.
+async fn serve(collector: &Collector) -> TelemetryServer {
+    let handle = collector.counters_handle();
+    let metrics = Arc::new(Metrics::new(move || handle.snapshot()));
+    TelemetryServer::start("127.0.0.1:0".parse().unwrap(), metrics, Readiness::new())
+        .await
+        .expect("the endpoint starts")
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scraped_counters_match_the_datagrams_sent() {
-    // The metrics exist before the collector (the publisher needs their handle), so the
-    // counters are read through a slot filled once the collector has started.
-    let slot: Arc<OnceLock<Collector>> = Arc::new(OnceLock::new());
-    let reader = Arc::clone(&slot);
-    let metrics =
-        Arc::new(Metrics::new(move || reader.get().map(Collector::counters).unwrap_or_default()));
     let flows = Arc::new(AtomicU64::new(0));
-    let collector = pipeline::start(Arc::clone(&flows), Some(metrics.publish())).await;
+    let collector = pipeline::start(Arc::clone(&flows)).await;
     let to = collector.local_addrs()[0];
-    assert!(slot.set(collector).is_ok());
-    let server = TelemetryServer::start(
-        "127.0.0.1:0".parse().unwrap(),
-        Arc::clone(&metrics),
-        Readiness::new(),
-    )
-    .await
-    .expect("the endpoint starts");
+    let server = serve(&collector).await;
     let addr = server.local_addr();
 
     let exporter = pipeline::exporter().await;
@@ -60,7 +59,7 @@ async fn scraped_counters_match_the_datagrams_sent() {
     exporter.send_to(&garbage, to).await.expect("send a datagram");
     let expected_flows = u64::from(DATAGRAMS) * RECORDS as u64;
     wait_until("every flow is published", || flows.load(Ordering::Relaxed) == expected_flows).await;
-    let snapshot = || slot.get().map(Collector::counters).unwrap_or_default();
+    let snapshot = || collector.counters();
     wait_until("the publisher has counted every flow and the bad datagram is counted", || {
         let c = snapshot();
         c.flows_published() == expected_flows
@@ -110,7 +109,32 @@ async fn scraped_counters_match_the_datagrams_sent() {
         Some(batches as f64),
         "{text}"
     );
-    assert_eq!(value("flow_collector_publish_in_flight_acks", &subject), Some(0.0));
+    assert_eq!(value("flow_collector_publish_in_flight_messages", &subject), Some(0.0));
+    assert_eq!(value("flow_collector_publish_buffered_messages", &subject), Some(0.0));
+    let inf_bucket = format!(r#"le="+Inf",{subject}"#);
+    assert_eq!(
+        value("flow_collector_publish_latency_seconds_bucket", &inf_bucket),
+        Some(batches as f64),
+        "{text}"
+    );
+
+    // The exporter's own series, and the template cache as the listener sums it.
+    let exporter = format!(r#"{LISTENER},exporter="127.0.0.1""#);
+    let per_exporter = |name: &str| value(name, &exporter);
+    assert_eq!(
+        per_exporter("flow_collector_exporter_datagrams_total"),
+        Some(f64::from(DATAGRAMS + 1)),
+        "{text}"
+    );
+    assert_eq!(per_exporter("flow_collector_exporter_flows_total"), Some(expected_flows as f64));
+    assert_eq!(per_exporter("flow_collector_exporter_decode_errors_total"), Some(1.0));
+    assert_eq!(per_exporter("flow_collector_exporter_bytes_total"), Some(bytes as f64));
+    assert_eq!(per_exporter("flow_collector_exporter_templates"), Some(1.0));
+    assert_eq!(per_exporter("flow_collector_exporter_pending_flows"), Some(0.0));
+    assert_eq!(value("flow_collector_templates", LISTENER), Some(1.0));
+    // Every data set of the five datagrams found its template in the cache.
+    assert_eq!(value("flow_collector_template_cache_hits_total", LISTENER), Some(5.0));
+    assert_eq!(value("flow_collector_template_cache_misses_total", LISTENER), Some(0.0));
 
     let health = http::get(addr, "/healthz").await;
     assert_eq!((health.status, health.body.as_str()), (StatusCode::OK, "ok\n"));
@@ -119,6 +143,52 @@ async fn scraped_counters_match_the_datagrams_sent() {
         http::request(addr, Method::POST, "/metrics").await.status,
         StatusCode::METHOD_NOT_ALLOWED
     );
+    server.shutdown().await;
+}
+
+/// Past `metrics_max_exporters`, exporters share one `other` series; their figures are
+/// all there, and the series count stays at the cap plus one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exporters_past_the_series_cap_share_the_other_series() {
+    const EXPORTERS: u8 = 5;
+    const MAX_SERIES: usize = 2;
+    let mut settings = pipeline::settings();
+    settings.exporters.max_series = MAX_SERIES;
+    let flows = Arc::new(AtomicU64::new(0));
+    let collector = pipeline::start_with(settings, Arc::clone(&flows)).await;
+    let to = collector.local_addrs()[0];
+    let server = serve(&collector).await;
+
+    for n in 1..=EXPORTERS {
+        let source = SocketAddr::from(([127, 0, 0, n], 0));
+        let exporter = UdpSocket::bind(source).await.expect("bind a loopback source");
+        let payload = pipeline::template_and_data(1, 1_000_000, EXPORT_SECS, RECORDS);
+        exporter.send_to(&payload, to).await.expect("send a datagram");
+    }
+    let expected = u64::from(EXPORTERS) * RECORDS as u64;
+    wait_until("every flow is published", || flows.load(Ordering::Relaxed) == expected).await;
+    wait_until("every exporter has reported", || {
+        let table = &collector.counters().listeners[0].counters.exporters;
+        table.exporters.len() == MAX_SERIES && table.other.datagrams == 3
+    })
+    .await;
+
+    let text = http::get(server.local_addr(), "/metrics").await.body;
+    let datagram_series: Vec<&str> = text
+        .lines()
+        .filter(|l| l.starts_with("flow_collector_exporter_datagrams_total{"))
+        .collect();
+    assert_eq!(datagram_series.len(), MAX_SERIES + 1, "{text}");
+    let other = format!(r#"{LISTENER},exporter="other""#);
+    let value = |name: &str| sample(&text, &series(name, &other));
+    assert_eq!(value("flow_collector_exporter_datagrams_total"), Some(3.0), "{text}");
+    assert_eq!(value("flow_collector_exporter_flows_total"), Some(3.0 * RECORDS as f64));
+    assert_eq!(value("flow_collector_exporter_templates"), Some(3.0));
+    let total: f64 = ["flow_collector_templates"]
+        .iter()
+        .filter_map(|name| sample(&text, &series(name, LISTENER)))
+        .sum();
+    assert_eq!(total, f64::from(EXPORTERS), "the listener total covers every exporter");
     server.shutdown().await;
 }
 

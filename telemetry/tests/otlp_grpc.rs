@@ -53,7 +53,7 @@ async fn lifecycle_spans_arrive_over_otlp_grpc_with_their_attributes() {
         flow_telemetry::init(&telemetry(format!("http://{receiver}"))).expect("telemetry starts");
     assert!(guard.tracing_enabled());
 
-    let collector = pipeline::start(Arc::new(AtomicU64::new(0)), None).await;
+    let collector = pipeline::start(Arc::new(AtomicU64::new(0))).await;
     let to = collector.local_addrs()[0];
     let exporter = pipeline::exporter().await;
     let source = exporter.local_addr().unwrap().to_string();

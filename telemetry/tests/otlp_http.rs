@@ -29,7 +29,7 @@ async fn a_template_learned_span_arrives_over_otlp_http() {
     };
     let guard = flow_telemetry::init(&settings).expect("telemetry starts");
 
-    let collector = pipeline::start(Arc::new(AtomicU64::new(0)), None).await;
+    let collector = pipeline::start(Arc::new(AtomicU64::new(0))).await;
     let exporter = pipeline::exporter().await;
     let payload = pipeline::template_and_data(1, 1_000_000, EXPORT_SECS, 1);
     exporter.send_to(&payload, collector.local_addrs()[0]).await.expect("send a datagram");

@@ -36,7 +36,7 @@ async fn an_unreachable_collector_costs_spans_not_flows() {
     let guard = flow_telemetry::init(&settings).expect("telemetry starts");
 
     let flows = Arc::new(AtomicU64::new(0));
-    let collector = pipeline::start(Arc::clone(&flows), None).await;
+    let collector = pipeline::start(Arc::clone(&flows)).await;
     let to = collector.local_addrs()[0];
     let exporter = pipeline::exporter().await;
     for i in 0..DATAGRAMS {

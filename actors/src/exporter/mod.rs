@@ -6,7 +6,6 @@
 //! Supervised by its listener: when it fails, the listener starts a fresh one, and the
 //! exporter re-learns its templates from the next refresh.
 
-mod metrics;
 mod report;
 
 use std::net::{IpAddr, SocketAddr};
@@ -14,12 +13,13 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
+use flow_decode::report::CacheStats;
 use flow_decode::{Datagram, DatagramReport, ExporterSession};
 use flowpb::FlowMessage;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 
 use crate::batch::DatagramBatch;
-use crate::counters::ListenerCounters;
+use crate::counters::{ExporterFigures, ExporterGauges, ListenerCounters, TemplateCacheTotals};
 use crate::publisher::PublisherSlot;
 use crate::session::SessionFactory;
 use crate::settings::ListenerProtocol;
@@ -58,11 +58,19 @@ pub(crate) struct ExporterArgs {
 
 /// An exporter's state.
 pub(crate) struct ExporterState {
+    /// The exporter's address: its key in the listener's exporter table.
+    addr: IpAddr,
     /// The last UDP source (address and port) seen: how logs name the exporter.
     source: SocketAddr,
     session: Box<dyn ExporterSession>,
     reporter: Reporter,
     ctx: Arc<ListenerContext>,
+    /// This actor's id, which owns the exporter's row in the table.
+    owner: u64,
+    /// The session's template cache totals at the last report.
+    cache_reported: TemplateCacheTotals,
+    /// Whether the latest batch with flows had flows of unknown sampling rate.
+    sampling_rate_unknown: bool,
 }
 
 impl ExporterState {
@@ -79,18 +87,39 @@ impl ExporterState {
                 payload: &raw.payload,
             };
             let report = self.session.decode(datagram, &mut flows);
-            self.account(report, &mut tally, now);
+            tally.add(&report, raw.payload.len());
+            self.account(report, now);
         }
         let credit = batch.finish();
         tally.flows = to_u64(flows.len());
         tally.add_to(&self.ctx.counters);
+        self.report_figures(&tally.figures());
         if !flows.is_empty() {
             self.ctx.publisher.send(flows, credit);
         }
     }
 
-    fn account(&mut self, report: DatagramReport, tally: &mut Tally, now: Instant) {
-        tally.add(&report);
+    /// Adds a batch's figures to this exporter's row and refreshes its gauges and the
+    /// listener's template cache counters from the session.
+    fn report_figures(&mut self, figures: &ExporterFigures) {
+        if figures.flows > 0 {
+            self.sampling_rate_unknown = figures.sampling_rate_unknown > 0;
+        }
+        let caches = self.session.stats().caches;
+        let totals = cache_totals(&caches);
+        let counters = &self.ctx.counters;
+        counters.template_cache.add_growth(&self.cache_reported, &totals);
+        self.cache_reported = totals;
+        let gauges = ExporterGauges {
+            templates: caches.iter().map(|c| to_u64(c.templates)).sum(),
+            pending_flows: caches.iter().map(|c| to_u64(c.pending_flows)).sum(),
+            sampling_rate_unknown: u64::from(self.sampling_rate_unknown),
+        };
+        counters.exporters.record(self.addr, self.owner, figures, gauges);
+    }
+
+    /// Reports a datagram's lifecycle events and errors.
+    fn account(&mut self, report: DatagramReport, now: Instant) {
         for event in &report.events {
             self.reporter.event(event, self.source, &self.ctx.counters, now);
         }
@@ -104,6 +133,7 @@ impl ExporterState {
         for event in self.session.expire(unix_now_ns()) {
             self.reporter.event(&event, self.source, &self.ctx.counters, now);
         }
+        self.report_figures(&ExporterFigures::default());
     }
 
     fn log_stats(&self) {
@@ -111,10 +141,25 @@ impl ExporterState {
     }
 }
 
+/// Sums a session's template cache figures over its protocols.
+fn cache_totals(caches: &[CacheStats]) -> TemplateCacheTotals {
+    caches.iter().fold(TemplateCacheTotals::default(), |sum, c| TemplateCacheTotals {
+        hits: sum.hits + c.template_hits,
+        misses: sum.misses + c.template_misses,
+        evictions: sum.evictions + c.evictions,
+        collisions: sum.collisions + c.collisions,
+        pending_replayed: sum.pending_replayed + c.pending_replayed,
+        pending_dropped: sum.pending_dropped + c.pending_dropped,
+    })
+}
+
 /// Per-batch sums of the datagram reports, added to the shared counters once per batch
 /// rather than once per datagram.
 #[derive(Default)]
 struct Tally {
+    datagrams: u64,
+    bytes: u64,
+    decode_errors: u64,
     flows: u64,
     non_flow_records: u64,
     records_pending: u64,
@@ -127,7 +172,10 @@ struct Tally {
 }
 
 impl Tally {
-    fn add(&mut self, report: &DatagramReport) {
+    fn add(&mut self, report: &DatagramReport, bytes: usize) {
+        self.datagrams += 1;
+        self.bytes += to_u64(bytes);
+        self.decode_errors += to_u64(report.errors.len());
         self.non_flow_records += to_u64(report.non_flow_records);
         self.records_pending += to_u64(report.records_pending);
         self.export_datagrams_lost += report.sequence_gap;
@@ -136,6 +184,18 @@ impl Tally {
         self.sampling_rate_defaulted += to_u64(report.sampling_rate_defaulted);
         self.time_anomalies += to_u64(report.time_anomalies);
         self.time_unknown += to_u64(report.time_unknown);
+    }
+
+    /// This batch's row in the exporter table.
+    fn figures(&self) -> ExporterFigures {
+        ExporterFigures {
+            datagrams: self.datagrams,
+            bytes: self.bytes,
+            flows: self.flows,
+            decode_errors: self.decode_errors,
+            sequence_lost: self.export_datagrams_lost + self.export_records_lost,
+            sampling_rate_unknown: self.sampling_rate_unknown,
+        }
     }
 
     fn add_to(&self, counters: &ListenerCounters) {
@@ -179,16 +239,30 @@ impl Actor for ExporterActor {
 
     async fn pre_start(
         &self,
-        _myself: ActorRef<Self::Msg>,
+        myself: ActorRef<Self::Msg>,
         args: ExporterArgs,
     ) -> Result<Self::State, ActorProcessingErr> {
         let session = args.ctx.sessions.create(&args.ctx.protocol);
         Ok(ExporterState {
+            addr: args.addr,
             source: SocketAddr::new(args.addr, 0),
             session,
             reporter: Reporter::new(args.ctx.partition.clone()),
             ctx: args.ctx,
+            owner: myself.get_id().pid(),
+            cache_reported: TemplateCacheTotals::default(),
+            sampling_rate_unknown: false,
         })
+    }
+
+    /// A stopped exporter (evicted, or drained at shutdown) ends its `/metrics` series.
+    async fn post_stop(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        state.ctx.counters.exporters.forget(state.addr, state.owner);
+        Ok(())
     }
 
     async fn handle(

@@ -182,6 +182,7 @@ impl ListenerState {
         let Some(addr) = self.directory.remove_id(id) else { return };
         let counters = &self.spec.ctx.counters;
         counters.exporters_restarted.fetch_add(1, Ordering::Relaxed);
+        counters.exporters.forget(addr, id.pid());
         tracing::warn!(
             actor = "exporter",
             listener = %self.name(),
@@ -311,6 +312,8 @@ impl Actor for ListenerActor {
             || ListenerMsg::Housekeeping,
         ));
         spec.ctx.counters.exporters_live.store(0, Ordering::Relaxed);
+        // A restarted listener starts without exporters: their rows went with them.
+        spec.ctx.counters.exporters.clear();
         tracing::info!(listener = %spec.ctx.name, local_addr = %spec.local_addr, subject = %spec.ctx.publisher.subject(), "Listener started");
         let now = Instant::now();
         Ok(ListenerState {

@@ -244,7 +244,11 @@ pub fn settings(listeners: Vec<ListenerSettings>) -> CollectorSettings {
         listeners,
         channel_size: 10_000,
         batch_size: 100,
-        exporters: ExporterLimits { max_exporters: 100, idle_timeout: Duration::from_secs(600) },
+        exporters: ExporterLimits {
+            max_exporters: 100,
+            idle_timeout: Duration::from_secs(600),
+            max_series: 100,
+        },
         stats_interval: Duration::from_secs(30),
         sink: SinkSettings::Stdout,
         partition: "test".to_owned(),

@@ -1,9 +1,9 @@
 //! The Prometheus registry behind `/metrics`: the pipeline's counters, read from a
-//! [`flow_actors::CountersSnapshot`] at scrape time, the kernel's socket drops, and the
-//! publisher figures reported through [`PublishObserver`].
+//! [`flow_actors::CountersSnapshot`] at scrape time (listeners, their exporters, the
+//! publishers), and the kernel's socket drops.
 
+mod exporters;
 mod kernel;
-mod publish;
 mod snapshot;
 
 use std::fmt;
@@ -12,7 +12,6 @@ use flow_actors::CountersSnapshot;
 use prometheus_client::encoding::text;
 use prometheus_client::registry::Registry;
 
-pub use self::publish::{PublishMetrics, PublishObserver};
 pub use self::snapshot::CountersProvider;
 use self::snapshot::SnapshotCollector;
 
@@ -22,7 +21,6 @@ pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; cha
 /// Every metric of the process.
 pub struct Metrics {
     registry: Registry,
-    publish: PublishMetrics,
 }
 
 impl fmt::Debug for Metrics {
@@ -37,13 +35,7 @@ impl Metrics {
         let mut registry = Registry::default();
         let collector = SnapshotCollector::new(Box::new(counters), kernel::udp_drops);
         registry.register_collector(Box::new(collector));
-        let publish = PublishMetrics::register(&mut registry);
-        Metrics { registry, publish }
-    }
-
-    /// The handle the publisher reports latency, acks in flight and buffered messages to.
-    pub fn publish(&self) -> PublishMetrics {
-        self.publish.clone()
+        Metrics { registry }
     }
 
     /// The OpenMetrics text of every metric, now.

@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use flow_actors::CountersSnapshot;
 use flow_actors::counters::{ListenerCountersSnapshot, ListenerSnapshot, PublisherSnapshot};
 use prometheus_client::collector::Collector;
-use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric, NoLabelSet};
 use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
@@ -72,6 +72,34 @@ const LISTENER_COUNTERS: &[ListenerFigure] = &[
     ("flow_collector_listener_restarts", "Times the listener actor was restarted", |c| {
         c.listener_restarts
     }),
+    ("flow_collector_template_cache_hits", "Data sets whose template was cached", |c| {
+        c.template_cache.hits
+    }),
+    (
+        "flow_collector_template_cache_misses",
+        "Data sets whose template was not cached (parked or dropped)",
+        |c| c.template_cache.misses,
+    ),
+    (
+        "flow_collector_template_cache_evictions",
+        "Templates evicted to make room (max_templates)",
+        |c| c.template_cache.evictions,
+    ),
+    (
+        "flow_collector_template_collisions",
+        "Templates replaced by one with the same id and another layout",
+        |c| c.template_cache.collisions,
+    ),
+    (
+        "flow_collector_pending_flows_replayed",
+        "Parked data sets decoded once their template arrived",
+        |c| c.template_cache.pending_replayed,
+    ),
+    (
+        "flow_collector_pending_flows_dropped",
+        "Parked data sets given up (time to live, caps, exporter restarts)",
+        |c| c.template_cache.pending_dropped,
+    ),
 ];
 
 const LISTENER_GAUGES: &[ListenerFigure] = &[
@@ -80,6 +108,19 @@ const LISTENER_GAUGES: &[ListenerFigure] = &[
         "flow_collector_datagrams_in_flight",
         "Accepted datagrams not yet in a publisher batch",
         |c| c.datagrams_in_flight,
+    ),
+    ("flow_collector_templates", "Templates cached by the listener's exporters", |c| {
+        c.exporters.totals.templates
+    }),
+    (
+        "flow_collector_pending_flows",
+        "Data sets parked by the listener's exporters until their template arrives",
+        |c| c.exporters.totals.pending_flows,
+    ),
+    (
+        "flow_collector_exporters_sampling_rate_unknown",
+        "Exporters whose latest flows had no known sampling rate",
+        |c| c.exporters.totals.sampling_rate_unknown,
     ),
 ];
 
@@ -94,6 +135,19 @@ const PUBLISHER_COUNTERS: &[PublisherFigure] = &[
     ("flow_collector_publisher_restarts", "Times the publisher actor was restarted", |p| {
         p.counters.publisher_restarts
     }),
+];
+
+const PUBLISHER_GAUGES: &[PublisherFigure] = &[
+    (
+        "flow_collector_publish_buffered_messages",
+        "Messages (one per flow) the publisher holds until a batch and a lane are free",
+        |p| p.counters.flows_buffered,
+    ),
+    (
+        "flow_collector_publish_in_flight_messages",
+        "Messages (one per flow) handed to the transport whose acknowledgement is awaited",
+        |p| p.counters.flows_in_flight,
+    ),
 ];
 
 /// Encodes a fresh snapshot on every scrape.
@@ -118,6 +172,7 @@ impl Collector for SnapshotCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> fmt::Result {
         let snapshot = (self.counters)();
         encode_listeners(&mut encoder, &snapshot.listeners, self.kernel_drops)?;
+        super::exporters::encode(&mut encoder, &snapshot.listeners)?;
         encode_publishers(&mut encoder, &snapshot.publishers)
     }
 }
@@ -217,6 +272,11 @@ fn encode_publishers(
         let samples = publishers.iter().map(|p| ([("subject", p.subject.clone())], read(p)));
         family(encoder, name, help, MetricType::Counter, samples)?;
     }
+    for (name, help, read) in PUBLISHER_GAUGES {
+        let samples = publishers.iter().map(|p| ([("subject", p.subject.clone())], read(p)));
+        family(encoder, name, help, MetricType::Gauge, samples)?;
+    }
+    publish_latency(encoder, publishers)?;
     let dropped = publishers.iter().flat_map(|p| {
         p.counters.flows_dropped.iter().map(|(reason, n)| {
             ([("subject", p.subject.clone()), ("reason", (*reason).to_owned())], *n)
@@ -231,8 +291,33 @@ fn encode_publishers(
     )
 }
 
+/// The publish latency histogram of every subject.
+fn publish_latency(
+    encoder: &mut DescriptorEncoder,
+    publishers: &[PublisherSnapshot],
+) -> fmt::Result {
+    let mut metric = encoder.encode_descriptor(
+        "flow_collector_publish_latency_seconds",
+        "Time from handing a batch to the transport until it is acknowledged",
+        None,
+        MetricType::Histogram,
+    )?;
+    for p in publishers {
+        let latency = &p.counters.publish_latency;
+        let labels = [("subject", p.subject.clone())];
+        let mut sample = metric.encode_family(&labels)?;
+        sample.encode_histogram::<NoLabelSet>(
+            latency.sum_seconds,
+            latency.count,
+            &latency.buckets,
+            None,
+        )?;
+    }
+    Ok(())
+}
+
 /// Writes one family: its descriptor, then one sample per label set.
-fn family<L: EncodeLabelSet>(
+pub(super) fn family<L: EncodeLabelSet>(
     encoder: &mut DescriptorEncoder,
     name: &str,
     help: &str,

@@ -4,14 +4,13 @@
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use flow_actors::sink::{Delivery, FlowSink, SinkError, SinkFuture};
 use flow_actors::{
     Collector, CollectorSettings, DecoderSessions, ExporterLimits, ListenerProtocol,
     ListenerSettings, SinkSettings,
 };
-use flow_telemetry::{PublishMetrics, PublishObserver};
 use flowpb::FlowMessage;
 use tokio::net::UdpSocket;
 
@@ -23,22 +22,15 @@ pub const PARTITION: &str = "test";
 pub const TEMPLATE: u16 = 256;
 pub const UNKNOWN_TEMPLATE: u16 = 300;
 
-/// Counts the flows it accepts; reports each publish to an observer when given one.
+/// Counts the flows it accepts.
 pub struct CountingSink {
     flows: Arc<AtomicU64>,
-    observer: Option<PublishMetrics>,
 }
 
 impl FlowSink for CountingSink {
     fn publish<'a>(&'a mut self, flows: &'a [FlowMessage]) -> SinkFuture<'a, Delivery> {
-        let started = Instant::now();
         Box::pin(async move {
             self.flows.fetch_add(flows.len() as u64, Ordering::Relaxed);
-            if let Some(observer) = &self.observer {
-                observer.publish_latency(SUBJECT, started.elapsed());
-                observer.in_flight_acks(SUBJECT, 0);
-                observer.buffered_messages(SUBJECT, 0);
-            }
             Ok(Delivery::all(flows.len()))
         })
     }
@@ -55,7 +47,11 @@ pub fn settings() -> CollectorSettings {
         }],
         channel_size: 10_000,
         batch_size: 100,
-        exporters: ExporterLimits { max_exporters: 100, idle_timeout: Duration::from_secs(600) },
+        exporters: ExporterLimits {
+            max_exporters: 100,
+            idle_timeout: Duration::from_secs(600),
+            max_series: 100,
+        },
         stats_interval: Duration::from_secs(30),
         sink: SinkSettings::Stdout,
         partition: PARTITION.to_owned(),
@@ -63,11 +59,16 @@ pub fn settings() -> CollectorSettings {
 }
 
 /// Starts the collector with the real decoders; `flows` counts what the sink accepts.
-pub async fn start(flows: Arc<AtomicU64>, observer: Option<PublishMetrics>) -> Collector {
+pub async fn start(flows: Arc<AtomicU64>) -> Collector {
+    start_with(settings(), flows).await
+}
+
+/// [`start`] with other settings.
+pub async fn start_with(settings: CollectorSettings, flows: Arc<AtomicU64>) -> Collector {
     let sinks = move |_: &str| -> Result<Box<dyn FlowSink>, SinkError> {
-        Ok(Box::new(CountingSink { flows: Arc::clone(&flows), observer: observer.clone() }))
+        Ok(Box::new(CountingSink { flows: Arc::clone(&flows) }))
     };
-    Collector::start_with(settings(), Arc::new(DecoderSessions), &sinks)
+    Collector::start_with(settings, Arc::new(DecoderSessions), &sinks)
         .await
         .expect("the collector starts")
 }

@@ -1,12 +1,22 @@
 //! Counters of the pipeline: plain atomics in named structs, shared through `Arc`s by the
-//! actors and tasks that update them, read as snapshots by tests, the binary and (next) the
-//! metrics endpoint.
+//! actors and tasks that update them, read as snapshots by tests, the binary and the
+//! metrics endpoint. Per-exporter figures live in an [`ExporterTable`], publish latency in
+//! a [`LatencyHistogram`].
 //!
 //! Accounting invariants, exact once the pipeline is quiet (after a drain):
 //! - per listener: `datagrams_received = datagrams_decoded + datagrams_dropped.total()
 //!   + datagrams_lost_in_restart`; while running, the difference is still in flight.
 //! - per publisher: every flow handed to it (the listeners' `flows_decoded` of its subject)
 //!   ends as `flows_published` or in `flows_dropped` under a reason.
+
+mod exporters;
+mod latency;
+
+pub use exporters::{
+    DEFAULT_MAX_SERIES, ExporterFigures, ExporterGauges, ExporterSeries, ExporterTable,
+    ExporterTableSnapshot,
+};
+pub use latency::{LatencyHistogram, LatencySnapshot};
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -57,6 +67,67 @@ pub struct DatagramDrops {
     pub channel_full: AtomicU64,
     /// The datagram came from a new source while `max_exporters` exporters were live.
     pub exporter_cap: AtomicU64,
+}
+
+/// Template cache activity summed over a listener's exporters (the guide's stats line,
+/// as counters). Each exporter adds what changed since its last report.
+#[derive(Debug, Default)]
+pub struct TemplateCacheCounters {
+    /// Data sets whose template was in the cache.
+    pub hits: AtomicU64,
+    /// Data sets whose template was not (parked or dropped).
+    pub misses: AtomicU64,
+    /// Templates evicted to make room (`max_templates`).
+    pub evictions: AtomicU64,
+    /// Templates replaced by one with the same id and a different layout.
+    pub collisions: AtomicU64,
+    /// Parked data sets decoded once their template arrived.
+    pub pending_replayed: AtomicU64,
+    /// Parked data sets given up (time to live, caps, restarts).
+    pub pending_dropped: AtomicU64,
+}
+
+/// A point-in-time copy of [`TemplateCacheCounters`]; also an exporter's running totals.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TemplateCacheTotals {
+    pub hits: u64,
+    pub misses: u64,
+    pub evictions: u64,
+    pub collisions: u64,
+    pub pending_replayed: u64,
+    pub pending_dropped: u64,
+}
+
+impl TemplateCacheCounters {
+    /// Adds what grew from `before` to `now` (a fresh session starts from zero, so
+    /// nothing is ever subtracted).
+    pub fn add_growth(&self, before: &TemplateCacheTotals, now: &TemplateCacheTotals) {
+        let pairs = [
+            (&self.hits, before.hits, now.hits),
+            (&self.misses, before.misses, now.misses),
+            (&self.evictions, before.evictions, now.evictions),
+            (&self.collisions, before.collisions, now.collisions),
+            (&self.pending_replayed, before.pending_replayed, now.pending_replayed),
+            (&self.pending_dropped, before.pending_dropped, now.pending_dropped),
+        ];
+        for (counter, before, now) in pairs {
+            let growth = now.saturating_sub(before);
+            if growth > 0 {
+                counter.fetch_add(growth, ORDER);
+            }
+        }
+    }
+
+    pub fn snapshot(&self) -> TemplateCacheTotals {
+        TemplateCacheTotals {
+            hits: self.hits.load(ORDER),
+            misses: self.misses.load(ORDER),
+            evictions: self.evictions.load(ORDER),
+            collisions: self.collisions.load(ORDER),
+            pending_replayed: self.pending_replayed.load(ORDER),
+            pending_dropped: self.pending_dropped.load(ORDER),
+        }
+    }
 }
 
 /// Counters of one listener (one socket) and the exporters below it.
@@ -111,9 +182,18 @@ pub struct ListenerCounters {
     pub listener_restarts: AtomicU64,
     /// Accepted datagrams whose flows have not yet reached the publisher's batch (a gauge).
     pub datagrams_in_flight: AtomicU64,
+    /// Template cache activity of all its exporters.
+    pub template_cache: TemplateCacheCounters,
+    /// Per-exporter figures, capped in cardinality.
+    pub exporters: ExporterTable,
 }
 
 impl ListenerCounters {
+    /// Counters whose exporter table gives `max_series` exporters series of their own.
+    pub fn new(max_series: usize) -> Self {
+        ListenerCounters { exporters: ExporterTable::new(max_series), ..Default::default() }
+    }
+
     /// Reads every counter.
     pub fn snapshot(&self) -> ListenerCountersSnapshot {
         ListenerCountersSnapshot {
@@ -141,6 +221,8 @@ impl ListenerCounters {
             exporters_restarted: self.exporters_restarted.load(ORDER),
             listener_restarts: self.listener_restarts.load(ORDER),
             datagrams_in_flight: self.datagrams_in_flight.load(ORDER),
+            template_cache: self.template_cache.snapshot(),
+            exporters: self.exporters.snapshot(),
         }
     }
 }
@@ -172,6 +254,8 @@ pub struct ListenerCountersSnapshot {
     pub exporters_restarted: u64,
     pub listener_restarts: u64,
     pub datagrams_in_flight: u64,
+    pub template_cache: TemplateCacheTotals,
+    pub exporters: ExporterTableSnapshot,
 }
 
 impl ListenerCountersSnapshot {
@@ -209,6 +293,12 @@ pub struct PublisherCounters {
     pub flows_dropped: LabeledCounter,
     /// Times the publisher actor was restarted by the root supervisor.
     pub publisher_restarts: AtomicU64,
+    /// Flows held by the publisher, waiting for a batch or a free lane (a gauge).
+    pub flows_buffered: AtomicU64,
+    /// Flows handed to the sink whose outcome (acknowledgement) is awaited (a gauge).
+    pub flows_in_flight: AtomicU64,
+    /// From handing a batch to the sink until it is settled, for batches it accepted.
+    pub publish_latency: LatencyHistogram,
 }
 
 impl PublisherCounters {
@@ -219,17 +309,23 @@ impl PublisherCounters {
             batches_published: self.batches_published.load(ORDER),
             flows_dropped: self.flows_dropped.snapshot(),
             publisher_restarts: self.publisher_restarts.load(ORDER),
+            flows_buffered: self.flows_buffered.load(ORDER),
+            flows_in_flight: self.flows_in_flight.load(ORDER),
+            publish_latency: self.publish_latency.snapshot(),
         }
     }
 }
 
 /// A point-in-time copy of [`PublisherCounters`].
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct PublisherCountersSnapshot {
     pub flows_published: u64,
     pub batches_published: u64,
     pub flows_dropped: BTreeMap<&'static str, u64>,
     pub publisher_restarts: u64,
+    pub flows_buffered: u64,
+    pub flows_in_flight: u64,
+    pub publish_latency: LatencySnapshot,
 }
 
 impl PublisherCountersSnapshot {
@@ -252,14 +348,14 @@ pub struct ListenerSnapshot {
 }
 
 /// One publisher's identity and counters.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct PublisherSnapshot {
     pub subject: String,
     pub counters: PublisherCountersSnapshot,
 }
 
 /// Every counter of a collector, at one moment.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct CountersSnapshot {
     /// In configuration order.
     pub listeners: Vec<ListenerSnapshot>,
