@@ -87,6 +87,25 @@ fn metrics_count_exactly_what_was_sent_and_health_answers() {
         flows as u64
     );
     assert_eq!(sample(&metrics, &format!("flow_collector_exporters{listener}")), 1);
+    // The router's own series, and its template cache as the listener sums it.
+    let exporter = format!("{{listener=\"netflow@{udp}\",exporter=\"127.0.0.81\"}}");
+    assert_eq!(
+        sample(&metrics, &format!("flow_collector_exporter_datagrams_total{exporter}")),
+        sent
+    );
+    assert_eq!(
+        sample(&metrics, &format!("flow_collector_exporter_flows_total{exporter}")),
+        flows as u64
+    );
+    let templates = sample(&metrics, &format!("flow_collector_exporter_templates{exporter}"));
+    assert!(templates > 0, "the capture's templates are cached:\n{metrics}");
+    assert_eq!(sample(&metrics, &format!("flow_collector_templates{listener}")), templates);
+    assert!(sample(&metrics, &format!("flow_collector_template_cache_hits_total{listener}")) > 0);
+    let subject = "{subject=\"flows.raw.netflow\"}";
+    assert!(
+        sample(&metrics, &format!("flow_collector_publish_latency_seconds_count{subject}")) > 0
+    );
+    assert_eq!(sample(&metrics, &format!("flow_collector_publish_in_flight_acks{subject}")), 0);
     let finished = collector.stop();
     assert!(finished.status.success(), "collector exit {}", finished.status);
     assert_eq!(finished.flows.len(), flows);

@@ -144,7 +144,7 @@ const PUBLISHER_GAUGES: &[PublisherFigure] = &[
         |p| p.counters.flows_buffered,
     ),
     (
-        "flow_collector_publish_in_flight_messages",
+        "flow_collector_publish_in_flight_acks",
         "Messages (one per flow) handed to the transport whose acknowledgement is awaited",
         |p| p.counters.flows_in_flight,
     ),
