@@ -14,6 +14,7 @@
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
+use std::num::NonZeroU32;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -23,7 +24,9 @@ use flow_actors::sink::{
 };
 use flow_actors::{
     CollectorSettings, ExporterLimits, ListenerProtocol, ListenerSettings, SinkSettings,
+    SourceFilter,
 };
+use flow_decode::prefix::parse_prefix;
 use flow_decode::{
     NetflowSettings, PendingFlowSettings, SamplingOverride, SamplingPolicy, SflowSettings,
 };
@@ -142,17 +145,29 @@ pub struct ListenerConfig {
     pub max_samples_per_datagram: Option<u32>,
     #[serde(default)]
     pub sampling: Option<SamplingConfig>,
+    /// Exporter prefixes allowed to send (absent or empty: any not denied).
+    #[serde(default)]
+    pub allow_sources: Vec<String>,
+    /// Exporter prefixes whose datagrams are dropped; wins over `allow_sources`.
+    #[serde(default)]
+    pub deny_sources: Vec<String>,
+    /// Datagrams per second one exporter may send; the excess is dropped and counted.
+    #[serde(default)]
+    pub max_exporter_pps: Option<u32>,
 }
 
-/// `sampling` (netflow only): rates for exporters that announce none, or announce a
-/// wrong one. Announced rates are used otherwise.
+/// `sampling` (netflow and sflow): rates for exporters that announce none, or announce
+/// a wrong one. Announced rates are used otherwise. sFlow samples always carry a rate:
+/// an override (matched against the agent address) replaces it, and `default_rate`
+/// fills only a rate of 0.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct SamplingConfig {
     /// Rate given to flows whose exporter announced none (absent: they keep 0, "unknown").
     #[serde(default)]
     pub default_rate: Option<u64>,
-    /// Rates forced per exporter address or prefix; the longest prefix wins.
+    /// Rates forced per exporter (sFlow: agent) address or prefix; the longest prefix
+    /// wins.
     #[serde(default)]
     pub overrides: Vec<SamplingOverrideConfig>,
 }
@@ -161,7 +176,8 @@ pub struct SamplingConfig {
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct SamplingOverrideConfig {
-    /// An exporter address ("10.0.0.1") or prefix ("10.0.0.0/8").
+    /// An exporter address ("10.0.0.1") or prefix ("10.0.0.0/8"); for sFlow, the agent
+    /// address of the datagrams (the UDP source when the agent address is unknown).
     pub exporter: String,
     /// 1-in-N sampling rate to stamp on its flows (1 = unsampled).
     pub rate: u64,
@@ -592,16 +608,12 @@ impl ListenerConfig {
                 if let Some(pending) = &self.pending_flows {
                     pending.validate(&format!("{key}.pending_flows"))?;
                 }
-                if let Some(sampling) = &self.sampling {
-                    sampling.policy(&format!("{key}.sampling"))?;
-                }
             }
             ListenerKind::Sflow => {
                 for (name, present) in [
                     ("max_templates", self.max_templates.is_some()),
                     ("max_template_fields", self.max_template_fields.is_some()),
                     ("pending_flows", self.pending_flows.is_some()),
-                    ("sampling", self.sampling.is_some()),
                 ] {
                     if present {
                         return Err(only_for(key, name, "netflow"));
@@ -612,7 +624,30 @@ impl ListenerConfig {
                 }
             }
         }
+        self.sampling_policy(key)?;
+        self.source_filter(key)?;
+        if let Some(pps) = self.max_exporter_pps {
+            in_range(&format!("{key}.max_exporter_pps"), pps as usize, 1, 10_000_000)?;
+        }
         Ok(addr)
+    }
+
+    /// The allow and deny lists, each entry parsed as a prefix.
+    fn source_filter(&self, key: &str) -> Result<SourceFilter, ConfigError> {
+        let parse = |name: &str, list: &[String]| {
+            list.iter()
+                .enumerate()
+                .map(|(i, text)| {
+                    parse_prefix(text).map_err(|e| {
+                        ConfigError::invalid(format!("{key}.{name}[{i}]"), e.to_string())
+                    })
+                })
+                .collect::<Result<Vec<_>, _>>()
+        };
+        Ok(SourceFilter {
+            allow: parse("allow_sources", &self.allow_sources)?,
+            deny: parse("deny_sources", &self.deny_sources)?,
+        })
     }
 
     fn settings(&self, key: &str) -> Result<ListenerSettings, ConfigError> {
@@ -631,14 +666,12 @@ impl ListenerConfig {
                         max_entry_size_bytes: pending.max_entry_size_bytes,
                         ttl: Duration::from_secs(pending.ttl_secs),
                     }),
-                    sampling: match &self.sampling {
-                        Some(sampling) => sampling.policy(&format!("{key}.sampling"))?,
-                        None => SamplingPolicy::default(),
-                    },
+                    sampling: self.sampling_policy(key)?,
                 })
             }
             ListenerKind::Sflow => ListenerProtocol::Sflow(SflowSettings {
                 max_samples_per_datagram: self.max_samples_per_datagram,
+                sampling: self.sampling_policy(key)?,
             }),
         };
         Ok(ListenerSettings {
@@ -646,7 +679,17 @@ impl ListenerConfig {
             subject: self.subject.clone().unwrap_or_else(|| defaults::subject(self.protocol)),
             buffer_size: self.buffer_size,
             protocol,
+            sources: self.source_filter(key)?,
+            max_exporter_pps: self.max_exporter_pps.and_then(NonZeroU32::new),
         })
+    }
+
+    /// The decoder's sampling policy from `sampling` (either protocol); empty without it.
+    fn sampling_policy(&self, key: &str) -> Result<SamplingPolicy, ConfigError> {
+        match &self.sampling {
+            Some(sampling) => sampling.policy(&format!("{key}.sampling")),
+            None => Ok(SamplingPolicy::default()),
+        }
     }
 
     /// The subject this listener publishes on.

@@ -309,6 +309,8 @@ fn bind_listener(
         buffer_size: listener.buffer_size,
         channel_size: settings.channel_size,
         limits: settings.exporters.clone(),
+        sources: listener.sources.clone(),
+        max_exporter_pps: listener.max_exporter_pps,
         stats_interval: settings.stats_interval,
         budget: InFlight::new(settings.channel_size, counters),
     };

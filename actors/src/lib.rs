@@ -34,6 +34,7 @@ pub use publisher::LINGER;
 pub use session::{DecoderSessions, SessionFactory};
 pub use settings::{
     CollectorSettings, ExporterLimits, ListenerProtocol, ListenerSettings, SinkSettings,
+    SourceFilter,
 };
 pub use sink::{
     ConfiguredSinks, FlowSink, JsonLinesSink, SinkError, SinkFactory, SinkFuture, StdoutSink,

@@ -1,9 +1,11 @@
 //! Typed settings the actors are started with, built once by the binary from the
 //! validated config file.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
+use std::num::NonZeroU32;
 use std::time::Duration;
 
+use flow_decode::prefix::{IpNet, contains};
 use flow_decode::{NetflowSettings, SflowSettings};
 
 use crate::sink::JetStreamLink;
@@ -39,6 +41,33 @@ pub struct ListenerSettings {
     pub buffer_size: usize,
     /// Which protocol is decoded, with its per-exporter limits.
     pub protocol: ListenerProtocol,
+    /// Which source addresses may send (`allow_sources`, `deny_sources`).
+    pub sources: SourceFilter,
+    /// Datagrams per second one exporter may send before the excess is dropped
+    /// (`max_exporter_pps`; bursts of one second's worth pass). `None`: no limit.
+    pub max_exporter_pps: Option<NonZeroU32>,
+}
+
+/// Source address control of a listener: the deny list wins, then an allow list (when
+/// given) must hold the address. Applied before anything else is spent on a datagram.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SourceFilter {
+    /// Empty: every source not denied may send.
+    pub allow: Vec<IpNet>,
+    pub deny: Vec<IpNet>,
+}
+
+impl SourceFilter {
+    /// Whether datagrams from `source` are accepted.
+    pub fn accepts(&self, source: IpAddr) -> bool {
+        let holds = |net: &IpNet| contains(net, source);
+        !self.deny.iter().any(holds) && (self.allow.is_empty() || self.allow.iter().any(holds))
+    }
+
+    /// Whether every source is accepted (nothing to check per datagram).
+    pub fn is_open(&self) -> bool {
+        self.allow.is_empty() && self.deny.is_empty()
+    }
 }
 
 impl ListenerSettings {

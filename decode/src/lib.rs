@@ -8,15 +8,15 @@
 pub mod event;
 pub mod netflow;
 pub mod packet;
+pub mod prefix;
 pub mod report;
+pub mod sampling;
 pub mod sflow;
 
 pub use event::{LifecycleEvent, Protocol};
-pub use netflow::{
-    NetflowSession, NetflowSettings, PendingFlowSettings, SamplingOverride, SamplingPolicy,
-    SamplingPolicyError,
-};
+pub use netflow::{NetflowSession, NetflowSettings, PendingFlowSettings};
 pub use report::{DatagramReport, DecodeError, FidelityStats, SessionStats};
+pub use sampling::{SamplingOverride, SamplingPolicy, SamplingPolicyError};
 pub use sflow::{SflowSession, SflowSettings};
 
 use std::net::SocketAddr;

@@ -5,8 +5,8 @@
 
 mod support;
 
-use flow_decode::NetflowSession;
 use flow_decode::decode_flags::{TIME_END_BEFORE_START, TIME_IN_FUTURE};
+use flow_decode::{ExporterSession, NetflowSession};
 use flowpb::FlowMessage;
 
 use support::netflow::{
@@ -123,6 +123,72 @@ fn ipfix_sysuptime_with_system_init_time_from_options_data() {
     assert!(report.errors.is_empty(), "{:?}", report.errors);
     assert_eq!(times(&flows), vec![(START_S * SECOND_NS, (START_S + 2) * SECOND_NS)]);
     assert_eq!((report.time_unknown, report.non_flow_records), (0, 1));
+}
+
+#[test]
+fn system_init_time_after_the_data_in_the_same_message_still_applies() {
+    // Data template and data first, then the options template and IE 160: the flows'
+    // uptimes are resolved once the whole message is decoded.
+    let mut session = NetflowSession::new(&settings(false));
+    let init_ms = START_S * 1000 - 10_000;
+    let packet = ipfix_packet(
+        EXPORT_SECS,
+        1,
+        0,
+        &[
+            template_set(2, &[(256, &[(22, 4), (21, 4)])]),
+            set(256, &Rec::new().u32(10_000).u32(12_000).u32(10_500).u32(11_000).done()),
+            ipfix_options_template_set(300, &[(149, 4)], &[(160, 8)]),
+            set(300, &Rec::new().u32(0).u64(init_ms).done()),
+        ],
+    );
+    let (flows, report) = decode(&mut session, source(4739), EXPORT_NS, &packet);
+    assert!(report.errors.is_empty(), "{:?}", report.errors);
+    let start = START_S * SECOND_NS;
+    assert_eq!(
+        times(&flows),
+        vec![(start, start + 2 * SECOND_NS), (start + 500 * MS, start + SECOND_NS)]
+    );
+    assert_eq!((report.time_unknown, report.time_anomalies, report.non_flow_records), (0, 0, 1));
+}
+
+#[test]
+fn system_init_time_in_a_later_message_cannot_fix_flows_already_emitted() {
+    let mut session = NetflowSession::new(&settings(false));
+    let first = ipfix_packet(
+        EXPORT_SECS,
+        1,
+        0,
+        &[
+            template_set(2, &[(256, &[(22, 4), (21, 4)])]),
+            set(256, &Rec::new().u32(10_000).u32(12_000).done()),
+        ],
+    );
+    let (flows, report) = decode(&mut session, source(4739), EXPORT_NS, &first);
+    assert!(report.errors.is_empty(), "{:?}", report.errors);
+    assert_eq!((times(&flows), report.time_unknown), (vec![(0, 0)], 1), "unknown, counted");
+
+    let init_ms = START_S * 1000 - 10_000;
+    let options = ipfix_packet(
+        EXPORT_SECS,
+        2,
+        0,
+        &[
+            ipfix_options_template_set(300, &[(149, 4)], &[(160, 8)]),
+            set(300, &Rec::new().u32(0).u64(init_ms).done()),
+        ],
+    );
+    let (flows, report) = decode(&mut session, source(4739), EXPORT_NS, &options);
+    assert!(flows.is_empty());
+    assert_eq!((report.time_unknown, report.non_flow_records), (0, 1));
+
+    // From then on the exporter's uptimes resolve.
+    let next =
+        ipfix_packet(EXPORT_SECS, 3, 0, &[set(256, &Rec::new().u32(10_000).u32(12_000).done())]);
+    let (flows, report) = decode(&mut session, source(4739), EXPORT_NS, &next);
+    assert_eq!(times(&flows), vec![(START_S * SECOND_NS, (START_S + 2) * SECOND_NS)]);
+    assert_eq!(report.time_unknown, 0);
+    assert_eq!(session.stats().fidelity.time_unknown, 1);
 }
 
 /// v9 template 256: FIRST_SWITCHED (22), LAST_SWITCHED (21).

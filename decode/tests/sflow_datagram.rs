@@ -331,12 +331,18 @@ fn max_samples_decodes_the_first_n_and_counts_the_datagram() {
         builder = builder.sample(flow_sample(1, 1, 2, &[header_record(1, 60, &frame)]));
     }
     let datagram = builder.build();
-    let mut session = SflowSession::new(&SflowSettings { max_samples_per_datagram: Some(3) });
+    let mut session = SflowSession::new(&SflowSettings {
+        max_samples_per_datagram: Some(3),
+        ..SflowSettings::default()
+    });
     let (flows, report) = decode_with(&mut session, &datagram);
     assert_eq!(flows.iter().map(|f| f.src_port).collect::<Vec<_>>(), vec![1000, 1001, 1002]);
     assert_eq!(report.errors, vec![DecodeError::TooManySamples { samples: 5, max: 3 }]);
 
-    let mut uncapped = SflowSession::new(&SflowSettings { max_samples_per_datagram: Some(5) });
+    let mut uncapped = SflowSession::new(&SflowSettings {
+        max_samples_per_datagram: Some(5),
+        ..SflowSettings::default()
+    });
     let (flows, report) = decode_with(&mut uncapped, &datagram);
     assert_eq!(flows.len(), 5);
     assert!(report.errors.is_empty());

@@ -186,6 +186,18 @@ fn listener_ranges_and_protocol_specific_keys_are_enforced() {
             r#""protocol":"sflow","listen_addr":"0.0.0.0:1","subject":"a. b""#,
             "listeners[0].subject",
         ),
+        (
+            r#""protocol":"netflow","listen_addr":"0.0.0.0:1","allow_sources":["10.0.0.0/8","10.0.0.1/8"]"#,
+            "listeners[0].allow_sources[1]",
+        ),
+        (
+            r#""protocol":"sflow","listen_addr":"0.0.0.0:1","deny_sources":["switch-1"]"#,
+            "listeners[0].deny_sources[0]",
+        ),
+        (
+            r#""protocol":"netflow","listen_addr":"0.0.0.0:1","max_exporter_pps":0"#,
+            "listeners[0].max_exporter_pps",
+        ),
     ];
     for (fragment, key) in cases {
         let text = format!(r#"{{"listeners":[{{{fragment}}}]}}"#);
@@ -379,8 +391,71 @@ fn sampling_mistakes_name_the_entry() {
         invalid_key(&listener(r#"{"default_rate":0}"#)),
         "listeners[0].sampling.default_rate"
     );
-    let sflow = r#"{"listeners":[{"protocol":"sflow","listen_addr":"0.0.0.0:6343","sampling":{"default_rate":5}}]}"#;
-    assert_eq!(invalid_key(sflow), "listeners[0].sampling");
     let typo = listener(r#"{"default":5}"#);
     assert!(parse(&typo).unwrap_err().to_string().contains("`default`"));
+}
+
+#[test]
+fn sampling_policy_reaches_the_sflow_decoder() {
+    let text = r#"{"listeners":[{"protocol":"sflow","listen_addr":"0.0.0.0:6343",
+        "sampling":{"default_rate":512,"overrides":[{"exporter":"10.0.0.0/8","rate":1000},
+                                                    {"exporter":"2001:db8::7","rate":64}]}}]}"#;
+    let config = parse(text).unwrap();
+    config.validate().unwrap();
+    let settings = config.collector_settings().unwrap();
+    let ListenerProtocol::Sflow(sflow) = &settings.listeners[0].protocol else {
+        panic!("sflow listener expected");
+    };
+    let policy = &sflow.sampling;
+    assert_eq!(policy.default_rate, Some(512));
+    assert_eq!(policy.override_for("10.9.9.9".parse().unwrap()), Some(1000));
+    assert_eq!(policy.override_for("2001:db8::7".parse().unwrap()), Some(64));
+    assert_eq!(policy.override_for("192.0.2.1".parse().unwrap()), None);
+}
+
+#[test]
+fn sflow_sampling_mistakes_name_the_entry() {
+    let listener = |sampling: &str| {
+        format!(
+            r#"{{"listeners":[{{"protocol":"netflow","listen_addr":"0.0.0.0:2055"}},{{"protocol":"sflow","listen_addr":"0.0.0.0:6343","sampling":{sampling}}}]}}"#
+        )
+    };
+    assert_eq!(
+        invalid_key(&listener(r#"{"overrides":[{"exporter":"10.0.0.1/8","rate":5}]}"#)),
+        "listeners[1].sampling.overrides[0]"
+    );
+    assert_eq!(
+        invalid_key(&listener(
+            r#"{"overrides":[{"exporter":"10.0.0.0/8","rate":5},{"exporter":"agent-1","rate":5}]}"#
+        )),
+        "listeners[1].sampling.overrides[1]"
+    );
+    assert_eq!(
+        invalid_key(&listener(r#"{"default_rate":0}"#)),
+        "listeners[1].sampling.default_rate"
+    );
+    let typo = listener(r#"{"overrides":[{"prefix":"10.0.0.0/8","rate":5}]}"#);
+    assert!(parse(&typo).unwrap_err().to_string().contains("`prefix`"));
+}
+
+#[test]
+fn source_control_reaches_the_listener_settings() {
+    let text = r#"{"listeners":[{"protocol":"netflow","listen_addr":"0.0.0.0:2055",
+        "allow_sources":["10.0.0.0/8","2001:db8::/32"],"deny_sources":["10.6.6.6"],
+        "max_exporter_pps":5000}]}"#;
+    let settings = parse(text).expect("valid").collector_settings().expect("settings");
+    let listener = &settings.listeners[0];
+    assert_eq!(listener.max_exporter_pps.map(|n| n.get()), Some(5000));
+    let accepts = |addr: &str| listener.sources.accepts(addr.parse().unwrap());
+    assert!(accepts("10.1.2.3"));
+    assert!(accepts("::ffff:10.1.2.3"), "v4-mapped sources are their IPv4 address");
+    assert!(accepts("2001:db8::1"));
+    assert!(!accepts("10.6.6.6"), "the deny list wins");
+    assert!(!accepts("192.0.2.1"), "outside the allow list");
+    let open = parse(r#"{"listeners":[{"protocol":"sflow","listen_addr":"0.0.0.0:6343"}]}"#)
+        .expect("valid")
+        .collector_settings()
+        .expect("settings");
+    assert!(open.listeners[0].sources.is_open());
+    assert_eq!(open.listeners[0].max_exporter_pps, None);
 }

@@ -201,6 +201,21 @@ MIRROR = [
     (f"listeners.{S}.max_samples_per_datagram", 100001, False),
     (f"listeners.{S}.max_templates", 10, False),
     (f"listeners.{S}.pending_flows", {"ttl_secs": 10}, False),
+    (f"listeners.{N}.sampling", {"default_rate": 1, "overrides": [{"exporter": "10.0.0.0/8", "rate": 1000}]}, True),
+    (f"listeners.{N}.sampling", {"default_rate": 0}, False),
+    (f"listeners.{S}.sampling", {"default_rate": 1000}, True),
+    (f"listeners.{S}.sampling", {"overrides": [{"exporter": "2001:db8::/32", "rate": 2048}]}, True),
+    (f"listeners.{S}.sampling", {"default_rate": 0}, False),
+    (f"listeners.{S}.sampling", {"overrides": [{"exporter": "10.0.0.0/8", "rate": 0}]}, False),
+    (f"listeners.{S}.sampling", {"overrides": [{"prefix": "10.0.0.0/8", "rate": 5}]}, False),
+    (f"listeners.{S}.sampling", {"unknown": 1}, False),
+    (f"listeners.{N}.allow_sources", ["10.0.0.0/8", "2001:db8::/32", "192.0.2.7"], True),
+    (f"listeners.{S}.deny_sources", ["10.6.6.0/24"], True),
+    (f"listeners.{N}.allow_sources", "10.0.0.0/8", False),
+    (f"listeners.{N}.max_exporter_pps", 1, True),
+    (f"listeners.{N}.max_exporter_pps", 0, False),
+    (f"listeners.{S}.max_exporter_pps", 10000000, True),
+    (f"listeners.{S}.max_exporter_pps", 10000001, False),
 ]
 
 

@@ -67,6 +67,10 @@ pub struct DatagramDrops {
     pub channel_full: AtomicU64,
     /// The datagram came from a new source while `max_exporters` exporters were live.
     pub exporter_cap: AtomicU64,
+    /// The source is denied, or not allowed (`deny_sources`, `allow_sources`).
+    pub source_denied: AtomicU64,
+    /// The exporter sent faster than `max_exporter_pps`.
+    pub rate_limited: AtomicU64,
 }
 
 /// Template cache activity summed over a listener's exporters (the guide's stats line,
@@ -201,6 +205,8 @@ impl ListenerCounters {
             bytes_received: self.bytes_received.load(ORDER),
             dropped_channel_full: self.datagrams_dropped.channel_full.load(ORDER),
             dropped_exporter_cap: self.datagrams_dropped.exporter_cap.load(ORDER),
+            dropped_source_denied: self.datagrams_dropped.source_denied.load(ORDER),
+            dropped_rate_limited: self.datagrams_dropped.rate_limited.load(ORDER),
             datagrams_lost_in_restart: self.datagrams_lost_in_restart.load(ORDER),
             datagrams_decoded: self.datagrams_decoded.load(ORDER),
             decode_errors: self.decode_errors.snapshot(),
@@ -234,6 +240,8 @@ pub struct ListenerCountersSnapshot {
     pub bytes_received: u64,
     pub dropped_channel_full: u64,
     pub dropped_exporter_cap: u64,
+    pub dropped_source_denied: u64,
+    pub dropped_rate_limited: u64,
     pub datagrams_lost_in_restart: u64,
     pub datagrams_decoded: u64,
     pub decode_errors: BTreeMap<&'static str, u64>,
@@ -261,7 +269,10 @@ pub struct ListenerCountersSnapshot {
 impl ListenerCountersSnapshot {
     /// Datagrams dropped before decoding, all reasons.
     pub fn datagrams_dropped(&self) -> u64 {
-        self.dropped_channel_full + self.dropped_exporter_cap
+        self.dropped_channel_full
+            + self.dropped_exporter_cap
+            + self.dropped_source_denied
+            + self.dropped_rate_limited
     }
 
     /// Received datagrams not yet accounted as decoded, dropped or lost: zero once drained.

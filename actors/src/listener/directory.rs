@@ -8,11 +8,14 @@ use std::time::{Duration, Instant};
 use ractor::{ActorId, ActorRef};
 
 use crate::exporter::ExporterMsg;
+use crate::ratelimit::TokenBucket;
 
 /// One live exporter.
 pub(crate) struct ExporterEntry {
     pub(crate) actor: ActorRef<ExporterMsg>,
     pub(crate) last_seen: Instant,
+    /// Its datagram rate limit, when the listener has one.
+    pub(crate) bucket: Option<TokenBucket>,
 }
 
 #[derive(Default)]
@@ -37,10 +40,26 @@ impl Directory {
         self.by_addr.get(&addr).map(|entry| &entry.actor)
     }
 
-    pub(crate) fn insert(&mut self, addr: IpAddr, actor: ActorRef<ExporterMsg>, now: Instant) {
+    pub(crate) fn insert(
+        &mut self,
+        addr: IpAddr,
+        actor: ActorRef<ExporterMsg>,
+        bucket: Option<TokenBucket>,
+        now: Instant,
+    ) {
         self.by_id.insert(actor.get_id(), addr);
-        if let Some(old) = self.by_addr.insert(addr, ExporterEntry { actor, last_seen: now }) {
+        let entry = ExporterEntry { actor, last_seen: now, bucket };
+        if let Some(old) = self.by_addr.insert(addr, entry) {
             self.by_id.remove(&old.actor.get_id());
+        }
+    }
+
+    /// How many of `wanted` datagrams `addr`'s rate limit lets through now (all of them
+    /// without a limit).
+    pub(crate) fn admit(&mut self, addr: IpAddr, wanted: usize, now: Instant) -> usize {
+        match self.by_addr.get_mut(&addr).and_then(|entry| entry.bucket.as_mut()) {
+            Some(bucket) => bucket.take(wanted, now),
+            None => wanted,
         }
     }
 

@@ -10,6 +10,7 @@ mod receive;
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
+use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -23,8 +24,8 @@ use tokio::sync::mpsc;
 use crate::batch::{DatagramBatch, RawDatagram};
 use crate::budget::InFlight;
 use crate::exporter::{ExporterActor, ExporterArgs, ExporterMsg, ListenerContext};
-use crate::ratelimit::KeyedLogLimiter;
-use crate::settings::ExporterLimits;
+use crate::ratelimit::{KeyedLogLimiter, TokenBucket};
+use crate::settings::{ExporterLimits, SourceFilter};
 use crate::socket::bind_udp;
 
 use self::directory::Directory;
@@ -36,6 +37,8 @@ const EXPIRE_INTERVAL: Duration = Duration::from_secs(1);
 const REFUSAL_LOG_INTERVAL: Duration = Duration::from_secs(600);
 /// Refused sources remembered for that purpose.
 const MAX_REFUSALS_REMEMBERED: usize = 4096;
+/// At most one "rate limited" warning per exporter this often.
+const RATE_LIMIT_LOG_INTERVAL: Duration = Duration::from_secs(60);
 
 /// Everything needed to (re)start a listener, kept by the root supervisor.
 pub(crate) struct ListenerSpec {
@@ -46,6 +49,10 @@ pub(crate) struct ListenerSpec {
     pub(crate) buffer_size: usize,
     pub(crate) channel_size: usize,
     pub(crate) limits: ExporterLimits,
+    /// Which sources may send.
+    pub(crate) sources: SourceFilter,
+    /// Datagrams per second per exporter at most.
+    pub(crate) max_exporter_pps: Option<NonZeroU32>,
     pub(crate) stats_interval: Duration,
     pub(crate) budget: Arc<InFlight>,
 }
@@ -94,6 +101,7 @@ pub(crate) struct ListenerState {
     last_expire: Instant,
     last_stats: Instant,
     refusals: KeyedLogLimiter<IpAddr>,
+    rate_limited: KeyedLogLimiter<IpAddr>,
 }
 
 impl ListenerState {
@@ -140,10 +148,44 @@ impl ListenerState {
                 "Exporter added"
             );
         }
+        let Some(batch) = self.rate_limit(addr, batch, now) else { return };
         if let Some(actor) = self.directory.get(addr) {
             // If the exporter just died the batch comes back in the error: counted lost.
             let _ = actor.send_message(ExporterMsg::Datagrams(batch));
         }
+    }
+
+    /// Drops what `addr` sent beyond `max_exporter_pps` (the newest datagrams of the
+    /// batch), counted as `rate_limited`; returns the rest, if any.
+    fn rate_limit(
+        &mut self,
+        addr: IpAddr,
+        batch: DatagramBatch,
+        now: Instant,
+    ) -> Option<DatagramBatch> {
+        let wanted = batch.datagrams().len();
+        let allowed = self.directory.admit(addr, wanted, now);
+        if allowed == wanted {
+            return Some(batch);
+        }
+        let counters = Arc::clone(&self.spec.ctx.counters);
+        let (mut datagrams, mut credit) = batch.into_parts();
+        let excess = datagrams.split_off(allowed);
+        let kept = DatagramBatch::new(datagrams, credit.split(allowed), Arc::clone(&counters));
+        drop(credit);
+        let dropped = u64::try_from(excess.len()).unwrap_or(u64::MAX);
+        counters.datagrams_dropped.rate_limited.fetch_add(dropped, Ordering::Relaxed);
+        if let Some(held_back) = self.rate_limited.allow(addr, now) {
+            tracing::warn!(
+                listener = %self.name(),
+                exporter = %addr,
+                max_exporter_pps = self.spec.max_exporter_pps.map_or(0, NonZeroU32::get),
+                dropped,
+                held_back,
+                "Exporter over its rate limit, dropping datagrams"
+            );
+        }
+        (allowed > 0).then_some(kept)
     }
 
     /// Drops the datagrams of a source refused by the exporter cap, and says so.
@@ -172,7 +214,8 @@ impl ListenerState {
         let args = ExporterArgs { addr, ctx: Arc::clone(&self.spec.ctx) };
         let (actor, _) =
             ExporterActor::spawn_linked(None, ExporterActor, args, myself.get_cell()).await?;
-        self.directory.insert(addr, actor, now);
+        let bucket = self.spec.max_exporter_pps.map(|rate| TokenBucket::new(rate, now));
+        self.directory.insert(addr, actor, bucket, now);
         self.update_live();
         Ok(())
     }
@@ -325,6 +368,7 @@ impl Actor for ListenerActor {
             last_expire: now,
             last_stats: now,
             refusals: KeyedLogLimiter::new(REFUSAL_LOG_INTERVAL, MAX_REFUSALS_REMEMBERED),
+            rate_limited: KeyedLogLimiter::new(RATE_LIMIT_LOG_INTERVAL, MAX_REFUSALS_REMEMBERED),
         })
     }
 

@@ -2,7 +2,7 @@
 //! applies drop-newest backpressure; the dispatcher drains the channel in batches and
 //! hands each batch to the listener actor as one message.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -16,9 +16,9 @@ use tokio::task::JoinHandle;
 use crate::batch::{DatagramBatch, RawDatagram};
 use crate::budget::Credit;
 use crate::exporter::unix_now_ns;
-use crate::ratelimit::LogLimiter;
+use crate::ratelimit::{KeyedLogLimiter, LogLimiter};
 
-use super::{ListenerMsg, ListenerSpec};
+use super::{ListenerMsg, ListenerSpec, MAX_REFUSALS_REMEMBERED, REFUSAL_LOG_INTERVAL};
 
 /// The largest UDP payload.
 const MAX_DATAGRAM: usize = 65_535;
@@ -58,6 +58,7 @@ pub(crate) async fn receive_loop(
     let mut buffer = vec![0u8; MAX_DATAGRAM];
     let mut full_log = LogLimiter::new(CHANNEL_FULL_LOG_INTERVAL);
     let mut error_log = LogLimiter::new(RECEIVE_ERROR_LOG_INTERVAL);
+    let mut denied_log = KeyedLogLimiter::new(REFUSAL_LOG_INTERVAL, MAX_REFUSALS_REMEMBERED);
     loop {
         let (len, source) = match socket.recv_from(&mut buffer).await {
             Ok(received) => received,
@@ -73,6 +74,10 @@ pub(crate) async fn receive_loop(
         counters.datagrams_received.fetch_add(1, Ordering::Relaxed);
         counters.bytes_received.fetch_add(len as u64, Ordering::Relaxed);
         tracing::trace!(listener = %spec.ctx.name, "Received {len} bytes from {source}");
+        if !spec.sources.is_open() && !spec.sources.accepts(source.ip()) {
+            drop_denied(&spec, source.ip(), &mut denied_log);
+            continue;
+        }
         if !spec.budget.try_acquire() {
             drop_full(&spec, &mut full_log);
             continue;
@@ -109,6 +114,20 @@ fn drop_full(spec: &ListenerSpec, log: &mut LogLimiter) {
             channel_size = spec.channel_size,
             dropped = held_back + 1,
             "Publisher channel full, dropping flow message"
+        );
+    }
+}
+
+/// Counts a datagram from a denied (or not allowed) source; logs a source's first drop,
+/// then at most one line per source per [`REFUSAL_LOG_INTERVAL`].
+fn drop_denied(spec: &ListenerSpec, source: IpAddr, log: &mut KeyedLogLimiter<IpAddr>) {
+    spec.ctx.counters.datagrams_dropped.source_denied.fetch_add(1, Ordering::Relaxed);
+    if let Some(held_back) = log.allow(source, Instant::now()) {
+        tracing::warn!(
+            listener = %spec.ctx.name,
+            exporter = %source,
+            held_back,
+            "Source not allowed (allow_sources / deny_sources), dropping its datagrams"
         );
     }
 }

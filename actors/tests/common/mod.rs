@@ -12,7 +12,7 @@ use flow_actors::counters::ListenerCountersSnapshot;
 use flow_actors::sink::{Delivery, FlowSink, SinkError, SinkFuture};
 use flow_actors::{
     Collector, CollectorSettings, CountersSnapshot, ExporterLimits, ListenerProtocol,
-    ListenerSettings, SessionFactory, SinkFactory, SinkSettings,
+    ListenerSettings, SessionFactory, SinkFactory, SinkSettings, SourceFilter,
 };
 use flow_decode::report::CacheStats;
 use flow_decode::{
@@ -236,6 +236,8 @@ pub fn listener(subject: &str) -> ListenerSettings {
         subject: subject.to_owned(),
         buffer_size: 1 << 20,
         protocol: ListenerProtocol::Sflow(flow_decode::SflowSettings::default()),
+        sources: SourceFilter::default(),
+        max_exporter_pps: None,
     }
 }
 

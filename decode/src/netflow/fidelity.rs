@@ -1,5 +1,5 @@
 //! The last pass over a datagram's flows, once all its sets are decoded: the
-//! operator's sampling policy ([`super::policy`]) and the time sanity check, each
+//! operator's sampling policy ([`crate::sampling`]) and the time sanity check, each
 //! flagged in `decode_flags` and counted in the report.
 //!
 //! **Time sanity**: a flow is flagged `TIME_END_BEFORE_START` when its start is later
@@ -12,22 +12,12 @@
 
 use flowpb::FlowMessage;
 
-use crate::decode_flags::{
-    SAMPLING_RATE_DEFAULTED, SAMPLING_RATE_OVERRIDDEN, TIME_END_BEFORE_START, TIME_IN_FUTURE,
-};
+use crate::decode_flags::{TIME_END_BEFORE_START, TIME_IN_FUTURE};
 use crate::report::DatagramReport;
+use crate::sampling::ExporterPolicy;
 
 /// How far ahead of the collector's clock an exporter's flow times may be.
 pub(crate) const CLOCK_SKEW_TOLERANCE_NS: u64 = 5 * 60 * 1_000_000_000;
-
-/// The sampling policy as it applies to one exporter.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub(crate) struct ExporterPolicy {
-    /// The override matching the exporter's address.
-    pub override_rate: Option<u64>,
-    /// The default for flows whose rate the exporter did not announce.
-    pub default_rate: Option<u64>,
-}
 
 /// Applies the sampling policy and the time check to `flows`, counting in `report`.
 pub(crate) fn finish_flows(
@@ -36,29 +26,8 @@ pub(crate) fn finish_flows(
     report: &mut DatagramReport,
 ) {
     for flow in flows {
-        apply_sampling_policy(flow, policy, report);
+        policy.apply(flow, report);
         check_times(flow, report);
-    }
-}
-
-/// Override, else the exporter's rate, else the default, else unknown (counted).
-fn apply_sampling_policy(
-    flow: &mut FlowMessage,
-    policy: ExporterPolicy,
-    report: &mut DatagramReport,
-) {
-    if let Some(rate) = policy.override_rate {
-        flow.sampling_rate = rate;
-        flow.decode_flags |= SAMPLING_RATE_OVERRIDDEN;
-    } else if flow.sampling_rate == 0 {
-        match policy.default_rate {
-            Some(rate) => {
-                flow.sampling_rate = rate;
-                flow.decode_flags |= SAMPLING_RATE_DEFAULTED;
-                report.sampling_rate_defaulted += 1;
-            }
-            None => report.sampling_rate_unknown += 1,
-        }
     }
 }
 
@@ -114,33 +83,5 @@ mod tests {
         let both = TIME_END_BEFORE_START | TIME_IN_FUTURE;
         assert_eq!(flags, vec![0, TIME_END_BEFORE_START, TIME_IN_FUTURE, both, 0, 0]);
         assert_eq!((report.time_anomalies, report.time_unknown), (3, 1));
-    }
-
-    #[test]
-    fn override_beats_announced_and_default_fills_unknown() {
-        let mut report = DatagramReport::default();
-        let mut flows = vec![flow(NOW, NOW, 0), flow(NOW, NOW, 64)];
-        let policy = ExporterPolicy { override_rate: None, default_rate: Some(10) };
-        finish_flows(&mut flows, policy, &mut report);
-        let summary: Vec<(u64, u32)> =
-            flows.iter().map(|f| (f.sampling_rate, f.decode_flags)).collect();
-        assert_eq!(summary, vec![(10, SAMPLING_RATE_DEFAULTED), (64, 0)]);
-        assert_eq!((report.sampling_rate_defaulted, report.sampling_rate_unknown), (1, 0));
-
-        let mut report = DatagramReport::default();
-        let mut flows = vec![flow(NOW, NOW, 0), flow(NOW, NOW, 64)];
-        let policy = ExporterPolicy { override_rate: Some(1000), default_rate: Some(10) };
-        finish_flows(&mut flows, policy, &mut report);
-        assert!(
-            flows
-                .iter()
-                .all(|f| f.sampling_rate == 1000 && f.decode_flags == SAMPLING_RATE_OVERRIDDEN)
-        );
-        assert_eq!((report.sampling_rate_defaulted, report.sampling_rate_unknown), (0, 0));
-
-        let mut report = DatagramReport::default();
-        let mut flows = vec![flow(NOW, NOW, 0)];
-        finish_flows(&mut flows, ExporterPolicy::default(), &mut report);
-        assert_eq!((flows[0].sampling_rate, report.sampling_rate_unknown), (0, 1));
     }
 }

@@ -713,13 +713,27 @@ impl FlowFields {
         }
     }
 
+    /// The record's time elements, as resolving them needs.
+    fn record_times(&self, ctx: &RecordContext<'_>) -> time::RecordTimes {
+        time::RecordTimes {
+            times: self.times,
+            export_ms: ctx.export_ms,
+            uptime_start: self.uptime_start,
+            uptime_end: self.uptime_end,
+        }
+    }
+
+    /// The record's times when its sysUpTime values wait for systemInitTimeMilliseconds
+    /// (IPFIX without IE 160 in the record or announced yet); `None` otherwise.
+    pub fn awaiting_system_init(&self, ctx: &RecordContext<'_>) -> Option<time::RecordTimes> {
+        let times = self.record_times(ctx);
+        let base = time::UptimeBase::for_record(ctx, self.system_init_ms);
+        (times.has_uptimes() && base.is_none()).then_some(times)
+    }
+
     fn write_times(&self, ctx: &RecordContext<'_>, msg: &mut FlowMessage) {
-        let uptime = time::UptimeBase::for_record(ctx, self.system_init_ms);
-        let (start, end) = self.times.resolve(
-            ctx.export_ms,
-            uptime.and_then(|base| self.uptime_start.and_then(|v| base.to_unix_ns(v))),
-            uptime.and_then(|base| self.uptime_end.and_then(|v| base.to_unix_ns(v))),
-        );
+        let base = time::UptimeBase::for_record(ctx, self.system_init_ms);
+        let (start, end) = self.record_times(ctx).resolve(base);
         msg.time_flow_start_ns = start.unwrap_or(0);
         msg.time_flow_end_ns = end.unwrap_or(0);
     }

@@ -27,8 +27,10 @@
 //! Decode fidelity (see each module): sampling rates from the v5 header, options data
 //! or the record itself, resolved once the whole datagram is decoded (so options data
 //! later in the same datagram still applies to the flows before it), then the
-//! operator's [`SamplingPolicy`] ([`options`], [`policy`], [`fidelity`]); times from
-//! every IPFIX time element with a sanity check ([`time`], [`fidelity`]); loss per
+//! operator's [`SamplingPolicy`] ([`options`], [`crate::sampling`], [`fidelity`]);
+//! times from every IPFIX time element with a sanity check ([`time`], [`fidelity`]),
+//! IPFIX sysUpTime times also resolved once the datagram is decoded (so
+//! systemInitTimeMilliseconds announced later in it still applies); loss per
 //! protocol rule, exporter restarts and stale datagrams ([`sequence`]); restarts drop
 //! the previous incarnation's templates, pending data and sampling state ([`scope`]).
 
@@ -36,7 +38,6 @@ mod fidelity;
 mod fields;
 mod options;
 mod pending;
-mod policy;
 mod scope;
 mod sequence;
 mod templates;
@@ -55,9 +56,9 @@ use crate::event::{LifecycleEvent, Protocol};
 use crate::report::{CacheStats, DatagramReport, DecodeError, FidelityStats, SessionStats};
 use crate::{Datagram, ExporterSession, address_bytes};
 
-pub use policy::{SamplingOverride, SamplingPolicy, SamplingPolicyError};
+pub use crate::sampling::{SamplingOverride, SamplingPolicy, SamplingPolicyError};
 
-use fidelity::ExporterPolicy;
+use crate::sampling::PolicyCache;
 use pending::{Held, PendingCache, PendingEntry};
 use scope::{Arrival, Buffers, Emit, Scope, SetFailure, Unresolved};
 use sequence::{HeaderClock, Stream, Unit, Verdict};
@@ -148,10 +149,10 @@ pub struct NetflowSession {
     /// templates, announced rates and pending data (a restart drops older ones).
     tick: u64,
     v5_streams: HashMap<V5Key, V5Stream>,
-    /// Flows of the current datagram still without a sampling rate.
+    /// Flows of the current datagram still without a sampling rate or times.
     unresolved: Vec<Unresolved>,
     /// The policy as it applies to this exporter, worked out on its first datagram.
-    exporter_policy: Option<(IpAddr, ExporterPolicy)>,
+    exporter_policy: PolicyCache,
     fidelity: FidelityStats,
 }
 
@@ -189,29 +190,14 @@ impl NetflowSession {
             tick: 0,
             v5_streams: HashMap::new(),
             unresolved: Vec::new(),
-            exporter_policy: None,
+            exporter_policy: PolicyCache::default(),
             fidelity: FidelityStats::default(),
         }
     }
 
-    /// The sampling policy for the exporter at `address` (cached per address).
-    fn policy_for(&mut self, address: IpAddr) -> ExporterPolicy {
-        match self.exporter_policy {
-            Some((cached, policy)) if cached == address => policy,
-            _ => {
-                let sampling = &self.settings.sampling;
-                let policy = ExporterPolicy {
-                    override_rate: sampling.override_for(address),
-                    default_rate: sampling.default_rate(),
-                };
-                self.exporter_policy = Some((address, policy));
-                policy
-            }
-        }
-    }
-
-    /// Gives the flows of the datagram their final sampling rate and time checks:
-    /// first the rates options data announced later in the datagram, then the policy.
+    /// Gives the flows of the datagram their final sampling rate, times and time checks:
+    /// first what options data announced later in the datagram (rates, IPFIX
+    /// systemInitTimeMilliseconds), then the policy.
     fn finish_datagram(
         &mut self,
         exporter: IpAddr,
@@ -220,13 +206,13 @@ impl NetflowSession {
         report: &mut DatagramReport,
     ) {
         for pending in self.unresolved.drain(..) {
-            let rate =
-                self.scopes.get(&pending.scope).and_then(|s| s.sampling.lookup(&pending.sampler));
-            if let (Some(rate), Some(flow)) = (rate, out.get_mut(pending.index)) {
-                flow.sampling_rate = rate;
+            if let (Some(scope), Some(flow)) =
+                (self.scopes.get(&pending.scope), out.get_mut(pending.index))
+            {
+                pending.resolve(scope, flow);
             }
         }
-        let policy = self.policy_for(exporter);
+        let policy = self.exporter_policy.get(&self.settings.sampling, exporter);
         fidelity::finish_flows(out.get_mut(first..).unwrap_or_default(), policy, report);
     }
 

@@ -24,6 +24,7 @@ use super::fields::{FieldSpec, FlowFields, RecordContext};
 use super::options::{OptionsFields, SamplerRef, SamplingTable};
 use super::sequence::{Stream, Unit};
 use super::templates::{Installed, Layout, Layouts, TemplateKind};
+use super::time::{RecordTimes, UptimeBase};
 use super::wire::{ExportHeader, IPFIX_OPTIONS_TEMPLATE_SET, IPFIX_TEMPLATE_SET, SetRef};
 use super::wire::{scan_template_set, single_set_datagram};
 
@@ -48,18 +49,37 @@ pub(crate) struct Buffers {
 /// rebooted: exporters that compute it as clock − uptime move it with clock steps.
 pub(crate) const INIT_RESTART_TOLERANCE_MS: u64 = 60_000;
 
-/// A flow emitted before its sampling rate was known, to resolve once the datagram is
-/// decoded (options data later in the same datagram may announce it).
+/// A flow emitted before its sampling rate or (IPFIX) its boot time was known, to
+/// resolve once the datagram is decoded: options data later in the same datagram may
+/// announce either.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Unresolved {
     /// Position in the session's output.
     pub index: usize,
     pub scope: ScopeKey,
-    pub sampler: SamplerRef,
+    /// The record's sampler, when its rate was unknown.
+    pub sampler: Option<SamplerRef>,
+    /// The record's times, when its sysUpTime values waited for IE 160.
+    pub times: Option<RecordTimes>,
 }
 
-/// Where decoding one datagram writes: flows, the report, flows awaiting a rate, and
-/// the session's datagram tick (which dates templates and announced rates).
+impl Unresolved {
+    /// Fills in what `scope` learned by the end of the datagram; what it still does not
+    /// know stays unknown (rate 0, times 0).
+    pub fn resolve(&self, scope: &Scope, flow: &mut FlowMessage) {
+        if let Some(rate) = self.sampler.and_then(|sampler| scope.sampling.lookup(&sampler)) {
+            flow.sampling_rate = rate;
+        }
+        if let (Some(times), Some(init_ms)) = (self.times, scope.system_init_ms) {
+            let (start, end) = times.resolve(Some(UptimeBase::SystemInit { init_ms }));
+            flow.time_flow_start_ns = start.unwrap_or(0);
+            flow.time_flow_end_ns = end.unwrap_or(0);
+        }
+    }
+}
+
+/// Where decoding one datagram writes: flows, the report, flows awaiting a rate or
+/// times, and the session's datagram tick (which dates templates and announced rates).
 pub(crate) struct Emit<'e> {
     pub out: &'e mut Vec<FlowMessage>,
     pub report: &'e mut DatagramReport,
@@ -508,10 +528,12 @@ impl RecordSink<'_, '_, '_> {
                 self.observe_system_init(fields.system_init_ms());
                 let sampler = fields.sampler();
                 let rate = self.sampling.lookup(&sampler);
+                let times = fields.awaiting_system_init(&self.ctx);
                 let emit = &mut *self.emit;
-                if rate.is_none() {
+                if rate.is_none() || times.is_some() {
                     let (index, scope) = (emit.out.len(), self.key);
-                    emit.unresolved.push(Unresolved { index, scope, sampler });
+                    let sampler = rate.is_none().then_some(sampler);
+                    emit.unresolved.push(Unresolved { index, scope, sampler, times });
                 }
                 emit.out.push(fields.finish(&self.ctx, rate.unwrap_or(0)));
                 self.outcome.flows += 1;

@@ -17,7 +17,10 @@
 //! 5. observationTime Seconds/Milliseconds/Microseconds/Nanoseconds (322..325, Cisco
 //!    ASA NSEL's event time) stand in for an end, or a start, still missing.
 //!
-//! A time that cannot be resolved is left 0 ("unknown"), never invented.
+//! A time that cannot be resolved is left 0 ("unknown"), never invented. An IPFIX record
+//! whose uptimes wait for IE 160 keeps its times ([`RecordTimes`]) until the end of its
+//! datagram, so IE 160 in options data later in the same datagram still resolves them;
+//! one announced in a later datagram cannot reach flows already emitted.
 
 use super::fields::{RecordContext, be_uint};
 
@@ -175,6 +178,29 @@ impl FlowTimes {
     }
 }
 
+/// The time elements of one record with its export time: what resolving its start and
+/// end needs besides the base of its sysUpTime values.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct RecordTimes {
+    pub times: FlowTimes,
+    pub export_ms: u64,
+    pub uptime_start: Option<u32>,
+    pub uptime_end: Option<u32>,
+}
+
+impl RecordTimes {
+    /// Start and end in Unix ns; the sysUpTime values count only with a `base`.
+    pub fn resolve(&self, base: Option<UptimeBase>) -> (Option<u64>, Option<u64>) {
+        let uptime = |value: Option<u32>| base.and_then(|b| value.and_then(|v| b.to_unix_ns(v)));
+        self.times.resolve(self.export_ms, uptime(self.uptime_start), uptime(self.uptime_end))
+    }
+
+    /// Whether the record carries sysUpTime values (22/21).
+    pub fn has_uptimes(&self) -> bool {
+        self.uptime_start.is_some() || self.uptime_end.is_some()
+    }
+}
+
 /// What a sysUpTime value (22/21) is relative to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum UptimeBase {
@@ -239,6 +265,20 @@ mod tests {
     fn ipfix_uptime_needs_system_init_time() {
         let base = UptimeBase::SystemInit { init_ms: 1_000 };
         assert_eq!(base.to_unix_ns(250), Some(1_250 * NS_PER_MS));
+    }
+
+    #[test]
+    fn record_uptimes_count_only_with_a_base() {
+        let record = RecordTimes {
+            times: FlowTimes::default(),
+            export_ms: 9_000,
+            uptime_start: Some(100),
+            uptime_end: Some(300),
+        };
+        assert!(record.has_uptimes());
+        assert_eq!(record.resolve(None), (None, None));
+        let base = UptimeBase::SystemInit { init_ms: 1_000 };
+        assert_eq!(record.resolve(Some(base)), (Some(1_100 * NS_PER_MS), Some(1_300 * NS_PER_MS)));
     }
 
     #[test]

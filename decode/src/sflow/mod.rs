@@ -15,10 +15,17 @@
 //! - Datagram loss and agent restarts are tracked per (agent address, sub-agent id)
 //!   (see `sequence`): losses in `DatagramReport::sequence_gap`, restarts as
 //!   `ExporterRestarted` events whose `domain` is the sub-agent id.
+//! - Sampling policy (`sampling` of the listener, [`crate::sampling`]): an override
+//!   whose prefix holds the agent address (the UDP source when the agent address is
+//!   unknown) replaces the sample's rate (`SAMPLING_RATE_OVERRIDDEN`); `default_rate`
+//!   fills only a rate of 0, which some agents send (`SAMPLING_RATE_DEFAULTED`, counted
+//!   in `DatagramReport::sampling_rate_defaulted`); a rate left 0 is counted in
+//!   `DatagramReport::sampling_rate_unknown`.
 //!
-//! Flow fields: `sampling_rate` from the sample, `sequence_num` = the datagram
-//! sequence, flow start/end = receive time, `packets` = 1, `bytes` = the sampled frame
-//! length; interfaces and `forwarding_status` as `flow::apply_interfaces` documents.
+//! Flow fields: `sampling_rate` from the sample (or the policy), `sequence_num` = the
+//! datagram sequence, flow start/end = receive time, `packets` = 1, `bytes` = the
+//! sampled frame length; interfaces and `forwarding_status` as
+//! `flow::apply_interfaces` documents.
 
 mod cursor;
 mod datagram;
@@ -33,6 +40,7 @@ use std::net::IpAddr;
 
 use crate::event::{LifecycleEvent, Protocol};
 use crate::report::{DatagramReport, DecodeError, SessionStats};
+use crate::sampling::{PolicyCache, SamplingPolicy};
 use crate::{Datagram, ExporterSession, address_bytes};
 use cursor::Cursor;
 use datagram::{
@@ -43,19 +51,24 @@ use flow::{DatagramContext, build_flow};
 use records::FlowRecords;
 use sequence::{AgentKey, SequenceTracker};
 
-/// sFlow limits, from the listener's config entry.
+/// sFlow limits and sampling policy, from the listener's config entry.
 #[derive(Debug, Clone, Default)]
 pub struct SflowSettings {
     /// Samples decoded per datagram at most (`max_samples_per_datagram`); `None` = no cap.
     pub max_samples_per_datagram: Option<u32>,
+    /// Per-agent rate overrides and the rate for samples that carry 0 (`sampling`).
+    pub sampling: SamplingPolicy,
 }
 
 /// One sFlow exporter's decoder state: the sequence tracking of every agent and
-/// sub-agent that sends from its address.
+/// sub-agent that sends from its address, and its sampling policy.
 #[derive(Debug)]
 pub struct SflowSession {
     max_samples: Option<u32>,
     sequences: SequenceTracker,
+    sampling: SamplingPolicy,
+    /// The policy as it applies to the last agent address seen.
+    agent_policy: PolicyCache,
 }
 
 /// Compact or expanded flow sample.
@@ -70,6 +83,8 @@ impl SflowSession {
         SflowSession {
             max_samples: settings.max_samples_per_datagram,
             sequences: SequenceTracker::default(),
+            sampling: settings.sampling.clone(),
+            agent_policy: PolicyCache::default(),
         }
     }
 
@@ -102,8 +117,24 @@ impl SflowSession {
             sampler_address: address_bytes(agent),
         };
         let budget = self.sample_budget(header.sample_count, report);
+        let first = out.len();
         decode_samples(&mut cur, header.sample_count, budget, &context, out, report);
+        self.apply_sampling_policy(agent, out.get_mut(first..).unwrap_or_default(), report);
         Ok(())
+    }
+
+    /// Gives the datagram's flows their final rate under the listener's policy for
+    /// `agent` (override, else the sample's rate, else the default), counting them.
+    fn apply_sampling_policy(
+        &mut self,
+        agent: IpAddr,
+        flows: &mut [flowpb::FlowMessage],
+        report: &mut DatagramReport,
+    ) {
+        let policy = self.agent_policy.get(&self.sampling, agent);
+        for flow in flows {
+            policy.apply(flow, report);
+        }
     }
 
     fn track_sequence(

@@ -240,6 +240,8 @@ fn datagram_drops(
     let mut reasons = vec![
         ("channel_full", c.dropped_channel_full),
         ("exporter_cap", c.dropped_exporter_cap),
+        ("source_denied", c.dropped_source_denied),
+        ("rate_limited", c.dropped_rate_limited),
         ("lost_in_restart", c.datagrams_lost_in_restart),
     ];
     if let Some(kernel) = kernel_drops(l.local_addr) {

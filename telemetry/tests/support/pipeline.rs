@@ -9,7 +9,7 @@ use std::time::Duration;
 use flow_actors::sink::{Delivery, FlowSink, SinkError, SinkFuture};
 use flow_actors::{
     Collector, CollectorSettings, DecoderSessions, ExporterLimits, ListenerProtocol,
-    ListenerSettings, SinkSettings,
+    ListenerSettings, SinkSettings, SourceFilter,
 };
 use flowpb::FlowMessage;
 use tokio::net::UdpSocket;
@@ -44,6 +44,8 @@ pub fn settings() -> CollectorSettings {
             subject: SUBJECT.to_owned(),
             buffer_size: 1 << 20,
             protocol: ListenerProtocol::Netflow(netflow::settings(false)),
+            sources: SourceFilter::default(),
+            max_exporter_pps: None,
         }],
         channel_size: 10_000,
         batch_size: 100,
