@@ -16,6 +16,7 @@ use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::num::NonZeroU32;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use flow_actors::settings::JetStreamSinkSettings;
@@ -26,6 +27,7 @@ use flow_actors::{
     CollectorSettings, ExporterLimits, ListenerProtocol, ListenerSettings, SinkSettings,
     SourceFilter,
 };
+use flow_decode::netflow::PendingMemory;
 use flow_decode::prefix::parse_prefix;
 use flow_decode::{
     NetflowSettings, PendingFlowSettings, SamplingOverride, SamplingPolicy, SflowSettings,
@@ -114,6 +116,9 @@ pub struct Config {
     /// `exporter="other"` (0: every exporter does).
     #[serde(default = "defaults::metrics_max_exporters")]
     pub metrics_max_exporters: usize,
+    /// Bytes the pending-flows caches of every exporter may take together.
+    #[serde(default = "defaults::pending_flows_max_bytes")]
+    pub pending_flows_max_bytes: usize,
 }
 
 /// Which decoder a listener runs.
@@ -216,6 +221,9 @@ pub struct PendingFlowsConfig {
     pub max_entry_size_bytes: usize,
     #[serde(default = "defaults::pending_ttl_secs")]
     pub ttl_secs: u64,
+    /// Bytes one exporter's held data sets may take.
+    #[serde(default = "defaults::pending_max_bytes")]
+    pub max_bytes: usize,
 }
 
 impl Default for PendingFlowsConfig {
@@ -225,6 +233,7 @@ impl Default for PendingFlowsConfig {
             max_entries_per_template: defaults::max_entries_per_template(),
             max_entry_size_bytes: defaults::max_entry_size_bytes(),
             ttl_secs: defaults::pending_ttl_secs(),
+            max_bytes: defaults::pending_max_bytes(),
         }
     }
 }
@@ -316,6 +325,15 @@ mod defaults {
     }
     pub fn pending_ttl_secs() -> u64 {
         300
+    }
+    /// 16 MiB per exporter: minutes of data from a busy router waiting for a template.
+    pub fn pending_max_bytes() -> usize {
+        16 << 20
+    }
+    /// 256 MiB for every exporter together: the collector's memory stays known however
+    /// many sources send data without templates.
+    pub fn pending_flows_max_bytes() -> usize {
+        256 << 20
     }
     pub fn subject(kind: super::ListenerKind) -> String {
         match kind {
@@ -463,6 +481,7 @@ impl Config {
         )?;
         positive("max_exporters", self.max_exporters)?;
         positive("exporter_idle_timeout_secs", self.exporter_idle_timeout_secs as usize)?;
+        in_range("pending_flows_max_bytes", self.pending_flows_max_bytes, 1 << 20, 64 << 30)?;
         self.metrics_socket_addr()?;
         self.otel.validate().map_err(|e| match e {
             flow_telemetry::TelemetryError::Invalid { key, reason } => {
@@ -505,11 +524,12 @@ impl Config {
     /// The typed settings the supervision tree runs with (stdout sink; the binary
     /// chooses the sink).
     pub fn collector_settings(&self) -> Result<CollectorSettings, ConfigError> {
+        let pending_memory = Arc::new(PendingMemory::new(self.pending_flows_max_bytes));
         let listeners = self
             .listeners
             .iter()
             .enumerate()
-            .map(|(i, l)| l.settings(&format!("listeners[{i}]")))
+            .map(|(i, l)| l.settings(&format!("listeners[{i}]"), &pending_memory))
             .collect::<Result<Vec<_>, _>>()?;
         Ok(CollectorSettings {
             listeners,
@@ -650,7 +670,12 @@ impl ListenerConfig {
         })
     }
 
-    fn settings(&self, key: &str) -> Result<ListenerSettings, ConfigError> {
+    /// The listener's settings; NetFlow pending caches share `pending_memory`.
+    fn settings(
+        &self,
+        key: &str,
+        pending_memory: &Arc<PendingMemory>,
+    ) -> Result<ListenerSettings, ConfigError> {
         let listen_addr = parse_socket_addr(&format!("{key}.listen_addr"), &self.listen_addr)?;
         let protocol = match self.protocol {
             ListenerKind::Netflow => {
@@ -665,6 +690,8 @@ impl ListenerConfig {
                         max_entries_per_template: pending.max_entries_per_template,
                         max_entry_size_bytes: pending.max_entry_size_bytes,
                         ttl: Duration::from_secs(pending.ttl_secs),
+                        max_bytes: pending.max_bytes,
+                        memory: Arc::clone(pending_memory),
                     }),
                     sampling: self.sampling_policy(key)?,
                 })
@@ -708,7 +735,8 @@ impl PendingFlowsConfig {
             100_000,
         )?;
         in_range(&format!("{key}.max_entry_size_bytes"), self.max_entry_size_bytes, 1, 1_048_576)?;
-        in_range(&format!("{key}.ttl_secs"), self.ttl_secs as usize, 1, 3_600)
+        in_range(&format!("{key}.ttl_secs"), self.ttl_secs as usize, 1, 3_600)?;
+        in_range(&format!("{key}.max_bytes"), self.max_bytes, 65_536, 1 << 30)
     }
 }
 

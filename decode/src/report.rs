@@ -31,6 +31,29 @@ pub enum DecodeError {
     TooManySamples { samples: u32, max: u32 },
     #[error("{protocol} datagram from before the exporter restarted (domain {domain}) skipped")]
     PreviousIncarnation { protocol: Protocol, domain: u32 },
+    #[error(
+        "{protocol} data for template {template_id} dropped: no template, and the pending-flows \
+         memory {cap} is used up"
+    )]
+    PendingMemoryFull { protocol: Protocol, template_id: u16, cap: PendingMemoryCap },
+}
+
+/// Which pending-flows memory bound refused a data set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PendingMemoryCap {
+    /// `pending_flows.max_bytes`, this exporter's share.
+    Exporter,
+    /// `pending_flows_max_bytes`, shared by every exporter of the process.
+    Total,
+}
+
+impl std::fmt::Display for PendingMemoryCap {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            PendingMemoryCap::Exporter => "of this exporter (pending_flows.max_bytes)",
+            PendingMemoryCap::Total => "of all exporters (pending_flows_max_bytes)",
+        })
+    }
 }
 
 impl DecodeError {
@@ -46,6 +69,12 @@ impl DecodeError {
             DecodeError::Malformed { .. } => "malformed",
             DecodeError::TooManySamples { .. } => "too_many_samples",
             DecodeError::PreviousIncarnation { .. } => "previous_incarnation",
+            DecodeError::PendingMemoryFull { cap: PendingMemoryCap::Exporter, .. } => {
+                "pending_memory_exporter"
+            }
+            DecodeError::PendingMemoryFull { cap: PendingMemoryCap::Total, .. } => {
+                "pending_memory_total"
+            }
         }
     }
 }
@@ -99,6 +128,8 @@ pub struct CacheStats {
     pub max_templates: usize,
     pub pending_flows: usize,
     pub max_pending_flows: usize,
+    /// Bytes the pending data sets take (bounded by `pending_flows.max_bytes`).
+    pub pending_bytes: usize,
     pub template_hits: u64,
     pub template_misses: u64,
     pub evictions: u64,

@@ -37,6 +37,8 @@ fn settings() -> NetflowSettings {
             max_entries_per_template: 1024,
             max_entry_size_bytes: 65_535,
             ttl: Duration::from_secs(300),
+            max_bytes: usize::MAX,
+            memory: std::sync::Arc::new(flow_decode::netflow::PendingMemory::unbounded()),
         }),
         sampling: SamplingPolicy::default(),
     }

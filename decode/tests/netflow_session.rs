@@ -3,6 +3,10 @@
 
 mod support;
 
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use flow_decode::netflow::PendingMemory;
 use flow_decode::{DecodeError, ExporterSession, LifecycleEvent, NetflowSession, Protocol};
 
 use support::netflow::{
@@ -599,4 +603,47 @@ fn more_records_than_netflow_parsers_default_limit_are_all_decoded() {
         "netflow_parser's default of 1024 records per set must not apply"
     );
     assert_eq!(flows[1999].proto, 1999 % 251);
+}
+
+/// Template-less data from two exporters: each is held to its own byte share, both
+/// together to the shared bound; what does not fit is refused and counted by bound,
+/// and ending a session gives its bytes back.
+#[test]
+fn pending_memory_is_bounded_per_exporter_and_in_total() {
+    let shared = Arc::new(PendingMemory::new(48 * 1024));
+    let capped = |max_bytes: usize| {
+        let mut settings = settings(true);
+        if let Some(pending) = settings.pending.as_mut() {
+            pending.max_pending_flows = 1_000;
+            pending.max_entries_per_template = 1_000;
+            pending.max_bytes = max_bytes;
+            pending.memory = Arc::clone(&shared);
+        }
+        NetflowSession::new(&settings)
+    };
+    let (mut first, mut second) = (capped(32 * 1024), capped(32 * 1024));
+    let body = vec![7u8; 1_000];
+    let reasons = |session: &mut NetflowSession, sets: u16| {
+        let mut reasons: BTreeMap<&'static str, usize> = BTreeMap::new();
+        for i in 0..sets {
+            let data = ipfix_packet(EXPORT_SECS, u32::from(i), 0, &[set(300 + i, &body)]);
+            let (_, report) = decode(session, source(4739), 1_000, &data);
+            for error in &report.errors {
+                *reasons.entry(error.reason()).or_default() += 1;
+            }
+        }
+        reasons
+    };
+    let first_refused = reasons(&mut first, 100);
+    assert!(shared.used() <= 32 * 1024, "one exporter stays in its share: {}", shared.used());
+    assert!(first_refused.get("pending_memory_exporter").copied().unwrap_or(0) > 60);
+    let second_refused = reasons(&mut second, 100);
+    assert!(shared.used() <= 48 * 1024, "both stay in the total: {}", shared.used());
+    assert!(second_refused.get("pending_memory_total").copied().unwrap_or(0) > 60);
+    let held: usize = first.stats().caches.iter().map(|c| c.pending_bytes).sum::<usize>()
+        + second.stats().caches.iter().map(|c| c.pending_bytes).sum::<usize>();
+    assert_eq!(held, shared.used(), "the sessions' figures add up to the shared count");
+    drop(first);
+    drop(second);
+    assert_eq!(shared.used(), 0);
 }

@@ -129,6 +129,7 @@ fn ranges_are_enforced() {
         (r#""nats_url": "http://nats:4222""#, "nats_url"),
         (r#""nats_url": "wss://nats:443""#, "nats_url"),
         (r#""max_exporters": 0"#, "max_exporters"),
+        (r#""pending_flows_max_bytes": 1024"#, "pending_flows_max_bytes"),
     ];
     for (fragment, key) in cases {
         let text = format!(
@@ -164,6 +165,10 @@ fn listener_ranges_and_protocol_specific_keys_are_enforced() {
         (
             r#""protocol":"netflow","listen_addr":"0.0.0.0:1","pending_flows":{"ttl_secs":3601}"#,
             "listeners[0].pending_flows.ttl_secs",
+        ),
+        (
+            r#""protocol":"netflow","listen_addr":"0.0.0.0:1","pending_flows":{"max_bytes":100}"#,
+            "listeners[0].pending_flows.max_bytes",
         ),
         (
             r#""protocol":"netflow","listen_addr":"0.0.0.0:1","max_samples_per_datagram":5"#,

@@ -54,6 +54,8 @@ pub struct ExporterGauges {
     pub templates: u64,
     /// Data sets parked until their template arrives.
     pub pending_flows: u64,
+    /// Bytes those parked data sets take.
+    pub pending_bytes: u64,
     /// Exporters whose latest flows had no known sampling rate (0 or 1 per exporter;
     /// a sum counts exporters).
     pub sampling_rate_unknown: u64,
@@ -63,6 +65,7 @@ impl ExporterGauges {
     fn add(&mut self, other: &ExporterGauges) {
         self.templates = self.templates.saturating_add(other.templates);
         self.pending_flows = self.pending_flows.saturating_add(other.pending_flows);
+        self.pending_bytes = self.pending_bytes.saturating_add(other.pending_bytes);
         self.sampling_rate_unknown =
             self.sampling_rate_unknown.saturating_add(other.sampling_rate_unknown);
     }

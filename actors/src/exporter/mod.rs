@@ -113,6 +113,7 @@ impl ExporterState {
         let gauges = ExporterGauges {
             templates: caches.iter().map(|c| to_u64(c.templates)).sum(),
             pending_flows: caches.iter().map(|c| to_u64(c.pending_flows)).sum(),
+            pending_bytes: caches.iter().map(|c| to_u64(c.pending_bytes)).sum(),
             sampling_rate_unknown: u64::from(self.sampling_rate_unknown),
         };
         counters.exporters.record(self.addr, self.owner, figures, gauges);

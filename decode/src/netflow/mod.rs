@@ -47,6 +47,7 @@ mod wire;
 
 use std::collections::HashMap;
 use std::net::IpAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use flowpb::FlowMessage;
@@ -59,6 +60,7 @@ use crate::{Datagram, ExporterSession, address_bytes};
 pub use crate::sampling::{SamplingOverride, SamplingPolicy, SamplingPolicyError};
 
 use crate::sampling::PolicyCache;
+pub use pending::PendingMemory;
 use pending::{Held, PendingCache, PendingEntry};
 use scope::{Arrival, Buffers, Emit, Scope, SetFailure, Unresolved};
 use sequence::{HeaderClock, Stream, Unit, Verdict};
@@ -97,6 +99,11 @@ pub struct PendingFlowSettings {
     pub max_entry_size_bytes: usize,
     /// How long a held data set waits for its template.
     pub ttl: Duration,
+    /// Bytes this exporter's held data sets may take (`pending_flows.max_bytes`).
+    pub max_bytes: usize,
+    /// The bytes every exporter's held data sets take together, and their bound
+    /// (`pending_flows_max_bytes`): one [`PendingMemory`] shared by all sessions.
+    pub memory: Arc<PendingMemory>,
 }
 
 /// A template scope of one exporter (RFC 3954 §5.1, RFC 7011 §8).
@@ -530,7 +537,10 @@ impl NetflowSession {
                     });
                 }
             }
-            Some(Held::Refused) | None => {
+            Some(Held::Refused(Some(cap))) => {
+                report.errors.push(DecodeError::PendingMemoryFull { protocol, template_id, cap })
+            }
+            Some(Held::Refused(None)) | None => {
                 report.errors.push(DecodeError::NoTemplate { protocol, template_id })
             }
         }
@@ -697,6 +707,10 @@ impl ExporterSession for NetflowSession {
                         (Some(p), true) => p.max_queues(),
                         _ => 0,
                     },
+                    pending_bytes: self
+                        .pending
+                        .as_ref()
+                        .map_or(0, |p| p.bytes_where(|scope| scope.protocol == *protocol)),
                     template_hits: counters.hits,
                     template_misses: counters.misses,
                     evictions: counters.evictions,

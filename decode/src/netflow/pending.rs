@@ -9,12 +9,63 @@
 //! queues per exporter, the oldest queue giving way to a new one; at most
 //! `max_entries_per_template` sets per queue and `max_entry_size_bytes` per set, a set
 //! past either being refused (counted as `no_template` by the caller); entries older
-//! than `ttl` are dropped.
+//! than `ttl` are dropped. Memory: an exporter holds at most `max_bytes`, and all
+//! exporters together at most what their shared [`PendingMemory`] allows; a set that
+//! does not fit is refused and counted by which bound it hit. The counts above alone
+//! would let one exporter hold 256 × 1024 × 64 KiB; the byte bounds are what keep a
+//! flood of template-less data from spoofed sources within a known size.
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use super::{PendingFlowSettings, ScopeKey};
+use crate::report::PendingMemoryCap;
+
+/// What one held entry costs beyond its bytes (the entry, its queue slot, allocator).
+const ENTRY_OVERHEAD: usize = 96;
+
+/// Bytes held by the pending caches that share it, and their bound. Shared by every
+/// exporter session of the process; each session gives back what it held when it ends.
+#[derive(Debug)]
+pub struct PendingMemory {
+    limit: usize,
+    used: AtomicUsize,
+}
+
+impl PendingMemory {
+    /// A budget of `limit` bytes.
+    pub fn new(limit: usize) -> Self {
+        Self { limit, used: AtomicUsize::new(0) }
+    }
+
+    /// No bound (tests, tools).
+    pub fn unbounded() -> Self {
+        Self::new(usize::MAX)
+    }
+
+    /// Bytes held now.
+    pub fn used(&self) -> usize {
+        self.used.load(Ordering::Relaxed)
+    }
+
+    pub fn limit(&self) -> usize {
+        self.limit
+    }
+
+    /// Takes `bytes` if they fit under the bound.
+    fn try_reserve(&self, bytes: usize) -> bool {
+        self.used
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |used| {
+                used.checked_add(bytes).filter(|total| *total <= self.limit)
+            })
+            .is_ok()
+    }
+
+    fn release(&self, bytes: usize) {
+        self.used.fetch_sub(bytes, Ordering::Relaxed);
+    }
+}
 
 /// One held data set.
 #[derive(Debug, Clone)]
@@ -27,6 +78,13 @@ pub(crate) struct PendingEntry {
     pub tick: u64,
 }
 
+impl PendingEntry {
+    /// What holding it costs.
+    fn cost(&self) -> usize {
+        self.datagram.len() + ENTRY_OVERHEAD
+    }
+}
+
 #[derive(Debug)]
 struct Queue {
     entries: VecDeque<PendingEntry>,
@@ -34,13 +92,19 @@ struct Queue {
     created: u64,
 }
 
+impl Queue {
+    fn cost(&self) -> usize {
+        self.entries.iter().map(PendingEntry::cost).sum()
+    }
+}
+
 /// Where a held set went.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum Held {
     /// Held; holding it pushed out the oldest queue (its key), if any.
     Yes { evicted: Option<(ScopeKey, u16)> },
-    /// Refused: too large or its template's queue is full.
-    Refused,
+    /// Refused: too large, its template's queue is full (`None`), or a memory bound.
+    Refused(Option<PendingMemoryCap>),
 }
 
 #[derive(Debug)]
@@ -48,11 +112,18 @@ pub(crate) struct PendingCache {
     settings: PendingFlowSettings,
     queues: HashMap<(ScopeKey, u16), Queue>,
     next_order: u64,
+    /// Bytes held, as reserved in `settings.memory`.
+    bytes: usize,
 }
 
 impl PendingCache {
     pub fn new(settings: PendingFlowSettings) -> Self {
-        Self { settings, queues: HashMap::new(), next_order: 0 }
+        Self { settings, queues: HashMap::new(), next_order: 0, bytes: 0 }
+    }
+
+    /// Bytes held for scopes that `matches`.
+    pub fn bytes_where(&self, matches: impl Fn(&ScopeKey) -> bool) -> usize {
+        self.queues.iter().filter(|((scope, _), _)| matches(scope)).map(|(_, q)| q.cost()).sum()
     }
 
     pub fn max_queues(&self) -> usize {
@@ -77,27 +148,57 @@ impl PendingCache {
         entry: PendingEntry,
     ) -> Held {
         if body_len > self.settings.max_entry_size_bytes {
-            return Held::Refused;
+            return Held::Refused(None);
         }
         let key = (scope, template_id);
-        if let Some(queue) = self.queues.get_mut(&key) {
-            if queue.entries.len() >= self.settings.max_entries_per_template {
-                return Held::Refused;
-            }
-            queue.entries.push_back(entry);
-            return Held::Yes { evicted: None };
+        let queue_full = self
+            .queues
+            .get(&key)
+            .is_some_and(|q| q.entries.len() >= self.settings.max_entries_per_template);
+        if queue_full {
+            return Held::Refused(None);
         }
-        let evicted = if self.queues.len() >= self.settings.max_pending_flows {
-            self.oldest_key().inspect(|oldest| {
-                self.queues.remove(oldest);
-            })
+        let evicted = if !self.queues.contains_key(&key)
+            && self.queues.len() >= self.settings.max_pending_flows
+        {
+            self.oldest_key().inspect(|oldest| self.remove_queue(oldest))
         } else {
             None
         };
+        if let Err(cap) = self.reserve(entry.cost()) {
+            return Held::Refused(Some(cap));
+        }
+        if let Some(queue) = self.queues.get_mut(&key) {
+            queue.entries.push_back(entry);
+            return Held::Yes { evicted };
+        }
         self.next_order += 1;
         let queue = Queue { entries: VecDeque::from([entry]), created: self.next_order };
         self.queues.insert(key, queue);
         Held::Yes { evicted }
+    }
+
+    /// Takes `bytes` from this exporter's share and the shared budget.
+    fn reserve(&mut self, bytes: usize) -> Result<(), PendingMemoryCap> {
+        if self.bytes.saturating_add(bytes) > self.settings.max_bytes {
+            return Err(PendingMemoryCap::Exporter);
+        }
+        if !self.settings.memory.try_reserve(bytes) {
+            return Err(PendingMemoryCap::Total);
+        }
+        self.bytes += bytes;
+        Ok(())
+    }
+
+    fn release(&mut self, bytes: usize) {
+        self.bytes -= bytes;
+        self.settings.memory.release(bytes);
+    }
+
+    fn remove_queue(&mut self, key: &(ScopeKey, u16)) {
+        if let Some(queue) = self.queues.remove(key) {
+            self.release(queue.cost());
+        }
     }
 
     fn oldest_key(&self) -> Option<(ScopeKey, u16)> {
@@ -106,33 +207,51 @@ impl PendingCache {
 
     /// Takes the entries held for `template_id`, oldest first.
     pub fn take(&mut self, scope: ScopeKey, template_id: u16) -> Option<VecDeque<PendingEntry>> {
-        self.queues.remove(&(scope, template_id)).map(|q| q.entries)
+        let queue = self.queues.remove(&(scope, template_id))?;
+        self.release(queue.cost());
+        Some(queue.entries)
     }
 
     /// Drops entries past their time to live; returns the keys that lost entries.
     pub fn expire(&mut self, now_ns: u64) -> Vec<(ScopeKey, u16)> {
         let ttl_ns = self.ttl_ns();
+        let mut touched =
+            self.drop_entries(|_, entry| now_ns.saturating_sub(entry.received_ns) > ttl_ns);
+        touched.sort_unstable_by_key(|(scope, id)| (scope.port, scope.domain, *id));
+        touched
+    }
+
+    /// Drops the entries `doomed` picks, giving their bytes back; returns the keys of
+    /// the queues that lost entries.
+    fn drop_entries(
+        &mut self,
+        doomed: impl Fn(&(ScopeKey, u16), &PendingEntry) -> bool,
+    ) -> Vec<(ScopeKey, u16)> {
         let mut touched = Vec::new();
+        let mut freed = 0;
         self.queues.retain(|key, queue| {
             let before = queue.entries.len();
-            queue.entries.retain(|e| now_ns.saturating_sub(e.received_ns) <= ttl_ns);
+            queue.entries.retain(|entry| {
+                let drop = doomed(key, entry);
+                if drop {
+                    freed += entry.cost();
+                }
+                !drop
+            });
             if queue.entries.len() != before {
                 touched.push(*key);
             }
             !queue.entries.is_empty()
         });
-        touched.sort_unstable_by_key(|(scope, id)| (scope.port, scope.domain, *id));
+        self.release(freed);
         touched
     }
 
     /// Drops every queue of `scope`; returns their template ids.
     pub fn drop_scope(&mut self, scope: ScopeKey) -> Vec<u16> {
         let mut ids: Vec<u16> =
-            self.queues.keys().filter(|(s, _)| *s == scope).map(|(_, id)| *id).collect();
+            self.drop_entries(|(s, _), _| *s == scope).into_iter().map(|(_, id)| id).collect();
         ids.sort_unstable();
-        for id in &ids {
-            self.queues.remove(&(scope, *id));
-        }
         ids
     }
 
@@ -140,18 +259,11 @@ impl PendingCache {
     /// restarted: they may have been sent with templates it no longer uses); returns
     /// the template ids that lost entries.
     pub fn drop_scope_before(&mut self, scope: ScopeKey, tick: u64) -> Vec<u16> {
-        let mut ids = Vec::new();
-        self.queues.retain(|(s, id), queue| {
-            if *s != scope {
-                return true;
-            }
-            let before = queue.entries.len();
-            queue.entries.retain(|e| e.tick >= tick);
-            if queue.entries.len() != before {
-                ids.push(*id);
-            }
-            !queue.entries.is_empty()
-        });
+        let mut ids: Vec<u16> = self
+            .drop_entries(|(s, _), entry| *s == scope && entry.tick < tick)
+            .into_iter()
+            .map(|(_, id)| id)
+            .collect();
         ids.sort_unstable();
         ids
     }
@@ -162,8 +274,16 @@ impl PendingCache {
     }
 }
 
+impl Drop for PendingCache {
+    /// A session that ends (exporter evicted or restarted) gives its bytes back.
+    fn drop(&mut self) {
+        self.settings.memory.release(self.bytes);
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
     use std::time::Duration;
 
     use super::*;
@@ -175,8 +295,13 @@ mod tests {
             max_entries_per_template: 2,
             max_entry_size_bytes: 10,
             ttl: Duration::from_secs(1),
+            max_bytes: usize::MAX,
+            memory: Arc::new(PendingMemory::unbounded()),
         }
     }
+
+    /// What one test entry costs.
+    const COST: usize = 4 + ENTRY_OVERHEAD;
 
     fn scope() -> ScopeKey {
         ScopeKey { protocol: Protocol::Ipfix, port: 1, domain: 0 }
@@ -194,10 +319,10 @@ mod tests {
     #[test]
     fn caps_refuse_or_push_out_the_oldest_queue() {
         let mut cache = PendingCache::new(settings());
-        assert_eq!(cache.hold(scope(), 256, 11, entry(0)), Held::Refused);
+        assert_eq!(cache.hold(scope(), 256, 11, entry(0)), Held::Refused(None));
         assert_eq!(cache.hold(scope(), 256, 4, entry(0)), Held::Yes { evicted: None });
         assert_eq!(cache.hold(scope(), 256, 4, entry(0)), Held::Yes { evicted: None });
-        assert_eq!(cache.hold(scope(), 256, 4, entry(0)), Held::Refused);
+        assert_eq!(cache.hold(scope(), 256, 4, entry(0)), Held::Refused(None));
         assert_eq!(cache.hold(scope(), 257, 4, entry(0)), Held::Yes { evicted: None });
         assert_eq!(
             cache.hold(scope(), 258, 4, entry(0)),
@@ -228,5 +353,41 @@ mod tests {
         let _ = cache.hold(scope(), 256, 4, entry(2_000_000_000));
         assert_eq!(cache.expire(2_500_000_000), vec![(scope(), 256)]);
         assert_eq!(cache.take(scope(), 256).map(|q| q.len()), Some(1));
+    }
+
+    #[test]
+    fn memory_bounds_refuse_and_every_exit_gives_the_bytes_back() {
+        let memory = Arc::new(PendingMemory::new(3 * COST));
+        let exporter_share = PendingFlowSettings {
+            max_entries_per_template: 10,
+            max_bytes: 2 * COST,
+            memory: Arc::clone(&memory),
+            ..settings()
+        };
+        let mut first = PendingCache::new(exporter_share.clone());
+        let mut second = PendingCache::new(exporter_share);
+        assert_eq!(first.hold(scope(), 256, 4, entry(0)), Held::Yes { evicted: None });
+        assert_eq!(first.hold(scope(), 256, 4, entry(0)), Held::Yes { evicted: None });
+        assert_eq!(
+            first.hold(scope(), 256, 4, entry(0)),
+            Held::Refused(Some(PendingMemoryCap::Exporter)),
+            "the exporter's share is used up"
+        );
+        assert_eq!(second.hold(scope(), 256, 4, entry(0)), Held::Yes { evicted: None });
+        assert_eq!(
+            second.hold(scope(), 257, 4, entry(0)),
+            Held::Refused(Some(PendingMemoryCap::Total)),
+            "the shared budget is used up"
+        );
+        assert_eq!(memory.used(), 3 * COST);
+
+        assert_eq!(first.take(scope(), 256).map(|q| q.len()), Some(2));
+        assert_eq!(memory.used(), COST, "taken entries give their bytes back");
+        let _ = second.hold(scope(), 257, 4, entry(0));
+        assert_eq!(second.expire(5_000_000_000).len(), 2);
+        assert_eq!((second.bytes_where(|_| true), memory.used()), (0, 0), "expired too");
+        let _ = second.hold(scope(), 258, 4, entry(0));
+        drop(second);
+        assert_eq!(memory.used(), 0, "and a session that ends gives back what it held");
     }
 }

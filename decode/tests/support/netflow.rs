@@ -30,6 +30,8 @@ pub fn settings(pending: bool) -> NetflowSettings {
             max_entries_per_template: 4,
             max_entry_size_bytes: 65_535,
             ttl: Duration::from_secs(1),
+            max_bytes: usize::MAX,
+            memory: std::sync::Arc::new(flow_decode::netflow::PendingMemory::unbounded()),
         }),
         sampling: SamplingPolicy::default(),
     }

@@ -54,6 +54,11 @@ const GAUGES: &[(&str, &str, GaugeRead)] = &[
         |g| g.pending_flows,
     ),
     (
+        "flow_collector_exporter_pending_flows_bytes",
+        "Bytes of the data sets parked for the exporter (pending_flows.max_bytes)",
+        |g| g.pending_bytes,
+    ),
+    (
         "flow_collector_exporter_sampling_rate_unknown",
         "1 while the exporter's latest flows have no known sampling rate (for `other`: how \
          many such exporters)",

@@ -118,6 +118,12 @@ const LISTENER_GAUGES: &[ListenerFigure] = &[
         |c| c.exporters.totals.pending_flows,
     ),
     (
+        "flow_collector_pending_flows_bytes",
+        "Bytes of the data sets the listener's exporters park (all listeners together are \
+         bounded by pending_flows_max_bytes)",
+        |c| c.exporters.totals.pending_bytes,
+    ),
+    (
         "flow_collector_exporters_sampling_rate_unknown",
         "Exporters whose latest flows had no known sampling rate",
         |c| c.exporters.totals.sampling_rate_unknown,
