@@ -185,6 +185,17 @@ impl Collector {
         self.listen[0]
     }
 
+    /// The process's peak resident memory so far (VmHWM), in KiB.
+    pub fn peak_rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .unwrap_or_else(|e| panic!("read the collector's /proc status: {e}"));
+        status
+            .lines()
+            .find_map(|line| line.strip_prefix("VmHWM:"))
+            .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap_or_else(|| panic!("no VmHWM in:\n{status}"))
+    }
+
     /// Blocks until every listener is logged as bound; panics on exit or time-out.
     fn wait_until_bound(&mut self, logged: &Receiver<String>) {
         let deadline = Instant::now() + START_TIMEOUT;
