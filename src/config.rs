@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use flow_actors::settings::JetStreamSinkSettings;
+use flow_actors::settings::{Framing, JetStreamSinkSettings};
 use flow_actors::sink::{
     ClientCertificate, JetStreamLink, JetStreamSettings, StreamSettings, TlsSettings,
 };
@@ -119,6 +119,30 @@ pub struct Config {
     /// Bytes the pending-flows caches of every exporter may take together.
     #[serde(default = "defaults::pending_flows_max_bytes")]
     pub pending_flows_max_bytes: usize,
+    /// How flows are laid out in JetStream messages: one per message (the contract's
+    /// default) or many, length-delimited.
+    #[serde(default)]
+    pub publish_framing: PublishFraming,
+}
+
+/// `publish_framing`.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum PublishFraming {
+    /// One protobuf `FlowMessage` per NATS message.
+    #[default]
+    Message,
+    /// Many `FlowMessage`s per NATS message, each preceded by its varint length.
+    Delimited,
+}
+
+impl PublishFraming {
+    fn framing(self) -> Framing {
+        match self {
+            PublishFraming::Message => Framing::PerFlow,
+            PublishFraming::Delimited => Framing::Delimited,
+        }
+    }
 }
 
 /// Which decoder a listener runs.
@@ -572,6 +596,7 @@ impl Config {
                 max_in_flight,
                 self.batch_size,
             ),
+            framing: self.publish_framing.framing(),
         })
     }
 

@@ -40,13 +40,10 @@ async fn assert_all_published(exited: &Exited, url: &str) -> u64 {
     decoded
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_stream_holds_exactly_what_stdout_prints_for_the_captures() {
-    let (_server, url) = nats_server();
-
-    // The reference: the same binary and config, forced to stdout.
-    let addr = local(free_udp_port());
-    let printer = Running::start(&jetstream_config(&url, addr), &["--stdout"]);
+/// The captures through the same binary and config forced to `--stdout`: the flows, in
+/// comparable form, sorted.
+async fn stdout_reference(config: &serde_json::Value, addr: SocketAddr) -> Vec<String> {
+    let printer = Running::start(config, &["--stdout"]);
     replay_captures(addr, 1, 5_000).await;
     let mut seen = 0;
     while seen == 0 || printer.stdout_lines() != seen {
@@ -57,6 +54,14 @@ async fn the_stream_holds_exactly_what_stdout_prints_for_the_captures() {
     assert!(printed.status.success(), "{}", printed.log_text());
     let mut expected: Vec<String> = printed.stdout.iter().map(|l| comparable(l)).collect();
     expected.sort();
+    expected
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_stream_holds_exactly_what_stdout_prints_for_the_captures() {
+    let (_server, url) = nats_server();
+    let addr = local(free_udp_port());
+    let expected = stdout_reference(&jetstream_config(&url, addr), addr).await;
     assert_eq!(stream_len(&url).await, 0, "--stdout must not publish");
 
     let addr = local(free_udp_port());
@@ -77,6 +82,41 @@ async fn the_stream_holds_exactly_what_stdout_prints_for_the_captures() {
         expected.len(),
         encoded / expected.len()
     );
+}
+
+/// `publish_framing: "delimited"`: many length-delimited flows per message; the flows
+/// read back out of the frames are exactly what stdout prints, and far fewer messages
+/// carry them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delimited_framing_carries_the_same_flows_in_fewer_messages() {
+    let (_server, url) = nats_server();
+    let addr = local(free_udp_port());
+    let mut config = jetstream_config(&url, addr);
+    config["publish_framing"] = json!("delimited");
+    let expected = stdout_reference(&config, addr).await;
+
+    let addr = local(free_udp_port());
+    config["listeners"][0]["listen_addr"] = json!(addr.to_string());
+    let publisher = Running::start(&config, &[]);
+    replay_captures(addr, 1, 5_000).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while stream_len(&url).await == 0 || stored_delimited_flows(&url).await.len() < expected.len() {
+        assert!(tokio::time::Instant::now() < deadline, "the flows never all arrived");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let exited = publisher.stop();
+    assert!(exited.status.success(), "exit {:?}:\n{}", exited.status, exited.log_text());
+    assert_eq!(exited.counter("flows_published"), expected.len() as u64);
+    assert_eq!(exited.counter("flows_dropped"), 0);
+    let mut got: Vec<String> = stored_delimited_flows(&url)
+        .await
+        .iter()
+        .map(|flow| comparable(&flowpb::json::to_json_line(flow)))
+        .collect();
+    got.sort();
+    assert_eq!(got, expected, "the frames and stdout disagree");
+    let messages = stream_len(&url).await;
+    assert!(messages < expected.len() as u64 / 2, "{messages} messages for {} flows", got.len());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

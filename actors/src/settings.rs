@@ -129,6 +129,21 @@ pub struct JetStreamSinkSettings {
     pub buffer_flows: usize,
     /// Batches each subject's publisher has in flight at once.
     pub batches_in_flight: usize,
+    /// How flows are laid out in NATS messages (`publish_framing`).
+    pub framing: Framing,
+}
+
+/// How flows are laid out in NATS messages.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Framing {
+    /// One protobuf `FlowMessage` per message: the wire contract's default.
+    #[default]
+    PerFlow,
+    /// Up to a batch of `FlowMessage`s per message, each preceded by its length as a
+    /// protobuf varint (`prost::Message::decode_length_delimited` reads them one by
+    /// one); a message stays under 1 MB. Far fewer messages for the broker to store and
+    /// acknowledge; consumers must read the framing.
+    Delimited,
 }
 
 impl JetStreamSinkSettings {

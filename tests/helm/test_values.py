@@ -199,6 +199,8 @@ MIRROR = [
     (f"listeners.{N}.pending_flows.max_bytes", 1073741825, False),
     ("pending_flows_max_bytes", 1048575, False),
     ("pending_flows_max_bytes", 1048576, True),
+    ("publish_framing", "delimited", True),
+    ("publish_framing", "batched", False),
     (f"listeners.{N}.max_samples_per_datagram", 10, False),
     (f"listeners.{N}.unknown", 1, False),
     (f"listeners.{S}.max_samples_per_datagram", 0, False),

@@ -279,6 +279,25 @@ pub async fn stored_flows(url: &str) -> Vec<(FlowMessage, usize)> {
         .collect()
 }
 
+/// Every flow of every stored message read as length-delimited frames (a message stored
+/// twice counts twice).
+pub async fn stored_delimited_flows(url: &str) -> Vec<FlowMessage> {
+    let js = nats::inspector(url).await;
+    let mut flows = Vec::new();
+    for (mut frame, copies) in nats::stored_payloads(&js, STREAM).await {
+        let mut in_frame = Vec::new();
+        while !frame.is_empty() {
+            let flow = FlowMessage::decode_length_delimited(&mut frame)
+                .unwrap_or_else(|e| panic!("a frame holds whole length-delimited flows: {e}"));
+            in_frame.push(flow);
+        }
+        for _ in 0..copies {
+            flows.extend(in_frame.iter().cloned());
+        }
+    }
+    flows
+}
+
 /// A flow as JSON with the receive time (the one field that differs between runs)
 /// removed, keys sorted: comparable across runs.
 pub fn comparable(json_line: &str) -> String {

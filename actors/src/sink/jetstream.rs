@@ -1,6 +1,7 @@
 //! The JetStream sink: one protobuf `FlowMessage` per NATS message (the wire contract's
-//! default framing), each with a `Nats-Msg-Id` from one generator shared by every
-//! subject, published through one shared [`JetStreamPublisher`].
+//! default framing) or, with [`Framing::Delimited`], many per message, each message with
+//! a `Nats-Msg-Id` from one generator shared by every subject, published through one
+//! shared [`JetStreamPublisher`].
 //!
 //! The connection is made in the background ([`JetStreamLink::connect`]) once the
 //! listeners are bound, so datagrams are received and counted from the first second;
@@ -18,7 +19,11 @@ use prost::Message;
 use tokio::sync::watch;
 
 use super::{Buffering, Delivery, FlowSink, SinkFuture};
-use crate::settings::JetStreamSinkSettings;
+use crate::settings::{Framing, JetStreamSinkSettings};
+
+/// The largest delimited frame: under NATS's default 1 MiB `max_payload`, with room for
+/// the headers.
+pub const MAX_FRAME_BYTES: usize = 1_000_000;
 
 /// Flows given up because the connection failed for good (bad TLS files, refused
 /// credentials): the process is about to exit.
@@ -165,6 +170,7 @@ pub struct JetStreamSink {
     link: JetStreamLink,
     ids: Arc<MessageIdGenerator>,
     buffering: Buffering,
+    framing: Framing,
 }
 
 impl JetStreamSink {
@@ -180,8 +186,73 @@ impl JetStreamSink {
             max_batches_in_flight: settings.batches_in_flight.max(1),
             encoder: Some(encode_flows),
         };
-        Self { subject: subject.to_owned(), link: settings.link.clone(), ids, buffering }
+        Self {
+            subject: subject.to_owned(),
+            link: settings.link.clone(),
+            ids,
+            buffering,
+            framing: settings.framing,
+        }
     }
+
+    /// One message per flow: each flow's delivery is its message's.
+    async fn publish_each(&self, publisher: &JetStreamPublisher, payloads: Vec<Bytes>) -> Delivery {
+        let messages = payloads
+            .into_iter()
+            .map(|payload| OutboundMessage { msg_id: self.ids.next_id(), payload })
+            .collect();
+        delivery_of(&publisher.publish_batch(&self.subject, messages).await, 1)
+    }
+
+    /// Delimited frames, published at once; each frame's outcome counts for its flows.
+    async fn publish_framed(
+        &self,
+        publisher: &Arc<JetStreamPublisher>,
+        payloads: Vec<Bytes>,
+    ) -> Delivery {
+        let mut frames = tokio::task::JoinSet::new();
+        for (frame, flows) in delimited_frames(&payloads, MAX_FRAME_BYTES) {
+            let message = OutboundMessage { msg_id: self.ids.next_id(), payload: frame };
+            let (publisher, subject) = (Arc::clone(publisher), self.subject.clone());
+            frames.spawn(async move {
+                let outcome = publisher.publish_batch(&subject, vec![message]).await;
+                delivery_of(&outcome, flows)
+            });
+        }
+        let mut delivery = Delivery::default();
+        while let Some(done) = frames.join_next().await {
+            // A frame task that panicked reported nothing: the publisher counts the
+            // flows it leaves unreported.
+            if let Ok(frame) = done {
+                delivery.merge(frame);
+            }
+        }
+        delivery
+    }
+}
+
+/// Packs encoded flows into frames of protobuf length-delimited `FlowMessage`s (a varint
+/// length before each, as `prost::Message::encode_length_delimited` writes them), each
+/// frame at most `max_bytes` unless a single flow is larger. Returns each frame with the
+/// number of flows in it.
+pub fn delimited_frames(payloads: &[Bytes], max_bytes: usize) -> Vec<(Bytes, u64)> {
+    let mut frames = Vec::new();
+    let mut frame = BytesMut::new();
+    let mut flows = 0u64;
+    for payload in payloads {
+        let framed_len = prost::length_delimiter_len(payload.len()) + payload.len();
+        if flows > 0 && frame.len() + framed_len > max_bytes {
+            frames.push((frame.split().freeze(), flows));
+            flows = 0;
+        }
+        prost::encoding::encode_varint(payload.len() as u64, &mut frame);
+        frame.extend_from_slice(payload);
+        flows += 1;
+    }
+    if flows > 0 {
+        frames.push((frame.freeze(), flows));
+    }
+    frames
 }
 
 impl FlowSink for JetStreamSink {
@@ -198,12 +269,10 @@ impl FlowSink for JetStreamSink {
             let Ok(publisher) = self.link.ready().await else {
                 return Ok(Delivery::none(count, CONNECT_FAILED));
             };
-            let messages = payloads
-                .into_iter()
-                .map(|payload| OutboundMessage { msg_id: self.ids.next_id(), payload })
-                .collect();
-            let outcome = publisher.publish_batch(&self.subject, messages).await;
-            Ok(delivery_of(&outcome))
+            Ok(match self.framing {
+                Framing::PerFlow => self.publish_each(&publisher, payloads).await,
+                Framing::Delimited => self.publish_framed(&publisher, payloads).await,
+            })
         })
     }
 
@@ -217,11 +286,13 @@ impl FlowSink for JetStreamSink {
 }
 
 /// Acked and duplicate messages are delivered (a duplicate was stored by an earlier
-/// attempt); the rest are given up under the transport's reason.
-fn delivery_of(outcome: &BatchOutcome) -> Delivery {
-    let mut delivery = Delivery { delivered: outcome.delivered(), ..Delivery::default() };
+/// attempt); the rest are given up under the transport's reason. Each message carries
+/// `flows_per_message` flows.
+fn delivery_of(outcome: &BatchOutcome, flows_per_message: u64) -> Delivery {
+    let delivered = outcome.delivered() * flows_per_message;
+    let mut delivery = Delivery { delivered, ..Delivery::default() };
     for (reason, count) in &outcome.given_up {
-        delivery.give_up(reason.as_str(), *count);
+        delivery.give_up(reason.as_str(), *count * flows_per_message);
     }
     delivery
 }
@@ -252,18 +323,51 @@ mod tests {
             BatchOutcome { acked: 7, duplicates: 2, retries: 4, ..Default::default() };
         outcome.given_up.insert(GiveUpReason::AckTimeout, 3);
         outcome.given_up.insert(GiveUpReason::StreamFull, 1);
-        let delivery = delivery_of(&outcome);
+        let delivery = delivery_of(&outcome, 1);
         assert_eq!(delivery.delivered, 9);
         assert_eq!(delivery.given_up.get("ack_timeout"), Some(&3));
         assert_eq!(delivery.given_up.get("stream_full"), Some(&1));
         assert_eq!(delivery.given_up_total(), 4);
+        let framed = delivery_of(&outcome, 10);
+        assert_eq!((framed.delivered, framed.given_up_total()), (90, 40), "a frame is its flows");
+    }
+
+    #[test]
+    fn delimited_frames_hold_every_flow_in_order_and_stay_under_the_bound() {
+        let flows: Vec<FlowMessage> = (0..50)
+            .map(|i| FlowMessage { src_port: i, bytes: u64::from(i) * 1000, ..Default::default() })
+            .collect();
+        let payloads = encode_flows(&flows);
+        let one_flow = payloads.iter().map(|p| p.len() + 1).max().unwrap_or(0);
+        let frames = delimited_frames(&payloads, one_flow * 8);
+        assert_eq!(frames.iter().map(|(_, n)| n).sum::<u64>(), 50);
+        assert!(frames.len() >= 7, "{} frames", frames.len());
+        let mut decoded = Vec::new();
+        for (frame, count) in &frames {
+            assert!(frame.len() <= one_flow * 8);
+            let mut rest = frame.clone();
+            let mut in_frame = 0;
+            while !rest.is_empty() {
+                let flow = FlowMessage::decode_length_delimited(&mut rest);
+                decoded.push(flow.map_err(|e| e.to_string()));
+                in_frame += 1;
+            }
+            assert_eq!(in_frame, *count);
+        }
+        let want: Vec<Result<FlowMessage, String>> = flows.into_iter().map(Ok).collect();
+        assert_eq!(decoded, want);
+        assert!(delimited_frames(&[], 100).is_empty());
     }
 
     #[tokio::test]
     async fn a_failed_link_gives_up_every_waiting_flow() {
         let link = JetStreamLink::new();
-        let settings =
-            JetStreamSinkSettings { link: link.clone(), buffer_flows: 10, batches_in_flight: 2 };
+        let settings = JetStreamSinkSettings {
+            link: link.clone(),
+            buffer_flows: 10,
+            batches_in_flight: 2,
+            framing: Framing::PerFlow,
+        };
         let mut sink = JetStreamSink::new("flows.a", &settings, Arc::default());
         let waiting = tokio::spawn(async move {
             sink.publish(&[FlowMessage::default(), FlowMessage::default()])
@@ -284,6 +388,7 @@ mod tests {
             link: JetStreamLink::new(),
             buffer_flows: 600_000,
             batches_in_flight: 40,
+            framing: Framing::PerFlow,
         };
         let sink = JetStreamSink::new("flows.a", &settings, Arc::default());
         let buffering = sink.buffering().expect("a buffered sink");

@@ -79,6 +79,14 @@ impl Delivery {
     pub fn given_up_total(&self) -> u64 {
         self.given_up.values().sum()
     }
+
+    /// Adds another delivery's figures (parts of one batch published apart).
+    pub fn merge(&mut self, other: Delivery) {
+        self.delivered += other.delivered;
+        for (reason, count) in other.given_up {
+            self.give_up(reason, count);
+        }
+    }
 }
 
 /// Why a sink gave up a batch.
