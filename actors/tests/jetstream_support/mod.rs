@@ -57,6 +57,7 @@ pub async fn start_collector(link: &JetStreamLink, publishing: Publishing) -> Co
         link: link.clone(),
         buffer_flows: publishing.buffer_flows,
         batches_in_flight: publishing.batches_in_flight,
+        framing: Default::default(),
     });
     let sinks = ConfiguredSinks::new(settings.sink.clone());
     Collector::start_with(settings, echo_sessions(Arc::default()), &sinks)
