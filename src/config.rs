@@ -183,6 +183,43 @@ pub struct ListenerConfig {
     /// Datagrams per second one exporter may send; the excess is dropped and counted.
     #[serde(default)]
     pub max_exporter_pps: Option<u32>,
+    /// "udp" (default), or IPFIX messages over "tcp" or "tls" connections (netflow
+    /// listeners only); see [`transport`].
+    #[serde(default)]
+    pub transport: TransportKind,
+    /// tcp/tls: connections open at once at most (default 1000).
+    #[serde(default)]
+    pub max_sessions: Option<usize>,
+    /// tls: seconds a connection has to finish its handshake (default 10).
+    #[serde(default)]
+    pub handshake_timeout_secs: Option<u64>,
+    /// tcp/tls: seconds without a complete message before a session is closed
+    /// (default 300).
+    #[serde(default)]
+    pub idle_timeout_secs: Option<u64>,
+    /// tls: the listener's certificate and key, and the CA of the exporters' client
+    /// certificates.
+    #[serde(default)]
+    pub tls: Option<ListenerTlsConfig>,
+}
+
+/// A listener's `transport`.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum TransportKind {
+    #[default]
+    Udp,
+    Tcp,
+    Tls,
+}
+
+/// A tls listener's `tls`: file names, resolved under `security.cert_dir` unless absolute.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ListenerTlsConfig {
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
+    pub client_ca_file: PathBuf,
 }
 
 /// `sampling` (netflow and sflow): rates for exporters that announce none, or announce
@@ -530,7 +567,9 @@ impl Config {
         for (i, listener) in self.listeners.iter().enumerate() {
             let key = format!("listeners[{i}]");
             let addr = listener.validate(&key)?;
-            if !seen.insert(addr) {
+            transport::validate(listener, &key, self.cert_dir())?;
+            // A UDP and a TCP/TLS listener may share an address: they are different sockets.
+            if !seen.insert((addr, listener.transport == TransportKind::Udp)) {
                 return Err(ConfigError::invalid(
                     format!("{key}.listen_addr"),
                     format!("{addr} is already used by another listener"),
@@ -538,6 +577,11 @@ impl Config {
             }
         }
         Ok(())
+    }
+
+    /// `security.cert_dir`, under which relative TLS file names resolve.
+    fn cert_dir(&self) -> Option<&Path> {
+        self.security.as_ref().and_then(|s| s.cert_dir.as_deref())
     }
 
     /// Where `/metrics`, `/healthz` and `/readyz` are served, if anywhere.
@@ -553,8 +597,13 @@ impl Config {
             .listeners
             .iter()
             .enumerate()
-            .map(|(i, l)| l.settings(&format!("listeners[{i}]"), &pending_memory))
-            .collect::<Result<Vec<_>, _>>()?;
+            .map(|(i, l)| {
+                let key = format!("listeners[{i}]");
+                let mut settings = l.settings(&key, &pending_memory)?;
+                settings.transport = transport::settings(l, &key, self.cert_dir())?;
+                Ok(settings)
+            })
+            .collect::<Result<Vec<_>, ConfigError>>()?;
         Ok(CollectorSettings {
             listeners,
             channel_size: self.channel_size,
@@ -733,6 +782,8 @@ impl ListenerConfig {
             protocol,
             sources: self.source_filter(key)?,
             max_exporter_pps: self.max_exporter_pps.and_then(NonZeroU32::new),
+            // Set by `Config::collector_settings`, which knows `security.cert_dir`.
+            transport: Default::default(),
         })
     }
 
@@ -863,6 +914,8 @@ fn readable_key_paths(message: &str) -> String {
     }
     out
 }
+
+mod transport;
 
 #[cfg(test)]
 mod tests;

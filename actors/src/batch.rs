@@ -46,6 +46,19 @@ impl DatagramBatch {
         &self.datagrams
     }
 
+    /// Adds a datagram whose budget unit the caller has just acquired.
+    pub(crate) fn push(&mut self, datagram: RawDatagram) {
+        self.datagrams.push(datagram);
+        self.credit.add_acquired();
+    }
+
+    /// Moves the datagrams (and their credit) out into a batch of their own, leaving
+    /// this one empty.
+    pub(crate) fn take(&mut self) -> DatagramBatch {
+        let datagrams = std::mem::take(&mut self.datagrams);
+        DatagramBatch::new(datagrams, self.credit.take(), Arc::clone(&self.counters))
+    }
+
     /// Takes the datagrams and their credit out, to regroup them; the caller becomes
     /// responsible for accounting each one.
     pub(crate) fn into_parts(mut self) -> (Vec<RawDatagram>, Credit) {

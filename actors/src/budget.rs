@@ -7,11 +7,20 @@
 //! the units travel with the datagrams as a [`Credit`] and come back when the publisher
 //! takes the flows into its batch, or when the datagrams are dropped on the way. So a slow
 //! sink fills the budget and the socket sheds load, instead of memory growing.
+//!
+//! A TCP or TLS session waits for a unit instead ([`InFlight::acquire`]): it stops
+//! reading, and TCP flow control slows the exporter down; nothing is dropped.
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use tokio::sync::Notify;
 
 use crate::counters::ListenerCounters;
+
+/// A waiting session looks again at least this often, should a wake-up be missed.
+const RECHECK: Duration = Duration::from_millis(20);
 
 /// One listener's in-flight budget. The count lives in the listener's
 /// `datagrams_in_flight` gauge, so what is measured is what is enforced.
@@ -19,13 +28,16 @@ use crate::counters::ListenerCounters;
 pub(crate) struct InFlight {
     limit: u64,
     counters: Arc<ListenerCounters>,
+    /// Woken when units come back while someone waits in [`InFlight::acquire`].
+    freed: Notify,
+    waiting: AtomicUsize,
 }
 
 impl InFlight {
     /// A budget of `limit` datagrams.
     pub(crate) fn new(limit: usize, counters: Arc<ListenerCounters>) -> Arc<Self> {
         let limit = u64::try_from(limit).unwrap_or(u64::MAX);
-        Arc::new(Self { limit, counters })
+        Arc::new(Self { limit, counters, freed: Notify::new(), waiting: AtomicUsize::new(0) })
     }
 
     /// Takes one unit; `false` when the budget is used up.
@@ -38,12 +50,45 @@ impl InFlight {
             .is_ok()
     }
 
+    /// Takes one unit, waiting until one is given back when the budget is used up.
+    pub(crate) async fn acquire(&self) {
+        while !self.try_acquire() {
+            let _waiting = Waiting::enter(&self.waiting);
+            let mut freed = std::pin::pin!(self.freed.notified());
+            freed.as_mut().enable();
+            if self.try_acquire() {
+                return;
+            }
+            let _ = tokio::time::timeout(RECHECK, freed).await;
+        }
+    }
+
     /// Gives back `n` units.
     pub(crate) fn release(&self, n: usize) {
         if n > 0 {
             let n = u64::try_from(n).unwrap_or(u64::MAX);
             self.counters.datagrams_in_flight.fetch_sub(n, Ordering::AcqRel);
+            if self.waiting.load(Ordering::SeqCst) > 0 {
+                self.freed.notify_waiters();
+            }
         }
+    }
+}
+
+/// Counts a waiter of [`InFlight::acquire`] for as long as it waits (also when its
+/// task is cancelled while waiting).
+struct Waiting<'a>(&'a AtomicUsize);
+
+impl<'a> Waiting<'a> {
+    fn enter(count: &'a AtomicUsize) -> Self {
+        count.fetch_add(1, Ordering::SeqCst);
+        Self(count)
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -66,6 +111,11 @@ impl Credit {
         let units = units.min(self.units);
         self.units -= units;
         Credit { budget: Arc::clone(&self.budget), units }
+    }
+
+    /// Takes charge of one more unit, already acquired from the same budget.
+    pub(crate) fn add_acquired(&mut self) {
+        self.units += 1;
     }
 
     /// Moves the whole credit out, leaving this one empty.
@@ -119,5 +169,21 @@ mod tests {
         assert_eq!(used(&budget), 1);
         drop(rest);
         assert_eq!(used(&budget), 0);
+    }
+
+    #[tokio::test]
+    async fn acquire_waits_until_a_unit_comes_back() {
+        let budget = InFlight::new(1, Arc::default());
+        budget.acquire().await;
+        let waiter = tokio::spawn({
+            let budget = Arc::clone(&budget);
+            async move { budget.acquire().await }
+        });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(!waiter.is_finished(), "no unit is free yet");
+        budget.release(1);
+        tokio::time::timeout(Duration::from_secs(5), waiter).await.unwrap().unwrap();
+        assert_eq!(used(&budget), 1);
+        assert_eq!(budget.waiting.load(Ordering::SeqCst), 0);
     }
 }

@@ -16,10 +16,13 @@ use crate::exporter::ListenerContext;
 use crate::listener::ListenerSpec;
 use crate::publisher::PublisherSlot;
 use crate::session::{DecoderSessions, SessionFactory};
-use crate::settings::{CollectorSettings, ListenerSettings};
+use crate::settings::{CollectorSettings, ListenerProtocol, ListenerSettings, Transport};
 use crate::sink::{ConfiguredSinks, SinkError, SinkFactory};
-use crate::socket::{BindError, bind_udp};
-use crate::supervisor::{CollectorSupervisor, DRAIN_TIMEOUT, RootArgs, RootMsg};
+use crate::socket::{BindError, bind_tcp, bind_udp};
+use crate::stream::StreamSpec;
+use crate::supervisor::{
+    BoundSocket, CollectorSupervisor, DRAIN_TIMEOUT, ListenerKind, RootArgs, RootMsg,
+};
 
 /// Extra time the caller of a shutdown waits beyond the drain timeout itself.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
@@ -123,10 +126,10 @@ impl Collector {
             let (spec, socket) =
                 bind_listener(&settings, listener, publisher, Arc::clone(&sessions))?;
             infos.push(ListenerInfo {
-                name: spec.ctx.name.clone(),
+                name: spec.ctx().name.clone(),
                 subject: listener.subject.clone(),
-                local_addr: spec.local_addr,
-                counters: Arc::clone(&spec.ctx.counters),
+                local_addr: spec.local_addr(),
+                counters: Arc::clone(&spec.ctx().counters),
             });
             listeners.push((spec, socket));
         }
@@ -259,10 +262,25 @@ fn validate(settings: &CollectorSettings) -> Result<(), CollectorError> {
         (settings.exporters.idle_timeout.is_zero(), "the exporter idle timeout must be > 0"),
         (settings.stats_interval.is_zero(), "stats_interval must be > 0"),
     ];
-    match checks.iter().find(|(failed, _)| *failed) {
-        Some((_, message)) => Err(CollectorError::InvalidSettings(message)),
-        None => Ok(()),
+    if let Some((_, message)) = checks.iter().find(|(failed, _)| *failed) {
+        return Err(CollectorError::InvalidSettings(message));
     }
+    for listener in &settings.listeners {
+        let Transport::Stream(stream) = &listener.transport else { continue };
+        let checks = [
+            (
+                matches!(listener.protocol, ListenerProtocol::Sflow(_)),
+                "sFlow is only received over UDP",
+            ),
+            (stream.max_sessions == 0, "max_sessions must be > 0"),
+            (stream.idle_timeout.is_zero(), "the session idle timeout must be > 0"),
+            (stream.handshake_timeout.is_zero(), "the TLS handshake timeout must be > 0"),
+        ];
+        if let Some((_, message)) = checks.iter().find(|(failed, _)| *failed) {
+            return Err(CollectorError::InvalidSettings(message));
+        }
+    }
+    Ok(())
 }
 
 /// One publisher slot (and sink) per distinct subject, in order of first appearance.
@@ -290,29 +308,57 @@ fn bind_listener(
     listener: &ListenerSettings,
     publisher: Arc<PublisherSlot>,
     sessions: Arc<dyn SessionFactory>,
-) -> Result<(Arc<ListenerSpec>, std::net::UdpSocket), CollectorError> {
-    let socket = bind_udp(listener.listen_addr, listener.buffer_size)?;
-    let local_addr =
-        socket.local_addr().map_err(|source| BindError { addr: listener.listen_addr, source })?;
+) -> Result<(ListenerKind, BoundSocket), CollectorError> {
+    let addr = listener.listen_addr;
+    let (socket, local_addr) = match &listener.transport {
+        Transport::Udp => {
+            let socket = bind_udp(addr, listener.buffer_size)?;
+            let local = socket.local_addr();
+            (
+                BoundSocket::Udp(socket),
+                local.map_err(|source| BindError { transport: "UDP", addr, source })?,
+            )
+        }
+        Transport::Stream(_) => {
+            let socket = bind_tcp(addr, listener.buffer_size)?;
+            let local = socket.local_addr();
+            (
+                BoundSocket::Tcp(socket),
+                local.map_err(|source| BindError { transport: "TCP", addr, source })?,
+            )
+        }
+    };
     let counters = Arc::new(ListenerCounters::new(settings.exporters.max_series));
-    let ctx = ListenerContext {
+    let ctx = Arc::new(ListenerContext {
         name: listener.name(),
         protocol: listener.protocol.clone(),
         partition: settings.partition.clone(),
         counters: Arc::clone(&counters),
         publisher,
         sessions,
+    });
+    let budget = InFlight::new(settings.channel_size, counters);
+    let spec = match &listener.transport {
+        Transport::Udp => ListenerKind::Datagram(Arc::new(ListenerSpec {
+            ctx,
+            local_addr,
+            buffer_size: listener.buffer_size,
+            channel_size: settings.channel_size,
+            limits: settings.exporters.clone(),
+            sources: listener.sources.clone(),
+            max_exporter_pps: listener.max_exporter_pps,
+            stats_interval: settings.stats_interval,
+            budget,
+        })),
+        Transport::Stream(stream) => ListenerKind::Stream(Arc::new(StreamSpec::new(
+            ctx,
+            local_addr,
+            listener.buffer_size,
+            listener.sources.clone(),
+            stream.clone(),
+            settings.stats_interval,
+            budget,
+        ))),
     };
-    let spec = ListenerSpec {
-        ctx: Arc::new(ctx),
-        local_addr,
-        buffer_size: listener.buffer_size,
-        channel_size: settings.channel_size,
-        limits: settings.exporters.clone(),
-        sources: listener.sources.clone(),
-        max_exporter_pps: listener.max_exporter_pps,
-        stats_interval: settings.stats_interval,
-        budget: InFlight::new(settings.channel_size, counters),
-    };
-    Ok((Arc::new(spec), socket))
+    Ok((spec, socket))
 }

@@ -1,12 +1,16 @@
 //! The supervision tree (ractor): a root supervisor, a listener actor per socket, an
-//! exporter actor per source IP, and publisher actors that hand flows to a sink.
+//! exporter actor per source IP (per connection for IPFIX over TCP/TLS), and publisher
+//! actors that hand flows to a sink.
 //!
 //! ```text
 //! CollectorSupervisor ─┬─ PublisherActor per subject ──▶ FlowSink (stdout JSON lines, …)
-//!                      └─ ListenerActor per socket
-//!                           receive task ─▶ bounded budget (channel_size, drop-newest)
-//!                           ─▶ dispatcher ─▶ listener ─▶ ExporterActor per source IP
-//!                                                          (decoder session) ─▶ publisher
+//!                      ├─ ListenerActor per UDP socket
+//!                      │    receive task ─▶ bounded budget (channel_size, drop-newest)
+//!                      │    ─▶ dispatcher ─▶ listener ─▶ ExporterActor per source IP
+//!                      │                                   (decoder session) ─▶ publisher
+//!                      └─ StreamListenerActor per TCP/TLS socket
+//!                           accept task ─▶ session task per connection (TLS, framing,
+//!                           budget: waits, never drops) ─▶ ExporterActor per connection
 //! ```
 //!
 //! This crate knows nothing of the JSON config file: the binary turns the config into
@@ -26,7 +30,9 @@ pub mod session;
 pub mod settings;
 pub mod sink;
 mod socket;
+mod stream;
 mod supervisor;
+pub mod tls;
 
 pub use collector::{Collector, CollectorError, CountersHandle, RunReport, run};
 pub use counters::CountersSnapshot;
@@ -34,7 +40,7 @@ pub use publisher::LINGER;
 pub use session::{DecoderSessions, SessionFactory};
 pub use settings::{
     CollectorSettings, ExporterLimits, ListenerProtocol, ListenerSettings, SinkSettings,
-    SourceFilter,
+    SourceFilter, StreamSettings, Transport,
 };
 pub use sink::{
     ConfiguredSinks, FlowSink, JsonLinesSink, SinkError, SinkFactory, SinkFuture, StdoutSink,

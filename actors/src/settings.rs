@@ -46,6 +46,33 @@ pub struct ListenerSettings {
     /// Datagrams per second one exporter may send before the excess is dropped
     /// (`max_exporter_pps`; bursts of one second's worth pass). `None`: no limit.
     pub max_exporter_pps: Option<NonZeroU32>,
+    /// UDP datagrams, or IPFIX messages over TCP or TLS connections (`transport`).
+    pub transport: Transport,
+}
+
+/// How a listener receives: UDP datagrams (the default), or IPFIX messages framed on TCP
+/// connections (RFC 7011 §10.4), optionally inside TLS with client certificates.
+#[derive(Debug, Clone, Default)]
+pub enum Transport {
+    #[default]
+    Udp,
+    Stream(StreamSettings),
+}
+
+/// An IPFIX-over-TCP (or TLS) listener's connection limits.
+#[derive(Debug, Clone)]
+pub struct StreamSettings {
+    /// Connections open at once at most, handshaking ones included (`max_sessions`);
+    /// more are accepted and closed at once, and counted.
+    pub max_sessions: usize,
+    /// A connection that has not finished its TLS handshake this long after it was
+    /// accepted is closed (`handshake_timeout_secs`).
+    pub handshake_timeout: Duration,
+    /// A session that has not delivered a complete message this long is closed
+    /// (`idle_timeout_secs`).
+    pub idle_timeout: Duration,
+    /// TLS with required client certificates; `None`: plain TCP.
+    pub tls: Option<crate::tls::TlsServerSettings>,
 }
 
 /// Source address control of a listener: the deny list wins, then an allow list (when
@@ -71,9 +98,17 @@ impl SourceFilter {
 }
 
 impl ListenerSettings {
-    /// A stable name for logs, metrics and the actor registry: "netflow@0.0.0.0:2055".
+    /// A stable name for logs, metrics and the actor registry: "netflow@0.0.0.0:2055",
+    /// "netflow-tcp@0.0.0.0:4739", "netflow-tls@0.0.0.0:4740".
     pub fn name(&self) -> String {
-        format!("{}@{}", self.protocol.as_str(), self.listen_addr)
+        let protocol = self.protocol.as_str();
+        match &self.transport {
+            Transport::Udp => format!("{protocol}@{}", self.listen_addr),
+            Transport::Stream(stream) if stream.tls.is_some() => {
+                format!("{protocol}-tls@{}", self.listen_addr)
+            }
+            Transport::Stream(_) => format!("{protocol}-tcp@{}", self.listen_addr),
+        }
     }
 }
 

@@ -1,7 +1,8 @@
 //! Binding a listener's UDP socket: SO_REUSEADDR and SO_REUSEPORT (so a restarted listener
 //! can rebind while the old socket closes, and several collectors may share a port), and
 //! the kernel receive buffer (`buffer_size`), which is what absorbs bursts while the
-//! receive task is descheduled.
+//! receive task is descheduled. An IPFIX-over-TCP/TLS listener's socket is bound the same
+//! way; its receive buffer is inherited by the connections it accepts.
 
 use std::io;
 use std::net::SocketAddr;
@@ -11,8 +12,10 @@ use thiserror::Error;
 
 /// A listener socket could not be set up.
 #[derive(Debug, Error)]
-#[error("cannot bind UDP listener on {addr}: {source}")]
+#[error("cannot bind {transport} listener on {addr}: {source}")]
 pub struct BindError {
+    /// "UDP" or "TCP".
+    pub transport: &'static str,
     pub addr: SocketAddr,
     #[source]
     pub source: io::Error,
@@ -23,13 +26,36 @@ pub(crate) fn bind_udp(
     addr: SocketAddr,
     buffer_size: usize,
 ) -> Result<std::net::UdpSocket, BindError> {
-    let wrap = |source| BindError { addr, source };
+    let wrap = |source| BindError { transport: "UDP", addr, source };
     let socket =
         Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP)).map_err(wrap)?;
     socket.set_reuse_address(true).map_err(wrap)?;
     socket.set_reuse_port(true).map_err(wrap)?;
     set_receive_buffer(&socket, addr, buffer_size);
     socket.bind(&addr.into()).map_err(wrap)?;
+    socket.set_nonblocking(true).map_err(wrap)?;
+    Ok(socket.into())
+}
+
+/// Connections waiting to be accepted at most (the kernel may cap it at somaxconn).
+const TCP_BACKLOG: i32 = 1024;
+
+/// Binds a non-blocking, listening TCP socket on `addr`; the connections it accepts get
+/// a receive buffer of `buffer_size` bytes.
+pub(crate) fn bind_tcp(
+    addr: SocketAddr,
+    buffer_size: usize,
+) -> Result<std::net::TcpListener, BindError> {
+    let wrap = |source| BindError { transport: "TCP", addr, source };
+    let socket =
+        Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP)).map_err(wrap)?;
+    socket.set_reuse_address(true).map_err(wrap)?;
+    socket.set_reuse_port(true).map_err(wrap)?;
+    if let Err(error) = socket.set_recv_buffer_size(buffer_size) {
+        tracing::warn!(listen_addr = %addr, buffer_size, %error, "Cannot set the TCP receive buffer size");
+    }
+    socket.bind(&addr.into()).map_err(wrap)?;
+    socket.listen(TCP_BACKLOG).map_err(wrap)?;
     socket.set_nonblocking(true).map_err(wrap)?;
     Ok(socket.into())
 }
@@ -124,6 +150,7 @@ mod tests {
         let addr: SocketAddr = "192.0.2.1:2055".parse().unwrap();
         let error = bind_udp(addr, 65536).unwrap_err();
         assert_eq!(error.addr, addr);
+        assert!(bind_tcp(addr, 65536).unwrap_err().to_string().contains("TCP listener"));
         let text = error.to_string();
         assert!(text.contains("192.0.2.1:2055"), "{text}");
         assert!(text.contains("os error"), "{text}");

@@ -1,5 +1,5 @@
 //! The root of the tree: one publisher actor per subject and one listener actor per
-//! socket, linked to it. A failed child is restarted (counted, logged "actor restarted");
+//! socket (UDP, or IPFIX over TCP/TLS), linked to it. A failed child is restarted (counted, logged "actor restarted");
 //! on shutdown it drains the tree front to back.
 
 use std::collections::HashMap;
@@ -14,8 +14,10 @@ use ractor::{
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 
+use crate::exporter::ListenerContext;
 use crate::listener::{ListenerActor, ListenerArgs, ListenerMsg, ListenerSpec};
 use crate::publisher::{PublisherActor, PublisherSlot};
+use crate::stream::{StreamArgs, StreamListenerActor, StreamMsg, StreamSpec};
 
 /// Time the shutdown drain may take before what is left is killed and counted.
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
@@ -57,8 +59,80 @@ pub(crate) enum RootMsg {
 /// What the root is started with: sockets already bound, so bind errors surface before
 /// any actor runs.
 pub(crate) struct RootArgs {
-    pub(crate) listeners: Vec<(Arc<ListenerSpec>, std::net::UdpSocket)>,
+    pub(crate) listeners: Vec<(ListenerKind, BoundSocket)>,
     pub(crate) publishers: Vec<Arc<PublisherSlot>>,
+}
+
+/// What a listener is (re)started with: a UDP socket's, or a TCP/TLS socket's.
+#[derive(Clone)]
+pub(crate) enum ListenerKind {
+    Datagram(Arc<ListenerSpec>),
+    Stream(Arc<StreamSpec>),
+}
+
+impl ListenerKind {
+    pub(crate) fn ctx(&self) -> &Arc<ListenerContext> {
+        match self {
+            ListenerKind::Datagram(spec) => &spec.ctx,
+            ListenerKind::Stream(spec) => &spec.ctx,
+        }
+    }
+
+    pub(crate) fn local_addr(&self) -> std::net::SocketAddr {
+        match self {
+            ListenerKind::Datagram(spec) => spec.local_addr,
+            ListenerKind::Stream(spec) => spec.local_addr,
+        }
+    }
+}
+
+/// A socket bound at start-up.
+pub(crate) enum BoundSocket {
+    Udp(std::net::UdpSocket),
+    Tcp(std::net::TcpListener),
+}
+
+/// A running listener actor of either kind.
+enum ListenerRef {
+    Datagram(ActorRef<ListenerMsg>),
+    Stream(ActorRef<StreamMsg>),
+}
+
+impl ListenerRef {
+    fn cell(&self) -> ActorCell {
+        match self {
+            ListenerRef::Datagram(actor) => actor.get_cell(),
+            ListenerRef::Stream(actor) => actor.get_cell(),
+        }
+    }
+
+    fn drain(&self, reply: RpcReplyPort<()>) -> bool {
+        match self {
+            ListenerRef::Datagram(actor) => actor.send_message(ListenerMsg::Drain(reply)).is_ok(),
+            ListenerRef::Stream(actor) => actor.send_message(StreamMsg::Drain(reply)).is_ok(),
+        }
+    }
+
+    #[cfg(any(test, feature = "fault-injection"))]
+    fn panic(&self) -> bool {
+        match self {
+            ListenerRef::Datagram(actor) => actor.send_message(ListenerMsg::Panic).is_ok(),
+            ListenerRef::Stream(actor) => actor.send_message(StreamMsg::Panic).is_ok(),
+        }
+    }
+
+    /// The listener answers `reply`: it knows whether the exporter exists.
+    #[cfg(any(test, feature = "fault-injection"))]
+    fn panic_exporter(&self, exporter: std::net::IpAddr, reply: RpcReplyPort<bool>) {
+        let _ = match self {
+            ListenerRef::Datagram(actor) => {
+                actor.send_message(ListenerMsg::PanicExporter(exporter, reply)).is_ok()
+            }
+            ListenerRef::Stream(actor) => {
+                actor.send_message(StreamMsg::PanicExporter(exporter, reply)).is_ok()
+            }
+        };
+    }
 }
 
 /// The root's state: what each child needs to be restarted.
@@ -70,8 +144,8 @@ pub(crate) struct RootState {
 }
 
 struct ListenerChild {
-    spec: Arc<ListenerSpec>,
-    actor: Option<ActorRef<ListenerMsg>>,
+    spec: ListenerKind,
+    actor: Option<ListenerRef>,
 }
 
 impl RootState {
@@ -88,12 +162,33 @@ impl RootState {
         &mut self,
         root: ActorCell,
         index: usize,
-        socket: Option<std::net::UdpSocket>,
+        socket: Option<BoundSocket>,
     ) -> Result<(), SpawnErr> {
         let Some(child) = self.listeners.get_mut(index) else { return Ok(()) };
-        let args = ListenerArgs { spec: Arc::clone(&child.spec), socket };
-        let (actor, _) = ListenerActor::spawn_linked(None, ListenerActor, args, root).await?;
-        self.children.insert(actor.get_id(), Child::Listener(index));
+        let actor = match &child.spec {
+            ListenerKind::Datagram(spec) => {
+                let socket = match socket {
+                    Some(BoundSocket::Udp(socket)) => Some(socket),
+                    _ => None,
+                };
+                let args = ListenerArgs { spec: Arc::clone(spec), socket };
+                let (actor, _) =
+                    ListenerActor::spawn_linked(None, ListenerActor, args, root).await?;
+                ListenerRef::Datagram(actor)
+            }
+            ListenerKind::Stream(spec) => {
+                let socket = match socket {
+                    Some(BoundSocket::Tcp(socket)) => Some(socket),
+                    _ => None,
+                };
+                let args = StreamArgs { spec: Arc::clone(spec), socket };
+                let (actor, _) =
+                    StreamListenerActor::spawn_linked(None, StreamListenerActor, args, root)
+                        .await?;
+                ListenerRef::Stream(actor)
+            }
+        };
+        self.children.insert(actor.cell().get_id(), Child::Listener(index));
         child.actor = Some(actor);
         Ok(())
     }
@@ -101,7 +196,7 @@ impl RootState {
     async fn spawn_children(
         &mut self,
         root: ActorCell,
-        sockets: Vec<std::net::UdpSocket>,
+        sockets: Vec<BoundSocket>,
     ) -> Result<(), SpawnErr> {
         for index in 0..self.publishers.len() {
             self.spawn_publisher(root.clone(), index).await?;
@@ -122,8 +217,9 @@ impl RootState {
             Child::Listener(index) => {
                 let Some(listener) = self.listeners.get_mut(index) else { return };
                 listener.actor = None;
-                listener.spec.ctx.counters.listener_restarts.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(actor = "listener", listener = %listener.spec.ctx.name, reason, "actor restarted");
+                let ctx = listener.spec.ctx();
+                ctx.counters.listener_restarts.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(actor = "listener", listener = %ctx.name, reason, "actor restarted");
             }
             Child::Publisher(index) => {
                 let Some(slot) = self.publishers.get(index) else { return };
@@ -166,8 +262,8 @@ impl RootState {
         for child in &mut self.listeners {
             let Some(actor) = child.actor.take() else { continue };
             let (tx, rx) = oneshot::channel();
-            if actor.send_message(ListenerMsg::Drain(tx.into())).is_ok() {
-                pending.push((actor, rx));
+            if actor.drain(tx.into()) {
+                pending.push((actor.cell(), rx));
             }
         }
         let mut clean = true;
@@ -203,8 +299,7 @@ impl RootState {
             Fault::Exporter { listener, exporter } => {
                 match self.listeners.get(listener).and_then(|l| l.actor.as_ref()) {
                     Some(actor) => {
-                        // The listener answers: it knows whether the exporter exists.
-                        let _ = actor.send_message(ListenerMsg::PanicExporter(exporter, reply));
+                        actor.panic_exporter(exporter, reply);
                         return;
                     }
                     None => false,
@@ -214,7 +309,7 @@ impl RootState {
                 .listeners
                 .get(index)
                 .and_then(|l| l.actor.as_ref())
-                .is_some_and(|actor| actor.send_message(ListenerMsg::Panic).is_ok()),
+                .is_some_and(ListenerRef::panic),
             Fault::Publisher(index) => {
                 self.publishers.get(index).and_then(|slot| slot.current()).is_some_and(|actor| {
                     actor.send_message(crate::publisher::PublisherMsg::Panic).is_ok()

@@ -76,3 +76,40 @@ def test_check_config_refuses_missing_certificates(tmp_path):
     result = check_config(config, tmp_path)
     assert result.returncode == 1
     assert "security.tls.cert_file" in result.stdout + result.stderr
+
+
+def _tls_listener_config(pki, cert_file: str) -> dict:
+    """The default values plus an IPFIX-over-TLS listener whose files are in `pki`."""
+    listeners = render().config["listeners"] + [
+        {
+            "protocol": "netflow",
+            "listen_addr": "0.0.0.0:4740",
+            "transport": "tls",
+            "tls": {"cert_file": cert_file, "key_file": "client-key.pem", "client_ca_file": "ca.pem"},
+        }
+    ]
+    values = {"config": {"listeners": listeners, "security": {"mode": "none", "cert_dir": str(pki)}}}
+    return render(values).config
+
+
+def test_a_tls_listener_with_its_files_passes_check_config(pki, tmp_path):
+    # TLS needs an X.509 v3 certificate (the fixture's is v1): one with a SAN, same key.
+    extensions = tmp_path / "v3.ext"
+    extensions.write_text("subjectAltName=DNS:flow-collector\n")
+    subprocess.run(
+        ["openssl", "x509", "-req", "-in", "client.csr", "-CA", "ca.pem", "-CAkey", "ca-key.pem",
+         "-CAcreateserial", "-out", "ipfix.pem", "-days", "2", "-extfile", str(extensions)],
+        cwd=pki, check=True, capture_output=True,
+    )
+    result = check_config(_tls_listener_config(pki, "ipfix.pem"), tmp_path)
+    assert result.returncode == 0, f"{result.stdout}{result.stderr}"
+
+
+def test_a_tls_listener_without_its_certificate_is_refused_naming_the_key(pki, tmp_path):
+    result = check_config(_tls_listener_config(pki, "missing.pem"), tmp_path)
+    assert result.returncode == 1
+    assert "listeners[2].tls.cert_file" in result.stdout, result.stdout
+    # An X.509 v1 certificate is named too, with the reason.
+    result = check_config(_tls_listener_config(pki, "client.pem"), tmp_path)
+    assert result.returncode == 1
+    assert "listeners[2].tls.cert_file" in result.stdout and "v3" in result.stdout, result.stdout

@@ -370,3 +370,30 @@ def test_chart_and_image_versions_follow_the_workspace():
         assert chart.metadata["appVersion"] == version
     dockerfile = (REPO / "packaging/Dockerfile").read_text()
     assert f"ARG VERSION={version}\n" in dockerfile
+
+
+def test_ipfix_over_tcp_and_tls_listeners_get_tcp_ports():
+    listeners = chart_values()["config"]["listeners"][:1] + [
+        {"protocol": "netflow", "listen_addr": "0.0.0.0:4739"},
+        {"protocol": "netflow", "listen_addr": "0.0.0.0:4739", "transport": "tcp"},
+        {
+            "protocol": "netflow",
+            "listen_addr": "0.0.0.0:4740",
+            "transport": "tls",
+            "tls": {"cert_file": "ipfix.pem", "key_file": "ipfix-key.pem", "client_ca_file": "exporters-ca.pem"},
+        },
+    ]
+    rendered = render({"config": {"listeners": listeners}})
+    service_ports = rendered.one("Service", FULLNAME)["spec"]["ports"]
+    assert [(p["name"], p["port"], p["protocol"]) for p in service_ports] == [
+        ("netflow-2055", 2055, "UDP"),
+        ("netflow-4739", 4739, "UDP"),
+        ("ipfix-tcp", 4739, "TCP"),
+        ("ipfix-tls", 4740, "TCP"),
+    ]
+    container_ports = {p["name"]: p for p in rendered.container["ports"]}
+    for port in service_ports:
+        target = container_ports[port["targetPort"]]
+        assert (target["containerPort"], target["protocol"]) == (port["port"], port["protocol"])
+    assert "netflow on TLS (IPFIX over TLS) 4740" in rendered.notes
+    assert "ipfix-tls: <address>:4740/tcp" in rendered.notes

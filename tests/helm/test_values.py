@@ -119,6 +119,7 @@ def test_schema_knows_every_key_of_the_collector_config():
         ("PendingFlowsConfig", definitions["pendingFlows"]),
         ("SecurityConfig", definitions["security"]),
         ("TlsConfig", definitions["security"]["properties"]["tls"]),
+        ("ListenerTlsConfig", definitions["listenerTls"]),
     ]
     for struct, node in pairs:
         assert node["additionalProperties"] is False, struct
@@ -131,6 +132,19 @@ def test_schema_knows_every_key_of_the_collector_config():
 # chart's config; the chart must render it exactly when the collector's --check-config
 # accepts it. `accepted` documents the expected answer of both.
 N, S = 0, 1  # listener indexes in values.yaml: netflow, sflow
+
+
+def _stream(**keys):
+    """A netflow listener on 2055 and one on 4739 with `keys` (transport, ...). A tls
+    listener whose files exist is checked in test_check_config.py."""
+    return [
+        {"protocol": "netflow", "listen_addr": "0.0.0.0:2055"},
+        {"protocol": "netflow", "listen_addr": "0.0.0.0:4739", **keys},
+    ]
+
+
+TLS_FILES = {"cert_file": "c.pem", "key_file": "k.pem", "client_ca_file": "ca.pem"}
+
 MIRROR = [
     ("channel_size", 1, True),
     ("channel_size", 0, False),
@@ -223,6 +237,27 @@ MIRROR = [
     (f"listeners.{N}.max_exporter_pps", 0, False),
     (f"listeners.{S}.max_exporter_pps", 10000000, True),
     (f"listeners.{S}.max_exporter_pps", 10000001, False),
+    ("listeners", _stream(transport="tcp"), True),
+    ("listeners", _stream(transport="udp"), True),
+    ("listeners", _stream(transport="quic"), False),
+    ("listeners", _stream(transport="tcp", listen_addr="0.0.0.0:2055"), True),  # UDP and TCP share a port
+    ("listeners", _stream(transport="tcp") + _stream(transport="tls", tls=TLS_FILES)[1:], False),  # one port, two stream listeners
+    ("listeners", _stream(transport="tcp", max_sessions=0), False),
+    ("listeners", _stream(transport="tcp", max_sessions=100000), True),
+    ("listeners", _stream(transport="tcp", max_sessions=100001), False),
+    ("listeners", _stream(transport="tcp", idle_timeout_secs=0), False),
+    ("listeners", _stream(transport="tcp", idle_timeout_secs=86400), True),
+    ("listeners", _stream(transport="tcp", idle_timeout_secs=86401), False),
+    ("listeners", _stream(transport="tcp", handshake_timeout_secs=10), False),
+    ("listeners", _stream(transport="tcp", tls=TLS_FILES), False),
+    ("listeners", _stream(transport="tcp", max_exporter_pps=10), False),
+    ("listeners", _stream(max_sessions=10), False),
+    ("listeners", _stream(idle_timeout_secs=10), False),
+    ("listeners", _stream(transport="udp", tls=TLS_FILES), False),
+    ("listeners", _stream(transport="tls"), False),
+    ("listeners", _stream(transport="tls", tls={"cert_file": "c.pem"}), False),
+    ("listeners", _stream(transport="tcp", protocol="sflow"), False),
+    ("listeners", _stream(transport="udp", protocol="sflow"), True),
 ]
 
 

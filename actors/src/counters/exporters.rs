@@ -12,11 +12,35 @@
 //! Updated once per decoded batch by the exporter actor, read at scrape time.
 
 use std::collections::HashMap;
+use std::fmt;
 use std::net::IpAddr;
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 
 /// Series of their own per listener when nothing else is configured.
 pub const DEFAULT_MAX_SERIES: usize = 100;
+
+/// How an exporter is keyed and labelled: by its address (UDP, IPFIX over TCP), or by
+/// the name in its client certificate (IPFIX over TLS).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum ExporterId {
+    Addr(IpAddr),
+    Name(Arc<str>),
+}
+
+impl From<IpAddr> for ExporterId {
+    fn from(addr: IpAddr) -> Self {
+        ExporterId::Addr(addr)
+    }
+}
+
+impl fmt::Display for ExporterId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ExporterId::Addr(addr) => addr.fmt(f),
+            ExporterId::Name(name) => f.write_str(name),
+        }
+    }
+}
 
 /// What one exporter sent and what became of it: counters, only ever added to.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -72,9 +96,9 @@ impl ExporterGauges {
 }
 
 /// One exporter's series.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ExporterSeries {
-    pub exporter: IpAddr,
+    pub exporter: ExporterId,
     pub figures: ExporterFigures,
     pub gauges: ExporterGauges,
 }
@@ -101,7 +125,7 @@ pub struct ExporterTable {
 
 #[derive(Debug, Default)]
 struct Table {
-    live: HashMap<IpAddr, Entry>,
+    live: HashMap<ExporterId, Entry>,
     /// How many of `live` have a series of their own.
     series: usize,
     other: ExporterFigures,
@@ -133,14 +157,15 @@ impl ExporterTable {
     /// the reporting actor.
     pub fn record(
         &self,
-        exporter: IpAddr,
+        exporter: &ExporterId,
         owner: u64,
         figures: &ExporterFigures,
         gauges: ExporterGauges,
     ) {
         let mut table = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
         let table = &mut *table;
-        let entry = table.live.entry(exporter).or_insert_with(|| {
+        // Cloning the key is cheap: an address, or a shared name.
+        let entry = table.live.entry(exporter.clone()).or_insert_with(|| {
             let has_series = table.series < self.max_series;
             table.series += usize::from(has_series);
             Entry { owner, figures: has_series.then(ExporterFigures::default), gauges }
@@ -161,10 +186,10 @@ impl ExporterTable {
 
     /// Ends the series of an exporter whose actor `owner` stopped, freeing its slot
     /// (unless a newer actor reports for the address by now).
-    pub fn forget(&self, exporter: IpAddr, owner: u64) {
+    pub fn forget(&self, exporter: &ExporterId, owner: u64) {
         let mut table = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
-        if table.live.get(&exporter).is_some_and(|entry| entry.owner == owner)
-            && let Some(entry) = table.live.remove(&exporter)
+        if table.live.get(exporter).is_some_and(|entry| entry.owner == owner)
+            && let Some(entry) = table.live.remove(exporter)
             && entry.figures.is_some()
         {
             table.series -= 1;
@@ -186,7 +211,7 @@ impl ExporterTable {
             snapshot.totals.add(&entry.gauges);
             match entry.figures {
                 Some(figures) => snapshot.exporters.push(ExporterSeries {
-                    exporter: *exporter,
+                    exporter: exporter.clone(),
                     figures,
                     gauges: entry.gauges,
                 }),
@@ -204,8 +229,8 @@ impl ExporterTable {
 mod tests {
     use super::*;
 
-    fn ip(n: u8) -> IpAddr {
-        IpAddr::from([10, 0, 0, n])
+    fn ip(n: u8) -> ExporterId {
+        IpAddr::from([10, 0, 0, n]).into()
     }
 
     fn bytes(n: u64) -> ExporterFigures {
@@ -219,12 +244,13 @@ mod tests {
     #[test]
     fn exporters_past_the_cap_add_to_other_and_series_stay_monotonic() {
         let table = ExporterTable::new(2);
-        table.record(ip(1), 1, &bytes(100), templates(1));
-        table.record(ip(2), 2, &bytes(500), templates(2));
-        table.record(ip(3), 3, &bytes(10_000), templates(4));
-        table.record(ip(1), 1, &bytes(100), templates(3));
+        table.record(&ip(1), 1, &bytes(100), templates(1));
+        table.record(&ip(2), 2, &bytes(500), templates(2));
+        table.record(&ip(3), 3, &bytes(10_000), templates(4));
+        table.record(&ip(1), 1, &bytes(100), templates(3));
         let snapshot = table.snapshot();
-        let order: Vec<IpAddr> = snapshot.exporters.iter().map(|s| s.exporter).collect();
+        let order: Vec<ExporterId> =
+            snapshot.exporters.iter().map(|s| s.exporter.clone()).collect();
         assert_eq!(order, vec![ip(2), ip(1)], "most bytes first");
         assert_eq!(
             snapshot.exporters[1].figures,
@@ -234,17 +260,17 @@ mod tests {
         assert_eq!(snapshot.other, bytes(10_000), "the third exporter has no series of its own");
         assert_eq!(snapshot.other_gauges, templates(4));
         assert_eq!(snapshot.totals, templates(9), "totals cover every live exporter");
-        table.record(ip(3), 3, &bytes(1), templates(4));
+        table.record(&ip(3), 3, &bytes(1), templates(4));
         assert_eq!(table.snapshot().other.bytes, 10_001);
     }
 
     #[test]
     fn a_forgotten_exporter_frees_its_slot() {
         let table = ExporterTable::new(1);
-        table.record(ip(1), 1, &bytes(5), templates(1));
-        table.record(ip(2), 2, &bytes(7), templates(1));
-        table.forget(ip(1), 1);
-        table.record(ip(2), 2, &bytes(7), templates(1));
+        table.record(&ip(1), 1, &bytes(5), templates(1));
+        table.record(&ip(2), 2, &bytes(7), templates(1));
+        table.forget(&ip(1), 1);
+        table.record(&ip(2), 2, &bytes(7), templates(1));
         let snapshot = table.snapshot();
         assert_eq!(snapshot.exporters.len(), 1);
         assert_eq!(snapshot.exporters[0].exporter, ip(2));
@@ -256,28 +282,28 @@ mod tests {
     #[test]
     fn only_the_current_actor_ends_a_series() {
         let table = ExporterTable::new(4);
-        table.record(ip(1), 1, &bytes(5), templates(1));
+        table.record(&ip(1), 1, &bytes(5), templates(1));
         // An evicted actor (1) is still finishing when a new one (2) starts reporting.
-        table.record(ip(1), 2, &bytes(6), templates(2));
-        table.forget(ip(1), 1);
+        table.record(&ip(1), 2, &bytes(6), templates(2));
+        table.forget(&ip(1), 1);
         let snapshot = table.snapshot();
         assert_eq!(snapshot.exporters.len(), 1, "the new actor's series survives");
         assert_eq!(snapshot.exporters[0].figures.bytes, 11);
-        table.forget(ip(1), 2);
+        table.forget(&ip(1), 2);
         assert!(table.snapshot().exporters.is_empty());
     }
 
     #[test]
     fn clear_forgets_every_exporter_but_keeps_other() {
         let table = ExporterTable::new(1);
-        table.record(ip(1), 1, &bytes(5), templates(1));
-        table.record(ip(2), 2, &bytes(7), templates(1));
+        table.record(&ip(1), 1, &bytes(5), templates(1));
+        table.record(&ip(2), 2, &bytes(7), templates(1));
         table.clear();
         let snapshot = table.snapshot();
         assert!(snapshot.exporters.is_empty());
         assert_eq!(snapshot.totals, ExporterGauges::default());
         assert_eq!(snapshot.other, bytes(7), "other is a counter: it never goes back");
-        table.record(ip(3), 3, &bytes(1), templates(1));
+        table.record(&ip(3), 3, &bytes(1), templates(1));
         assert_eq!(table.snapshot().exporters.len(), 1, "the slot is free again");
     }
 }

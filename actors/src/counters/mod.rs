@@ -11,12 +11,14 @@
 
 mod exporters;
 mod latency;
+mod sessions;
 
 pub use exporters::{
-    DEFAULT_MAX_SERIES, ExporterFigures, ExporterGauges, ExporterSeries, ExporterTable,
+    DEFAULT_MAX_SERIES, ExporterFigures, ExporterGauges, ExporterId, ExporterSeries, ExporterTable,
     ExporterTableSnapshot,
 };
 pub use latency::{LatencyHistogram, LatencySnapshot};
+pub use sessions::{SessionCounters, SessionCountersSnapshot, close, handshake, refusal};
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -190,6 +192,8 @@ pub struct ListenerCounters {
     pub template_cache: TemplateCacheCounters,
     /// Per-exporter figures, capped in cardinality.
     pub exporters: ExporterTable,
+    /// Connections of an IPFIX-over-TCP/TLS listener (zero on UDP listeners).
+    pub sessions: SessionCounters,
 }
 
 impl ListenerCounters {
@@ -229,6 +233,7 @@ impl ListenerCounters {
             datagrams_in_flight: self.datagrams_in_flight.load(ORDER),
             template_cache: self.template_cache.snapshot(),
             exporters: self.exporters.snapshot(),
+            sessions: self.sessions.snapshot(),
         }
     }
 }
@@ -264,6 +269,7 @@ pub struct ListenerCountersSnapshot {
     pub datagrams_in_flight: u64,
     pub template_cache: TemplateCacheTotals,
     pub exporters: ExporterTableSnapshot,
+    pub sessions: SessionCountersSnapshot,
 }
 
 impl ListenerCountersSnapshot {

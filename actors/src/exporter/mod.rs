@@ -19,7 +19,9 @@ use flowpb::FlowMessage;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 
 use crate::batch::DatagramBatch;
-use crate::counters::{ExporterFigures, ExporterGauges, ListenerCounters, TemplateCacheTotals};
+use crate::counters::{
+    ExporterFigures, ExporterGauges, ExporterId, ListenerCounters, TemplateCacheTotals,
+};
 use crate::publisher::PublisherSlot;
 use crate::session::SessionFactory;
 use crate::settings::ListenerProtocol;
@@ -53,13 +55,17 @@ pub(crate) enum ExporterMsg {
 /// Arguments of a new (or restarted) exporter.
 pub(crate) struct ExporterArgs {
     pub(crate) addr: IpAddr,
+    /// Its key in the listener's exporter table: the address, or a certificate name.
+    pub(crate) id: ExporterId,
+    /// How logs name it instead of its address (an IPFIX-over-TLS certificate name).
+    pub(crate) label: Option<Arc<str>>,
     pub(crate) ctx: Arc<ListenerContext>,
 }
 
 /// An exporter's state.
 pub(crate) struct ExporterState {
-    /// The exporter's address: its key in the listener's exporter table.
-    addr: IpAddr,
+    /// The exporter's key in the listener's exporter table.
+    id: ExporterId,
     /// The last UDP source (address and port) seen: how logs name the exporter.
     source: SocketAddr,
     session: Box<dyn ExporterSession>,
@@ -116,7 +122,7 @@ impl ExporterState {
             pending_bytes: caches.iter().map(|c| to_u64(c.pending_bytes)).sum(),
             sampling_rate_unknown: u64::from(self.sampling_rate_unknown),
         };
-        counters.exporters.record(self.addr, self.owner, figures, gauges);
+        counters.exporters.record(&self.id, self.owner, figures, gauges);
     }
 
     /// Reports a datagram's lifecycle events and errors.
@@ -245,10 +251,10 @@ impl Actor for ExporterActor {
     ) -> Result<Self::State, ActorProcessingErr> {
         let session = args.ctx.sessions.create(&args.ctx.protocol);
         Ok(ExporterState {
-            addr: args.addr,
+            id: args.id,
             source: SocketAddr::new(args.addr, 0),
             session,
-            reporter: Reporter::new(args.ctx.partition.clone()),
+            reporter: Reporter::new(args.ctx.partition.clone(), args.label),
             ctx: args.ctx,
             owner: myself.get_id().pid(),
             cache_reported: TemplateCacheTotals::default(),
@@ -262,7 +268,7 @@ impl Actor for ExporterActor {
         _myself: ActorRef<Self::Msg>,
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
-        state.ctx.counters.exporters.forget(state.addr, state.owner);
+        state.ctx.counters.exporters.forget(&state.id, state.owner);
         Ok(())
     }
 
@@ -280,7 +286,7 @@ impl Actor for ExporterActor {
             ExporterMsg::Panic => {
                 panic!(
                     "fault injection: exporter {} told to fail",
-                    report::ExporterName(state.source)
+                    state.reporter.name(state.source)
                 )
             }
         }

@@ -10,6 +10,7 @@
 
 use std::fmt;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use flow_decode::report::CacheStats;
@@ -30,12 +31,16 @@ pub(crate) const LIFECYCLE_TARGET: &str = "flow_actors::lifecycle";
 
 /// How logs name an exporter: "192.168.1.1:2055", or the bare address while its source
 /// port is not known yet (a restarted exporter before its next datagram; port 0 is never
-/// a UDP source port).
-pub(crate) struct ExporterName(pub(crate) SocketAddr);
+/// a UDP source port); an IPFIX-over-TLS exporter by the name in its certificate.
+pub(crate) struct ExporterName(pub(crate) SocketAddr, pub(crate) Option<Arc<str>>);
 
 impl fmt::Display for ExporterName {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.0.port() == 0 { self.0.ip().fmt(f) } else { self.0.fmt(f) }
+        match &self.1 {
+            Some(label) => f.write_str(label),
+            None if self.0.port() == 0 => self.0.ip().fmt(f),
+            None => self.0.fmt(f),
+        }
     }
 }
 
@@ -104,17 +109,25 @@ fn lifecycle_span(event: &LifecycleEvent, exporter: &ExporterName, partition: &s
 /// One exporter's reporter: its log rate limits and where its counters go.
 pub(crate) struct Reporter {
     partition: String,
+    /// The exporter's certificate name, when it has one.
+    label: Option<Arc<str>>,
     missing_template: KeyedLogLimiter<(Protocol, u32, u16)>,
     decode_errors: KeyedLogLimiter<&'static str>,
 }
 
 impl Reporter {
-    pub(crate) fn new(partition: String) -> Self {
+    pub(crate) fn new(partition: String, label: Option<Arc<str>>) -> Self {
         Self {
             partition,
+            label,
             missing_template: KeyedLogLimiter::new(MISSING_TEMPLATE_LOG_INTERVAL, MAX_LIMITED_KEYS),
             decode_errors: KeyedLogLimiter::new(DECODE_ERROR_LOG_INTERVAL, MAX_LIMITED_KEYS),
         }
+    }
+
+    /// How logs name the exporter whose latest datagram came from `source`.
+    pub(crate) fn name(&self, source: SocketAddr) -> ExporterName {
+        ExporterName(source, self.label.clone())
     }
 
     /// Counts and logs one lifecycle event of the exporter at `source`.
@@ -134,7 +147,7 @@ impl Reporter {
                 None => return,
             }
         }
-        let name = ExporterName(source);
+        let name = self.name(source);
         let span = lifecycle_span(event, &name, &self.partition);
         let _entered = span.enter();
         self.log(event, &name, held_back);
@@ -200,7 +213,7 @@ impl Reporter {
     ) {
         let reason = error.reason();
         counters.decode_errors.add(reason, 1);
-        let name = ExporterName(source);
+        let name = self.name(source);
         if let Some(held_back) = self.decode_errors.allow(reason, now) {
             tracing::warn!(exporter = %name, partition = %self.partition, reason, held_back, "Decode error: {error}");
         }
@@ -210,7 +223,7 @@ impl Reporter {
     /// "Data" is the pending-flows cache: its hits are data sets replayed once their
     /// template came, its misses data sets given up.
     pub(crate) fn stats(&self, caches: &[CacheStats], source: SocketAddr) {
-        let name = ExporterName(source);
+        let name = self.name(source);
         for cache in caches {
             let protocol = cache.protocol.map_or("UNKNOWN", Protocol::as_str);
             tracing::info!(
@@ -300,7 +313,7 @@ mod tests {
         let subscriber = tracing_subscriber::registry().with(log.clone());
         let counters = ListenerCounters::default();
         let source: SocketAddr = "192.0.2.1:2055".parse().unwrap();
-        let mut reporter = Reporter::new("edge".to_owned());
+        let mut reporter = Reporter::new("edge".to_owned(), None);
         let start = Instant::now();
         let learned = LifecycleEvent::TemplateLearned {
             protocol: Protocol::V9,
@@ -343,8 +356,10 @@ mod tests {
     #[test]
     fn an_exporter_is_named_by_address_and_port_when_known() {
         let known: SocketAddr = "192.168.1.1:2055".parse().unwrap();
-        assert_eq!(ExporterName(known).to_string(), "192.168.1.1:2055");
+        assert_eq!(ExporterName(known, None).to_string(), "192.168.1.1:2055");
         let unknown: SocketAddr = "192.168.1.1:0".parse().unwrap();
-        assert_eq!(ExporterName(unknown).to_string(), "192.168.1.1");
+        assert_eq!(ExporterName(unknown, None).to_string(), "192.168.1.1");
+        let named = ExporterName(known, Some("router1.example.net".into()));
+        assert_eq!(named.to_string(), "router1.example.net");
     }
 }

@@ -29,7 +29,8 @@ use crate::settings::{ExporterLimits, SourceFilter};
 use crate::socket::bind_udp;
 
 use self::directory::Directory;
-use self::receive::{QueuedDatagrams, TaskGuard, dispatch_loop, into_tokio, receive_loop};
+pub(crate) use self::receive::TaskGuard;
+use self::receive::{QueuedDatagrams, dispatch_loop, into_tokio, receive_loop};
 
 /// How often exporters age out their templates and pending flows.
 const EXPIRE_INTERVAL: Duration = Duration::from_secs(1);
@@ -211,7 +212,8 @@ impl ListenerState {
         addr: IpAddr,
         now: Instant,
     ) -> Result<(), SpawnErr> {
-        let args = ExporterArgs { addr, ctx: Arc::clone(&self.spec.ctx) };
+        let args =
+            ExporterArgs { addr, id: addr.into(), label: None, ctx: Arc::clone(&self.spec.ctx) };
         let (actor, _) =
             ExporterActor::spawn_linked(None, ExporterActor, args, myself.get_cell()).await?;
         let bucket = self.spec.max_exporter_pps.map(|rate| TokenBucket::new(rate, now));
@@ -225,7 +227,7 @@ impl ListenerState {
         let Some(addr) = self.directory.remove_id(id) else { return };
         let counters = &self.spec.ctx.counters;
         counters.exporters_restarted.fetch_add(1, Ordering::Relaxed);
-        counters.exporters.forget(addr, id.pid());
+        counters.exporters.forget(&addr.into(), id.pid());
         tracing::warn!(
             actor = "exporter",
             listener = %self.name(),

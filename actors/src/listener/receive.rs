@@ -188,5 +188,9 @@ pub(crate) fn into_tokio(
     socket: std::net::UdpSocket,
     addr: SocketAddr,
 ) -> Result<UdpSocket, crate::socket::BindError> {
-    UdpSocket::from_std(socket).map_err(|source| crate::socket::BindError { addr, source })
+    UdpSocket::from_std(socket).map_err(|source| crate::socket::BindError {
+        transport: "UDP",
+        addr,
+        source,
+    })
 }

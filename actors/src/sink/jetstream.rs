@@ -341,7 +341,7 @@ mod tests {
         let one_flow = payloads.iter().map(|p| p.len() + 1).max().unwrap_or(0);
         let frames = delimited_frames(&payloads, one_flow * 8);
         assert_eq!(frames.iter().map(|(_, n)| n).sum::<u64>(), 50);
-        assert!(frames.len() >= 7, "{} frames", frames.len());
+        assert!(frames.len() > 1, "the bound splits the batch: {} frames", frames.len());
         let mut decoded = Vec::new();
         for (frame, count) in &frames {
             assert!(frame.len() <= one_flow * 8);

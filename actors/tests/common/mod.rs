@@ -238,6 +238,7 @@ pub fn listener(subject: &str) -> ListenerSettings {
         protocol: ListenerProtocol::Sflow(flow_decode::SflowSettings::default()),
         sources: SourceFilter::default(),
         max_exporter_pps: None,
+        transport: Default::default(),
     }
 }
 

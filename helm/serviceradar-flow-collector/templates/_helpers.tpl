@@ -71,31 +71,49 @@ serviceradar.io/partition: {{ . | quote }}
 {{- end }}
 
 {{/*
-The UDP ports of the listeners, as a JSON list of {name, port}: one per listener, taken
-from its listen_addr. A protocol with one listener names its port after the protocol
-("netflow", "sflow"); with several, "<protocol>-<port>". Refuses two listeners on one port:
-the Service could not tell them apart.
+The ports of the listeners, as a JSON list of {name, port, protocol}: one per listener,
+taken from its listen_addr; UDP, or TCP for transport "tcp" and "tls" (IPFIX over TCP /
+TLS). A kind of listener with one port names it after the protocol ("netflow", "sflow",
+"ipfix-tcp", "ipfix-tls"); with several, "<name>-<port>". Refuses two listeners on one
+port and protocol: the Service could not tell them apart.
 */}}
 {{- define "flow-collector.listenerPorts" -}}
 {{- $count := dict -}}
 {{- range .Values.config.listeners -}}
-{{- $_ := set $count .protocol (add1 (get $count .protocol | default 0)) -}}
+{{- $base := include "flow-collector.portBase" . -}}
+{{- $_ := set $count $base (add1 (get $count $base | default 0)) -}}
 {{- end -}}
 {{- $ports := list -}}
 {{- $seen := dict -}}
 {{- range $i, $l := .Values.config.listeners -}}
 {{- $port := include "flow-collector.portOf" $l.listen_addr | int -}}
-{{- if hasKey $seen (toString $port) -}}
-{{- fail (printf "config.listeners[%d].listen_addr: port %d is already used by config.listeners[%v]; one Service port per listener port" $i $port (get $seen (toString $port))) -}}
+{{- $protocol := "UDP" -}}
+{{- if has (toString $l.transport) (list "tcp" "tls") -}}
+{{- $protocol = "TCP" -}}
 {{- end -}}
-{{- $_ := set $seen (toString $port) $i -}}
-{{- $name := $l.protocol -}}
-{{- if gt (int (get $count $l.protocol)) 1 -}}
-{{- $name = printf "%s-%d" $l.protocol $port -}}
+{{- $key := printf "%s/%d" $protocol $port -}}
+{{- if hasKey $seen $key -}}
+{{- fail (printf "config.listeners[%d].listen_addr: port %d is already used by config.listeners[%v] (%s); one Service port per listener port and protocol" $i $port (get $seen $key) $protocol) -}}
 {{- end -}}
-{{- $ports = append $ports (dict "name" $name "port" $port) -}}
+{{- $_ := set $seen $key $i -}}
+{{- $name := include "flow-collector.portBase" $l -}}
+{{- if gt (int (get $count $name)) 1 -}}
+{{- $name = printf "%s-%d" $name $port -}}
+{{- end -}}
+{{- $ports = append $ports (dict "name" $name "port" $port "protocol" $protocol) -}}
 {{- end -}}
 {{- toJson $ports -}}
+{{- end }}
+
+{{/* A listener's port name before any "-<port>" suffix: its protocol, or ipfix-tcp / ipfix-tls. */}}
+{{- define "flow-collector.portBase" -}}
+{{- if eq (toString .transport) "tcp" -}}
+ipfix-tcp
+{{- else if eq (toString .transport) "tls" -}}
+ipfix-tls
+{{- else -}}
+{{- .protocol -}}
+{{- end -}}
 {{- end }}
 
 {{/* Whether a path is mounted by one of extraVolumeMounts (exactly, or as a parent directory). */}}

@@ -72,6 +72,14 @@ const LISTENER_COUNTERS: &[ListenerFigure] = &[
     ("flow_collector_listener_restarts", "Times the listener actor was restarted", |c| {
         c.listener_restarts
     }),
+    (
+        "flow_collector_sessions_accepted",
+        "IPFIX over TCP/TLS: connections that became sessions (TLS: handshake done)",
+        |c| c.sessions.accepted,
+    ),
+    ("flow_collector_accept_errors", "IPFIX over TCP/TLS: errors returned by accept", |c| {
+        c.sessions.accept_errors
+    }),
     ("flow_collector_template_cache_hits", "Data sets whose template was cached", |c| {
         c.template_cache.hits
     }),
@@ -104,6 +112,11 @@ const LISTENER_COUNTERS: &[ListenerFigure] = &[
 
 const LISTENER_GAUGES: &[ListenerFigure] = &[
     ("flow_collector_exporters", "Exporter actors alive now", |c| c.exporters_live),
+    (
+        "flow_collector_sessions",
+        "IPFIX over TCP/TLS: connections open now, handshaking ones included",
+        |c| c.sessions.live,
+    ),
     (
         "flow_collector_datagrams_in_flight",
         "Accepted datagrams not yet in a publisher batch",
@@ -220,6 +233,30 @@ fn encode_listeners(
         "Template and exporter lifecycle events (template_learned, missing_template, ...)",
         MetricType::Counter,
         events,
+    )?;
+    let refused = labeled(listeners, "reason", |c| &c.sessions.refused);
+    family(
+        encoder,
+        "flow_collector_sessions_refused",
+        "IPFIX over TCP/TLS: connections closed at once, by reason (max_sessions, source_denied)",
+        MetricType::Counter,
+        refused,
+    )?;
+    let handshakes = labeled(listeners, "reason", |c| &c.sessions.tls_handshake_failures);
+    family(
+        encoder,
+        "flow_collector_tls_handshake_failures",
+        "IPFIX over TLS: failed handshakes, by reason (no_certificate, certificate_rejected, timeout, ...)",
+        MetricType::Counter,
+        handshakes,
+    )?;
+    let closed = labeled(listeners, "reason", |c| &c.sessions.closed);
+    family(
+        encoder,
+        "flow_collector_sessions_closed",
+        "IPFIX over TCP/TLS: sessions ended, by reason (peer_closed, idle_timeout, framing_error, ...)",
+        MetricType::Counter,
+        closed,
     )?;
     let lost = listeners.iter().flat_map(|l| {
         [

@@ -46,6 +46,7 @@ pub fn settings() -> CollectorSettings {
             protocol: ListenerProtocol::Netflow(netflow::settings(false)),
             sources: SourceFilter::default(),
             max_exporter_pps: None,
+            transport: Default::default(),
         }],
         channel_size: 10_000,
         batch_size: 100,
