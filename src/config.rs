@@ -12,7 +12,7 @@
 //!
 //! Every error names the key path and the reason; unknown keys are errors.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::net::SocketAddr;
 use std::num::NonZeroU32;
 use std::path::{Path, PathBuf};
@@ -23,6 +23,7 @@ use flow_actors::settings::{Framing, JetStreamSinkSettings};
 use flow_actors::sink::{
     ClientCertificate, JetStreamLink, JetStreamSettings, StreamSettings, TlsSettings,
 };
+use flow_actors::tenancy::{PARTITION_PLACEHOLDER, Registry, RegistryEntry, subject_for};
 use flow_actors::{
     CollectorSettings, ExporterLimits, ListenerProtocol, ListenerSettings, SinkSettings,
     SourceFilter,
@@ -123,6 +124,62 @@ pub struct Config {
     /// default) or many, length-delimited.
     #[serde(default)]
     pub publish_framing: PublishFraming,
+    /// The exporter registry: partition and tags by exporter prefix.
+    #[serde(default)]
+    pub exporters: Vec<ExporterConfig>,
+}
+
+/// One `exporters[]` entry: the exporters in `prefix` belong to `partition` (a tenant)
+/// and carry these tags on every flow. The longest matching prefix wins, key by key.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ExporterConfig {
+    /// An exporter address ("10.0.0.1") or prefix ("10.0.0.0/8").
+    pub prefix: String,
+    #[serde(default)]
+    pub partition: Option<String>,
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub site: Option<String>,
+    #[serde(default)]
+    pub role: Option<String>,
+    #[serde(default)]
+    pub tags: BTreeMap<String, String>,
+}
+
+impl ExporterConfig {
+    fn entry(&self, key: &str) -> Result<RegistryEntry, ConfigError> {
+        let prefix = parse_prefix(&self.prefix)
+            .map_err(|e| ConfigError::invalid(format!("{key}.prefix"), e.to_string()))?;
+        if let Some(partition) = &self.partition {
+            validate_partition(&format!("{key}.partition"), partition)?;
+        }
+        Ok(RegistryEntry {
+            prefix,
+            partition: self.partition.clone(),
+            name: self.name.clone(),
+            site: self.site.clone(),
+            role: self.role.clone(),
+            tags: self.tags.clone(),
+        })
+    }
+}
+
+/// A partition names a tenant and may become a subject token: no dots, spaces or
+/// wildcards.
+fn validate_partition(key: &str, partition: &str) -> Result<(), ConfigError> {
+    let bad = partition.is_empty()
+        || partition.chars().any(|c| c == '.' || c == '*' || c == '>' || c.is_whitespace());
+    if bad {
+        return Err(ConfigError::invalid(
+            key,
+            format!(
+                "\"{partition}\" is not a partition name (one subject token: no dots, spaces or wildcards)"
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// `publish_framing`.
@@ -183,6 +240,10 @@ pub struct ListenerConfig {
     /// Datagrams per second one exporter may send; the excess is dropped and counted.
     #[serde(default)]
     pub max_exporter_pps: Option<u32>,
+    /// The partition of this listener's exporters the registry does not place (absent:
+    /// the install's `partition`).
+    #[serde(default)]
+    pub partition: Option<String>,
     /// "udp" (default), or IPFIX messages over "tcp" or "tls" connections (netflow
     /// listeners only); see [`transport`].
     #[serde(default)]
@@ -528,9 +589,8 @@ impl Config {
         if !(1..=5).contains(&self.stream_replicas) {
             return Err(ConfigError::invalid("stream_replicas", "must be between 1 and 5"));
         }
-        if self.partition.trim().is_empty() {
-            return Err(ConfigError::invalid("partition", "must not be empty"));
-        }
+        validate_partition("partition", &self.partition)?;
+        self.registry()?;
         positive("channel_size", self.channel_size)?;
         positive("batch_size", self.batch_size)?;
         positive("publish_timeout_ms", self.publish_timeout_ms as usize)?;
@@ -616,7 +676,19 @@ impl Config {
             stats_interval: Duration::from_secs(30),
             sink: SinkSettings::Stdout,
             partition: self.partition.clone(),
+            registry: self.registry()?,
         })
+    }
+
+    /// The exporter registry from `exporters`.
+    fn registry(&self) -> Result<Registry, ConfigError> {
+        let entries = self
+            .exporters
+            .iter()
+            .enumerate()
+            .map(|(i, e)| e.entry(&format!("exporters[{i}]")))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Registry::new(entries))
     }
 }
 
@@ -652,7 +724,7 @@ impl Config {
     /// `stream_subjects` and then every listener's subject, each once, in that order.
     pub fn stream_subjects(&self) -> Vec<String> {
         let mut subjects: Vec<String> = Vec::new();
-        let listeners = self.listeners.iter().map(ListenerConfig::effective_subject);
+        let listeners = self.listeners.iter().map(ListenerConfig::stream_subject);
         for subject in self.stream_subjects.iter().cloned().chain(listeners) {
             if !subjects.contains(&subject) {
                 subjects.push(subject);
@@ -685,7 +757,10 @@ impl ListenerConfig {
     fn validate(&self, key: &str) -> Result<SocketAddr, ConfigError> {
         let addr = parse_socket_addr(&format!("{key}.listen_addr"), &self.listen_addr)?;
         if let Some(subject) = &self.subject {
-            validate_subject(&format!("{key}.subject"), subject)?;
+            validate_subject_template(&format!("{key}.subject"), subject)?;
+        }
+        if let Some(partition) = &self.partition {
+            validate_partition(&format!("{key}.partition"), partition)?;
         }
         in_range(&format!("{key}.buffer_size"), self.buffer_size, 1024, 1 << 30)?;
         match self.protocol {
@@ -777,7 +852,8 @@ impl ListenerConfig {
         };
         Ok(ListenerSettings {
             listen_addr,
-            subject: self.subject.clone().unwrap_or_else(|| defaults::subject(self.protocol)),
+            subject: self.effective_subject(),
+            partition: self.partition.clone(),
             buffer_size: self.buffer_size,
             protocol,
             sources: self.source_filter(key)?,
@@ -798,6 +874,12 @@ impl ListenerConfig {
     /// The subject this listener publishes on.
     pub fn effective_subject(&self) -> String {
         self.subject.clone().unwrap_or_else(|| defaults::subject(self.protocol))
+    }
+
+    /// The subject the stream captures for this listener: its subject, with a
+    /// `{partition}` token as the `*` wildcard (every partition).
+    pub fn stream_subject(&self) -> String {
+        subject_for(&self.effective_subject(), "*")
     }
 }
 
@@ -869,6 +951,19 @@ fn parse_socket_addr(key: &str, value: &str) -> Result<SocketAddr, ConfigError> 
             format!("\"{value}\" is not an address:port such as 0.0.0.0:2055"),
         )
     })
+}
+
+/// A listener subject: a NATS subject in which one whole token may be `{partition}`.
+fn validate_subject_template(key: &str, subject: &str) -> Result<(), ConfigError> {
+    let placeholders = subject.matches(PARTITION_PLACEHOLDER).count();
+    let whole_token = subject.split('.').any(|token| token == PARTITION_PLACEHOLDER);
+    if placeholders > 1 || (placeholders == 1 && !whole_token) {
+        return Err(ConfigError::invalid(
+            key,
+            format!("\"{subject}\": {PARTITION_PLACEHOLDER} must be one whole token, at most once"),
+        ));
+    }
+    validate_subject(key, &subject_for(subject, "p"))
 }
 
 fn validate_subject(key: &str, subject: &str) -> Result<(), ConfigError> {

@@ -24,5 +24,7 @@ echo "== cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 echo "== cargo test"
 cargo test --workspace --locked
+echo "== fuzz the decoders (bounded)"
+FUZZ_SECONDS=${FUZZ_SECONDS:-45} bash tests/fuzz.sh
 echo "== chart and packaging tests"
 bash tests/helm.sh

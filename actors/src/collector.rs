@@ -13,6 +13,7 @@ use tokio::task::JoinHandle;
 use crate::budget::InFlight;
 use crate::counters::{CountersSnapshot, ListenerCounters, ListenerSnapshot, PublisherSnapshot};
 use crate::exporter::ListenerContext;
+use crate::exporter::PartitionRoutes;
 use crate::listener::ListenerSpec;
 use crate::publisher::PublisherSlot;
 use crate::session::{DecoderSessions, SessionFactory};
@@ -23,6 +24,7 @@ use crate::stream::StreamSpec;
 use crate::supervisor::{
     BoundSocket, CollectorSupervisor, DRAIN_TIMEOUT, ListenerKind, RootArgs, RootMsg,
 };
+use crate::tenancy::{Registry, subject_for};
 
 /// Extra time the caller of a shutdown waits beyond the drain timeout itself.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
@@ -118,13 +120,16 @@ impl Collector {
         let publishers = create_publishers(&settings, sinks)?;
         let mut listeners = Vec::with_capacity(settings.listeners.len());
         let mut infos = Vec::with_capacity(settings.listeners.len());
+        let registry = Arc::new(settings.registry.clone());
         for listener in &settings.listeners {
-            let publisher =
-                publishers.iter().find(|slot| slot.subject() == listener.subject).cloned().ok_or(
-                    CollectorError::InvalidSettings("listener subject without a publisher"),
-                )?;
-            let (spec, socket) =
-                bind_listener(&settings, listener, publisher, Arc::clone(&sessions))?;
+            let routes = routes_of(&settings, listener, &publishers)?;
+            let (spec, socket) = bind_listener(
+                &settings,
+                listener,
+                routes,
+                Arc::clone(&registry),
+                Arc::clone(&sessions),
+            )?;
             infos.push(ListenerInfo {
                 name: spec.ctx().name.clone(),
                 subject: listener.subject.clone(),
@@ -283,30 +288,66 @@ fn validate(settings: &CollectorSettings) -> Result<(), CollectorError> {
     Ok(())
 }
 
-/// One publisher slot (and sink) per distinct subject, in order of first appearance.
+/// One publisher slot (and sink) per distinct subject, in order of first appearance: a
+/// listener subject holding `{partition}` gives one subject per partition it may see.
 fn create_publishers(
     settings: &CollectorSettings,
     sinks: &dyn SinkFactory,
 ) -> Result<Vec<Arc<PublisherSlot>>, CollectorError> {
     let mut publishers: Vec<Arc<PublisherSlot>> = Vec::new();
     for listener in &settings.listeners {
-        if publishers.iter().any(|slot| slot.subject() == listener.subject) {
-            continue;
+        for partition in partitions_of(settings, listener) {
+            let subject = subject_for(&listener.subject, &partition);
+            if publishers.iter().any(|slot| slot.subject() == subject) {
+                continue;
+            }
+            let sink = sinks
+                .create(&subject)
+                .map_err(|source| CollectorError::Sink { subject: subject.clone(), source })?;
+            publishers.push(PublisherSlot::new(subject, settings.batch_size, sink));
         }
-        let subject = listener.subject.clone();
-        let sink = sinks
-            .create(&subject)
-            .map_err(|source| CollectorError::Sink { subject: subject.clone(), source })?;
-        publishers.push(PublisherSlot::new(subject, settings.batch_size, sink));
     }
     Ok(publishers)
+}
+
+/// The partitions a listener's exporters may belong to: its own (or the install's) and
+/// every partition the registry names. Its own comes first.
+fn partitions_of(settings: &CollectorSettings, listener: &ListenerSettings) -> Vec<String> {
+    let own = listener.partition.clone().unwrap_or_else(|| settings.partition.clone());
+    let mut partitions = vec![own];
+    for partition in settings.registry.partitions() {
+        if !partitions.iter().any(|p| p == partition) {
+            partitions.push(partition.to_owned());
+        }
+    }
+    partitions
+}
+
+/// Which publisher each partition of a listener's flows goes to.
+fn routes_of(
+    settings: &CollectorSettings,
+    listener: &ListenerSettings,
+    publishers: &[Arc<PublisherSlot>],
+) -> Result<PartitionRoutes, CollectorError> {
+    let mut routes = Vec::new();
+    for partition in partitions_of(settings, listener) {
+        let subject = subject_for(&listener.subject, &partition);
+        let slot = publishers
+            .iter()
+            .find(|slot| slot.subject() == subject)
+            .cloned()
+            .ok_or(CollectorError::InvalidSettings("listener subject without a publisher"))?;
+        routes.push((partition, slot));
+    }
+    Ok(PartitionRoutes::new(routes))
 }
 
 /// Binds one listener's socket and builds what its actor is (re)started with.
 fn bind_listener(
     settings: &CollectorSettings,
     listener: &ListenerSettings,
-    publisher: Arc<PublisherSlot>,
+    routes: PartitionRoutes,
+    registry: Arc<Registry>,
     sessions: Arc<dyn SessionFactory>,
 ) -> Result<(ListenerKind, BoundSocket), CollectorError> {
     let addr = listener.listen_addr;
@@ -332,9 +373,9 @@ fn bind_listener(
     let ctx = Arc::new(ListenerContext {
         name: listener.name(),
         protocol: listener.protocol.clone(),
-        partition: settings.partition.clone(),
         counters: Arc::clone(&counters),
-        publisher,
+        routes,
+        registry,
         sessions,
     });
     let budget = InFlight::new(settings.channel_size, counters);

@@ -32,6 +32,7 @@ pub mod sink;
 mod socket;
 mod stream;
 mod supervisor;
+pub mod tenancy;
 pub mod tls;
 
 pub use collector::{Collector, CollectorError, CountersHandle, RunReport, run};

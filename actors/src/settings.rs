@@ -9,6 +9,7 @@ use flow_decode::prefix::{IpNet, contains};
 use flow_decode::{NetflowSettings, SflowSettings};
 
 use crate::sink::JetStreamLink;
+use crate::tenancy::Registry;
 
 /// Everything the supervision tree needs to run.
 #[derive(Debug, Clone)]
@@ -28,6 +29,8 @@ pub struct CollectorSettings {
     pub sink: SinkSettings,
     /// Partition tag of this install (`partition`).
     pub partition: String,
+    /// The exporter registry: partitions and tags by exporter prefix (`exporters`).
+    pub registry: Registry,
 }
 
 /// One socket and the decoder its datagrams get.
@@ -35,8 +38,12 @@ pub struct CollectorSettings {
 pub struct ListenerSettings {
     /// Address to bind (`listen_addr`).
     pub listen_addr: SocketAddr,
-    /// Subject the listener's flows are published on (`subject`).
+    /// Subject the listener's flows are published on (`subject`); may hold
+    /// `{partition}`, replaced by each flow's partition.
     pub subject: String,
+    /// The partition of this listener's exporters when the registry names none
+    /// (`partition` of the listener entry; `None`: the install's).
+    pub partition: Option<String>,
     /// Kernel receive buffer in bytes, SO_RCVBUF (`buffer_size`).
     pub buffer_size: usize,
     /// Which protocol is decoded, with its per-exporter limits.

@@ -83,6 +83,12 @@ pub fn to_json(flow: &FlowMessage) -> Value {
     m.insert("post_nat_dst_port".into(), json!(flow.post_nat_dst_port));
     m.insert("firewall_event".into(), json!(flow.firewall_event));
     m.insert("flow_id".into(), json!(flow.flow_id));
+    m.insert("partition".into(), json!(flow.partition));
+    m.insert("exporter_name".into(), json!(flow.exporter_name));
+    m.insert("exporter_site".into(), json!(flow.exporter_site));
+    m.insert("exporter_role".into(), json!(flow.exporter_role));
+    let tags: std::collections::BTreeMap<&String, &String> = flow.exporter_tags.iter().collect();
+    m.insert("exporter_tags".into(), json!(tags));
     Value::Object(m)
 }
 

@@ -464,3 +464,48 @@ fn source_control_reaches_the_listener_settings() {
     assert!(open.listeners[0].sources.is_open());
     assert_eq!(open.listeners[0].max_exporter_pps, None);
 }
+
+#[test]
+fn the_exporter_registry_and_subject_templates_reach_the_settings() {
+    let text = r#"{"partition":"site-a","exporters":[
+        {"prefix":"10.1.0.0/16","partition":"acme","site":"hq","tags":{"account":"A-1"}},
+        {"prefix":"10.1.2.3","name":"edge-1"}],
+      "listeners":[{"protocol":"netflow","listen_addr":"0.0.0.0:2055",
+        "subject":"flows.raw.netflow.{partition}","partition":"lab"}]}"#;
+    let config = parse(text).expect("valid");
+    let settings = config.collector_settings().expect("settings");
+    assert_eq!(settings.listeners[0].partition.as_deref(), Some("lab"));
+    assert_eq!(settings.listeners[0].subject, "flows.raw.netflow.{partition}");
+    let edge = settings.registry.identify("10.1.2.3".parse().unwrap(), "lab");
+    assert_eq!((edge.partition.as_str(), edge.name.as_str()), ("acme", "edge-1"));
+    assert_eq!(edge.site, "hq");
+    let stranger = settings.registry.identify("192.0.2.1".parse().unwrap(), "lab");
+    assert_eq!(stranger.partition, "lab");
+    assert!(config.stream_subjects().contains(&"flows.raw.netflow.*".to_owned()));
+}
+
+#[test]
+fn tenancy_mistakes_name_the_key() {
+    let cases = [
+        (r#""exporters":[{"prefix":"10.0.0.1/8"}]"#, "exporters[0].prefix"),
+        (r#""exporters":[{"prefix":"10.0.0.0/8","partition":"a.b"}]"#, "exporters[0].partition"),
+        (r#""partition":"two words""#, "partition"),
+    ];
+    for (fragment, key) in cases {
+        let text = format!(
+            r#"{{{fragment}, "listeners":[{{"protocol":"netflow","listen_addr":"0.0.0.0:2055"}}]}}"#
+        );
+        assert_eq!(invalid_key(&text), key, "for {fragment}");
+    }
+    let listener = |extra: &str| {
+        format!(
+            r#"{{"listeners":[{{"protocol":"netflow","listen_addr":"0.0.0.0:2055",{extra}}}]}}"#
+        )
+    };
+    assert_eq!(invalid_key(&listener(r#""partition":"x*""#)), "listeners[0].partition");
+    assert_eq!(invalid_key(&listener(r#""subject":"flows.{partition}x""#)), "listeners[0].subject");
+    assert_eq!(
+        invalid_key(&listener(r#""subject":"flows.{partition}.{partition}""#)),
+        "listeners[0].subject"
+    );
+}

@@ -117,8 +117,10 @@ async fn readyz_is_503_while_nats_is_down_and_200_once_it_is_back() {
 
     let nats = Nats::start(port, &store);
     let url = format!("nats://127.0.0.1:{port}");
-    let mut settings =
-        JetStreamSettings::new(url, StreamSettings::new("READYZ", vec!["readyz.>".to_owned()]));
+    let mut stream = StreamSettings::new("READYZ", vec!["readyz.>".to_owned()]);
+    // The default 10 GiB reservation may exceed what the server's disk allows.
+    stream.max_bytes = 64 << 20;
+    let mut settings = JetStreamSettings::new(url, stream);
     // A loaded machine may start nats-server slowly: retry often, not every 30 s.
     settings.connect_backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(1));
     let connecting = link.clone();

@@ -25,6 +25,7 @@ use crate::counters::{
 use crate::publisher::PublisherSlot;
 use crate::session::SessionFactory;
 use crate::settings::ListenerProtocol;
+use crate::tenancy::{ExporterIdentity, Registry};
 
 use self::report::Reporter;
 
@@ -33,10 +34,55 @@ pub(crate) struct ListenerContext {
     /// "netflow@0.0.0.0:2055".
     pub(crate) name: String,
     pub(crate) protocol: ListenerProtocol,
-    pub(crate) partition: String,
     pub(crate) counters: Arc<ListenerCounters>,
-    pub(crate) publisher: Arc<PublisherSlot>,
+    /// The publisher of each partition this listener's exporters may belong to.
+    pub(crate) routes: PartitionRoutes,
+    /// Partitions and tags by exporter prefix.
+    pub(crate) registry: Arc<Registry>,
     pub(crate) sessions: Arc<dyn SessionFactory>,
+}
+
+impl ListenerContext {
+    /// The listener's own partition (the install's unless it names one).
+    pub(crate) fn partition(&self) -> &str {
+        self.routes.default_partition()
+    }
+
+    /// The publisher of the listener's own partition (what its logs name).
+    pub(crate) fn publisher(&self) -> &Arc<PublisherSlot> {
+        self.routes.default_publisher()
+    }
+}
+
+/// Partition → publisher of one listener; the first entry is the listener's own
+/// partition, where exporters the registry does not place go.
+pub(crate) struct PartitionRoutes {
+    routes: Vec<(String, Arc<PublisherSlot>)>,
+}
+
+impl PartitionRoutes {
+    /// `routes` must hold at least the listener's own partition, first.
+    pub(crate) fn new(routes: Vec<(String, Arc<PublisherSlot>)>) -> Self {
+        debug_assert!(!routes.is_empty(), "a listener has at least its own partition");
+        Self { routes }
+    }
+
+    fn default_partition(&self) -> &str {
+        self.routes.first().map_or("", |(partition, _)| partition.as_str())
+    }
+
+    fn default_publisher(&self) -> &Arc<PublisherSlot> {
+        // `new` is always given the listener's own route; the index is never empty.
+        &self.routes[0].1
+    }
+
+    /// The publisher of `partition`, else the listener's own.
+    pub(crate) fn publisher_for(&self, partition: &str) -> &Arc<PublisherSlot> {
+        self.routes
+            .iter()
+            .find(|(p, _)| p == partition)
+            .map_or_else(|| self.default_publisher(), |(_, slot)| slot)
+    }
 }
 
 /// Messages of an [`ExporterActor`].
@@ -71,6 +117,10 @@ pub(crate) struct ExporterState {
     session: Box<dyn ExporterSession>,
     reporter: Reporter,
     ctx: Arc<ListenerContext>,
+    /// Its partition and registry tags, stamped on each of its flows.
+    identity: ExporterIdentity,
+    /// The publisher of its partition.
+    publisher: Arc<PublisherSlot>,
     /// This actor's id, which owns the exporter's row in the table.
     owner: u64,
     /// The session's template cache totals at the last report.
@@ -101,7 +151,10 @@ impl ExporterState {
         tally.add_to(&self.ctx.counters);
         self.report_figures(&tally.figures());
         if !flows.is_empty() {
-            self.ctx.publisher.send(flows, credit);
+            for flow in &mut flows {
+                self.identity.stamp(flow);
+            }
+            self.publisher.send(flows, credit);
         }
     }
 
@@ -250,11 +303,15 @@ impl Actor for ExporterActor {
         args: ExporterArgs,
     ) -> Result<Self::State, ActorProcessingErr> {
         let session = args.ctx.sessions.create(&args.ctx.protocol);
+        let identity = args.ctx.registry.identify(args.addr, args.ctx.partition());
+        let publisher = Arc::clone(args.ctx.routes.publisher_for(&identity.partition));
         Ok(ExporterState {
             id: args.id,
             source: SocketAddr::new(args.addr, 0),
             session,
-            reporter: Reporter::new(args.ctx.partition.clone(), args.label),
+            reporter: Reporter::new(identity.partition.clone(), args.label),
+            identity,
+            publisher,
             ctx: args.ctx,
             owner: myself.get_id().pid(),
             cache_reported: TemplateCacheTotals::default(),

@@ -145,7 +145,7 @@ impl ListenerState {
                 lifecycle = "exporter.added",
                 listener = %self.name(),
                 exporter = %addr,
-                partition = %self.spec.ctx.partition,
+                partition = %self.spec.ctx.partition(),
                 "Exporter added"
             );
         }
@@ -359,7 +359,7 @@ impl Actor for ListenerActor {
         spec.ctx.counters.exporters_live.store(0, Ordering::Relaxed);
         // A restarted listener starts without exporters: their rows went with them.
         spec.ctx.counters.exporters.clear();
-        tracing::info!(listener = %spec.ctx.name, local_addr = %spec.local_addr, subject = %spec.ctx.publisher.subject(), "Listener started");
+        tracing::info!(listener = %spec.ctx.name, local_addr = %spec.local_addr, subject = %spec.ctx.publisher().subject(), "Listener started");
         let now = Instant::now();
         Ok(ListenerState {
             spec,

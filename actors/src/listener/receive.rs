@@ -110,7 +110,7 @@ fn drop_full(spec: &ListenerSpec, log: &mut LogLimiter) {
     if let Some(held_back) = log.allow(Instant::now()) {
         tracing::warn!(
             listener = %spec.ctx.name,
-            subject = %spec.ctx.publisher.subject(),
+            subject = %spec.ctx.publisher().subject(),
             channel_size = spec.channel_size,
             dropped = held_back + 1,
             "Publisher channel full, dropping flow message"

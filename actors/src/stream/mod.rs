@@ -221,7 +221,7 @@ impl StreamState {
             listener = %self.name(),
             exporter = %id,
             peer = %peer,
-            partition = %self.spec.ctx.partition,
+            partition = %self.spec.ctx.partition(),
             "Exporter session opened"
         );
         Some(actor)
@@ -351,7 +351,7 @@ impl Actor for StreamListenerActor {
         // A restarted listener starts without sessions: their rows went with them.
         counters.exporters.clear();
         let tls = spec.settings.tls.is_some();
-        tracing::info!(listener = %spec.ctx.name, local_addr = %spec.local_addr, tls, max_sessions = spec.settings.max_sessions, subject = %spec.ctx.publisher.subject(), "Listener started");
+        tracing::info!(listener = %spec.ctx.name, local_addr = %spec.local_addr, tls, max_sessions = spec.settings.max_sessions, subject = %spec.ctx.publisher().subject(), "Listener started");
         let (shutdown, _) = watch::channel(false);
         Ok(StreamState {
             spec,

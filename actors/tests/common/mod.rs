@@ -233,6 +233,7 @@ impl FlowSink for RecordingSink {
 pub fn listener(subject: &str) -> ListenerSettings {
     ListenerSettings {
         listen_addr: "127.0.0.1:0".parse().unwrap(),
+        partition: None,
         subject: subject.to_owned(),
         buffer_size: 1 << 20,
         protocol: ListenerProtocol::Sflow(flow_decode::SflowSettings::default()),
@@ -255,6 +256,7 @@ pub fn settings(listeners: Vec<ListenerSettings>) -> CollectorSettings {
         stats_interval: Duration::from_secs(30),
         sink: SinkSettings::Stdout,
         partition: "test".to_owned(),
+        registry: Default::default(),
     }
 }
 

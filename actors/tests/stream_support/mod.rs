@@ -101,6 +101,7 @@ pub fn stream(tls: Option<TlsServerSettings>) -> StreamSettings {
 pub fn netflow_listener(subject: &str, transport: Transport) -> ListenerSettings {
     ListenerSettings {
         listen_addr: "127.0.0.1:0".parse().unwrap(),
+        partition: None,
         subject: subject.to_owned(),
         buffer_size: 1 << 20,
         protocol: netflow(),

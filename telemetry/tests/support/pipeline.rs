@@ -41,6 +41,7 @@ pub fn settings() -> CollectorSettings {
     CollectorSettings {
         listeners: vec![ListenerSettings {
             listen_addr: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
+            partition: None,
             subject: SUBJECT.to_owned(),
             buffer_size: 1 << 20,
             protocol: ListenerProtocol::Netflow(netflow::settings(false)),
@@ -58,6 +59,7 @@ pub fn settings() -> CollectorSettings {
         stats_interval: Duration::from_secs(30),
         sink: SinkSettings::Stdout,
         partition: PARTITION.to_owned(),
+        registry: Default::default(),
     }
 }
 

@@ -1,0 +1,168 @@
+//! Tenancy: which partition (tenant) an exporter's flows belong to, the registry tags
+//! stamped on them, and the subject they are published on.
+//!
+//! An exporter's partition is the one of the longest registry prefix holding its address
+//! that names a partition, else its listener's, else the install's (`partition`). Its
+//! tags (name, site, role, free key/values) come from the longest matching registry
+//! entry. Both are resolved once, when the exporter's actor starts, and stamped on each
+//! of its flows.
+//!
+//! A listener subject may hold `{partition}` (`flows.raw.netflow.{partition}`): each
+//! partition then publishes on its own subject, so NATS permissions can keep tenants
+//! apart. Every partition a listener can produce is known from the config, so the
+//! subjects (and their publishers) are all known at start-up.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+
+use flow_decode::prefix::{IpNet, contains};
+use flowpb::FlowMessage;
+
+/// The placeholder a subject template holds.
+pub const PARTITION_PLACEHOLDER: &str = "{partition}";
+
+/// Registry tags of the exporters in one prefix.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RegistryEntry {
+    pub prefix: IpNet,
+    /// The tenant of these exporters, if not the listener's.
+    pub partition: Option<String>,
+    pub name: Option<String>,
+    pub site: Option<String>,
+    pub role: Option<String>,
+    pub tags: BTreeMap<String, String>,
+}
+
+/// The exporter registry (`exporters[]` in the config).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Registry {
+    entries: Vec<RegistryEntry>,
+}
+
+/// What is stamped on every flow of one exporter.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ExporterIdentity {
+    pub partition: String,
+    pub name: String,
+    pub site: String,
+    pub role: String,
+    pub tags: BTreeMap<String, String>,
+}
+
+impl Registry {
+    pub fn new(entries: Vec<RegistryEntry>) -> Self {
+        Self { entries }
+    }
+
+    /// The partitions the registry names.
+    pub fn partitions(&self) -> impl Iterator<Item = &str> {
+        self.entries.iter().filter_map(|e| e.partition.as_deref())
+    }
+
+    /// The identity of the exporter at `addr` on a listener of `default_partition`.
+    pub fn identify(&self, addr: IpAddr, default_partition: &str) -> ExporterIdentity {
+        let mut matching: Vec<&RegistryEntry> =
+            self.entries.iter().filter(|e| contains(&e.prefix, addr)).collect();
+        matching.sort_by_key(|e| std::cmp::Reverse(e.prefix.prefix_len()));
+        let first = |pick: fn(&RegistryEntry) -> Option<&String>| {
+            matching.iter().find_map(|e| pick(e)).cloned().unwrap_or_default()
+        };
+        let partition = matching
+            .iter()
+            .find_map(|e| e.partition.clone())
+            .unwrap_or_else(|| default_partition.to_owned());
+        let mut tags = BTreeMap::new();
+        // Wider prefixes first, so the longest prefix's value of a key wins.
+        for entry in matching.iter().rev() {
+            tags.extend(entry.tags.iter().map(|(k, v)| (k.clone(), v.clone())));
+        }
+        ExporterIdentity {
+            partition,
+            name: first(|e| e.name.as_ref()),
+            site: first(|e| e.site.as_ref()),
+            role: first(|e| e.role.as_ref()),
+            tags,
+        }
+    }
+}
+
+impl ExporterIdentity {
+    /// Writes the partition and tags onto `flow`.
+    pub fn stamp(&self, flow: &mut FlowMessage) {
+        flow.partition.clone_from(&self.partition);
+        flow.exporter_name.clone_from(&self.name);
+        flow.exporter_site.clone_from(&self.site);
+        flow.exporter_role.clone_from(&self.role);
+        if !self.tags.is_empty() {
+            flow.exporter_tags = self.tags.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        }
+    }
+}
+
+/// The subject of `partition` for a listener subject that may hold `{partition}`.
+pub fn subject_for(template: &str, partition: &str) -> String {
+    template.replace(PARTITION_PLACEHOLDER, partition)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use flow_decode::prefix::parse_prefix;
+
+    fn entry(prefix: &str) -> RegistryEntry {
+        RegistryEntry { prefix: parse_prefix(prefix).unwrap(), ..Default::default() }
+    }
+
+    fn registry() -> Registry {
+        Registry::new(vec![
+            RegistryEntry {
+                partition: Some("acme".into()),
+                site: Some("acme-hq".into()),
+                tags: [("account".into(), "A-1".into()), ("tier".into(), "gold".into())].into(),
+                ..entry("10.1.0.0/16")
+            },
+            RegistryEntry {
+                name: Some("edge-1".into()),
+                role: Some("border".into()),
+                tags: [("tier".into(), "platinum".into())].into(),
+                ..entry("10.1.2.3")
+            },
+            RegistryEntry { partition: Some("globex".into()), ..entry("10.2.0.0/16") },
+        ])
+    }
+
+    fn ip(text: &str) -> IpAddr {
+        text.parse().unwrap()
+    }
+
+    #[test]
+    fn the_longest_prefix_wins_and_wider_entries_fill_the_gaps() {
+        let edge = registry().identify(ip("10.1.2.3"), "default");
+        assert_eq!(edge.partition, "acme", "the /32 names no partition: the /16's");
+        assert_eq!((edge.name.as_str(), edge.site.as_str()), ("edge-1", "acme-hq"));
+        assert_eq!(edge.role, "border");
+        assert_eq!(edge.tags.get("tier").map(String::as_str), Some("platinum"));
+        assert_eq!(edge.tags.get("account").map(String::as_str), Some("A-1"));
+
+        let globex = registry().identify(ip("::ffff:10.2.9.9"), "default");
+        assert_eq!(globex.partition, "globex", "v4-mapped sources are their IPv4 address");
+        let unknown = registry().identify(ip("192.0.2.1"), "site-b");
+        assert_eq!(unknown, ExporterIdentity { partition: "site-b".into(), ..Default::default() });
+    }
+
+    #[test]
+    fn stamping_writes_the_identity_onto_the_flow() {
+        let identity = registry().identify(ip("10.1.2.3"), "default");
+        let mut flow = FlowMessage::default();
+        identity.stamp(&mut flow);
+        assert_eq!(flow.partition, "acme");
+        assert_eq!(flow.exporter_name, "edge-1");
+        assert_eq!(flow.exporter_tags.get("account").map(String::as_str), Some("A-1"));
+    }
+
+    #[test]
+    fn subjects_expand_the_partition() {
+        assert_eq!(subject_for("flows.raw.netflow.{partition}", "acme"), "flows.raw.netflow.acme");
+        assert_eq!(subject_for("flows.raw.netflow", "acme"), "flows.raw.netflow");
+    }
+}
