@@ -5,7 +5,8 @@
 # as the socket takes them, and prints flows/s and messages/s from the collector's own
 # final counters; then, for comparison in the same run, the acked-publish rate of a
 # minimal async-nats publisher (publish/examples/publish_rate.rs). Figures only: it
-# asserts nothing. Usage: bash bench/jetstream.sh [LOOPS]   (default 1500)
+# asserts nothing (bench/run.sh runs the full set of benchmarks of issue #9).
+# Usage: bash bench/jetstream.sh [LOOPS]   (default 1500)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 loops=${1:-1500}
@@ -13,7 +14,8 @@ shared=${SHARED_DIR:-../shared}
 command -v nats-server >/dev/null || { echo "nats-server is required (apt-get install nats-server)"; exit 1; }
 
 cargo build --release --locked -q --bin serviceradar-flow-collector
-cargo build --release --locked -q -p flow-replay
+cargo build --release --locked -q -p flow-replay --bin flow-replay
+bin=${CARGO_TARGET_DIR:-target}/release
 work=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
 
@@ -27,13 +29,13 @@ cat >"$work/config.json" <<JSON
 { "nats_url": "nats://127.0.0.1:$nats_port", "stream_name": "bench",
   "listeners": [ { "protocol": "netflow", "listen_addr": "127.0.0.1:$udp_port", "buffer_size": 33554432 } ] }
 JSON
-RUST_LOG=info NO_COLOR=1 ./target/release/serviceradar-flow-collector --config "$work/config.json" \
+RUST_LOG=info NO_COLOR=1 "$bin"/serviceradar-flow-collector --config "$work/config.json" \
   >/dev/null 2>"$work/collector.log" &
 collector=$!
 for _ in $(seq 100); do grep -q "JetStream stream ready" "$work/collector.log" && break; sleep 0.1; done
 
 start=$(date +%s.%N)
-./target/release/flow-replay --to "127.0.0.1:$udp_port" --source-per-exporter --loop "$loops" \
+"$bin"/flow-replay --to "127.0.0.1:$udp_port" --source-per-exporter --loop "$loops" \
   "$shared"/pcaps/*/*.pcap >"$work/replay.log" 2>&1
 kill -TERM "$collector"
 wait "$collector" || true

@@ -71,6 +71,9 @@ impl ConfigError {
     }
 }
 
+/// The largest UDP payload: the default `max_datagram_bytes`.
+const MAX_UDP_PAYLOAD: usize = 65_535;
+
 /// The whole config file, as written by the operator.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -240,6 +243,9 @@ pub struct ListenerConfig {
     /// Datagrams per second one exporter may send; the excess is dropped and counted.
     #[serde(default)]
     pub max_exporter_pps: Option<u32>,
+    /// Datagrams larger than this are dropped and counted (UDP listeners).
+    #[serde(default)]
+    pub max_datagram_bytes: Option<usize>,
     /// The partition of this listener's exporters the registry does not place (absent:
     /// the install's `partition`).
     #[serde(default)]
@@ -762,6 +768,9 @@ impl ListenerConfig {
         if let Some(partition) = &self.partition {
             validate_partition(&format!("{key}.partition"), partition)?;
         }
+        if let Some(bytes) = self.max_datagram_bytes {
+            in_range(&format!("{key}.max_datagram_bytes"), bytes, 64, MAX_UDP_PAYLOAD)?;
+        }
         in_range(&format!("{key}.buffer_size"), self.buffer_size, 1024, 1 << 30)?;
         match self.protocol {
             ListenerKind::Netflow => {
@@ -858,6 +867,7 @@ impl ListenerConfig {
             protocol,
             sources: self.source_filter(key)?,
             max_exporter_pps: self.max_exporter_pps.and_then(NonZeroU32::new),
+            max_datagram_bytes: self.max_datagram_bytes.unwrap_or(MAX_UDP_PAYLOAD),
             // Set by `Config::collector_settings`, which knows `security.cert_dir`.
             transport: Default::default(),
         })

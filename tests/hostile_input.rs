@@ -132,7 +132,7 @@ fn bind(ip: &str) -> UdpSocket {
 
 /// Soak: flood threads send random noise, mutated copies of the capture's datagrams and
 /// template-less data from `SOAK_SOURCES` spoofed loopback addresses, as fast as
-/// `SOAK_PPS` allows (default 15,000/s, what the debug build the suite runs keeps up
+/// `SOAK_PPS` allows (default 8,000/s, what the debug build the suite runs keeps up
 /// with on 2 busy cores; `SOAK_SECONDS`, default 8), while the good
 /// exporter replays the capture once, spread over the flood. The good exporter loses
 /// nothing, the collector's peak RSS stays under `MAX_PEAK_RSS_MIB`, and the figures
@@ -143,7 +143,7 @@ fn a_flood_from_spoofed_sources_leaves_the_good_exporter_whole_and_memory_bounde
     /// exporters per listener, a 600000-flow publish buffer that stdout never fills.
     const MAX_PEAK_RSS_MIB: u64 = 256;
     let seconds: u64 = env_or("SOAK_SECONDS", 8);
-    let pps: u64 = env_or("SOAK_PPS", 15_000);
+    let pps: u64 = env_or("SOAK_PPS", 8_000);
     let sources: u32 = env_or("SOAK_SOURCES", 3_000);
 
     let capture = shared_pcaps().join("100-IPFIXv10-CISCO/traffic-00.pcap");

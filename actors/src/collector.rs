@@ -388,6 +388,7 @@ fn bind_listener(
             limits: settings.exporters.clone(),
             sources: listener.sources.clone(),
             max_exporter_pps: listener.max_exporter_pps,
+            max_datagram_bytes: listener.max_datagram_bytes,
             stats_interval: settings.stats_interval,
             budget,
         })),

@@ -53,6 +53,9 @@ pub struct ListenerSettings {
     /// Datagrams per second one exporter may send before the excess is dropped
     /// (`max_exporter_pps`; bursts of one second's worth pass). `None`: no limit.
     pub max_exporter_pps: Option<NonZeroU32>,
+    /// Datagrams larger than this are dropped unread (`max_datagram_bytes`; 65535, the
+    /// largest UDP payload, by default).
+    pub max_datagram_bytes: usize,
     /// UDP datagrams, or IPFIX messages over TCP or TLS connections (`transport`).
     pub transport: Transport,
 }

@@ -81,3 +81,27 @@ async fn an_exporter_over_its_rate_is_cut_and_the_others_are_not() {
     let quiet = sources.get(&("flows.a".to_owned(), ip(3))).map_or(0, Vec::len);
     assert_eq!(quiet, 10, "the well-behaved exporter keeps every flow");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn datagrams_over_the_size_cap_are_dropped_and_counted() {
+    let recorder = Recorder::open();
+    let mut listener = listener("flows.a");
+    listener.max_datagram_bytes = 256;
+    let collector = start(settings(vec![listener]), &recorder, Arc::default()).await;
+    let to = collector.local_addrs()[0];
+
+    let big = sender(2).await;
+    for _ in 0..3 {
+        big.send_to(&[0u8; 1_000], to).await.expect("send an oversized datagram");
+    }
+    send(&big, to, 1, 0..4).await;
+    wait_until("the small datagrams are published", || recorder.len() == 4).await;
+    wait_until("the big ones are counted", || {
+        listener0(&collector.counters()).dropped_oversized == 3
+    })
+    .await;
+    let report = collector.shutdown().await.expect("drains");
+    assert_accounted(&report.counters);
+    let c = listener0(&report.counters);
+    assert_eq!((c.datagrams_received, c.datagrams_decoded), (7, 4));
+}

@@ -3,7 +3,13 @@
 //! [`pcap`] reads pcap/pcapng captures into the UDP datagrams they hold, in file order;
 //! [`send`] replays datagrams over real UDP sockets, mapping each original exporter onto
 //! its own local source address; [`write`] writes datagrams back into a pcap file.
+//! [`generate`] builds NetFlow v5/v9, IPFIX and sFlow v5 datagrams itself, and [`load`]
+//! sends them from many simulated exporters at a fixed rate or flat out (the
+//! `flow-loadgen` binary).
 
+pub mod generate;
+pub mod load;
+mod mmsg;
 pub mod packet;
 pub mod pcap;
 pub mod send;

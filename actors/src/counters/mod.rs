@@ -71,6 +71,8 @@ pub struct DatagramDrops {
     pub exporter_cap: AtomicU64,
     /// The source is denied, or not allowed (`deny_sources`, `allow_sources`).
     pub source_denied: AtomicU64,
+    /// Larger than the listener's `max_datagram_bytes`.
+    pub oversized: AtomicU64,
     /// The exporter sent faster than `max_exporter_pps`.
     pub rate_limited: AtomicU64,
 }
@@ -210,6 +212,7 @@ impl ListenerCounters {
             dropped_channel_full: self.datagrams_dropped.channel_full.load(ORDER),
             dropped_exporter_cap: self.datagrams_dropped.exporter_cap.load(ORDER),
             dropped_source_denied: self.datagrams_dropped.source_denied.load(ORDER),
+            dropped_oversized: self.datagrams_dropped.oversized.load(ORDER),
             dropped_rate_limited: self.datagrams_dropped.rate_limited.load(ORDER),
             datagrams_lost_in_restart: self.datagrams_lost_in_restart.load(ORDER),
             datagrams_decoded: self.datagrams_decoded.load(ORDER),
@@ -246,6 +249,7 @@ pub struct ListenerCountersSnapshot {
     pub dropped_channel_full: u64,
     pub dropped_exporter_cap: u64,
     pub dropped_source_denied: u64,
+    pub dropped_oversized: u64,
     pub dropped_rate_limited: u64,
     pub datagrams_lost_in_restart: u64,
     pub datagrams_decoded: u64,
@@ -278,6 +282,7 @@ impl ListenerCountersSnapshot {
         self.dropped_channel_full
             + self.dropped_exporter_cap
             + self.dropped_source_denied
+            + self.dropped_oversized
             + self.dropped_rate_limited
     }
 

@@ -54,6 +54,8 @@ pub(crate) struct ListenerSpec {
     pub(crate) sources: SourceFilter,
     /// Datagrams per second per exporter at most.
     pub(crate) max_exporter_pps: Option<NonZeroU32>,
+    /// Datagrams larger than this are dropped and counted as `oversized`.
+    pub(crate) max_datagram_bytes: usize,
     pub(crate) stats_interval: Duration,
     pub(crate) budget: Arc<InFlight>,
 }

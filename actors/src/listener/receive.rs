@@ -59,6 +59,7 @@ pub(crate) async fn receive_loop(
     let mut full_log = LogLimiter::new(CHANNEL_FULL_LOG_INTERVAL);
     let mut error_log = LogLimiter::new(RECEIVE_ERROR_LOG_INTERVAL);
     let mut denied_log = KeyedLogLimiter::new(REFUSAL_LOG_INTERVAL, MAX_REFUSALS_REMEMBERED);
+    let mut oversized_log = LogLimiter::new(CHANNEL_FULL_LOG_INTERVAL);
     loop {
         let (len, source) = match socket.recv_from(&mut buffer).await {
             Ok(received) => received,
@@ -74,6 +75,10 @@ pub(crate) async fn receive_loop(
         counters.datagrams_received.fetch_add(1, Ordering::Relaxed);
         counters.bytes_received.fetch_add(len as u64, Ordering::Relaxed);
         tracing::trace!(listener = %spec.ctx.name, "Received {len} bytes from {source}");
+        if len > spec.max_datagram_bytes {
+            drop_oversized(&spec, source, len, &mut oversized_log);
+            continue;
+        }
         if !spec.sources.is_open() && !spec.sources.accepts(source.ip()) {
             drop_denied(&spec, source.ip(), &mut denied_log);
             continue;
@@ -114,6 +119,21 @@ fn drop_full(spec: &ListenerSpec, log: &mut LogLimiter) {
             channel_size = spec.channel_size,
             dropped = held_back + 1,
             "Publisher channel full, dropping flow message"
+        );
+    }
+}
+
+/// Counts a datagram over `max_datagram_bytes` and warns, at most once per interval.
+fn drop_oversized(spec: &ListenerSpec, source: SocketAddr, len: usize, log: &mut LogLimiter) {
+    spec.ctx.counters.datagrams_dropped.oversized.fetch_add(1, Ordering::Relaxed);
+    if let Some(held_back) = log.allow(Instant::now()) {
+        tracing::warn!(
+            listener = %spec.ctx.name,
+            exporter = %source.ip(),
+            bytes = len,
+            max_datagram_bytes = spec.max_datagram_bytes,
+            held_back,
+            "Datagram larger than max_datagram_bytes, dropping it"
         );
     }
 }

@@ -239,6 +239,7 @@ pub fn listener(subject: &str) -> ListenerSettings {
         protocol: ListenerProtocol::Sflow(flow_decode::SflowSettings::default()),
         sources: SourceFilter::default(),
         max_exporter_pps: None,
+        max_datagram_bytes: 65_535,
         transport: Default::default(),
     }
 }

@@ -107,6 +107,7 @@ pub fn netflow_listener(subject: &str, transport: Transport) -> ListenerSettings
         protocol: netflow(),
         sources: SourceFilter::default(),
         max_exporter_pps: None,
+        max_datagram_bytes: 65_535,
         transport,
     }
 }

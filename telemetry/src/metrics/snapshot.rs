@@ -284,6 +284,7 @@ fn datagram_drops(
         ("channel_full", c.dropped_channel_full),
         ("exporter_cap", c.dropped_exporter_cap),
         ("source_denied", c.dropped_source_denied),
+        ("oversized", c.dropped_oversized),
         ("rate_limited", c.dropped_rate_limited),
         ("lost_in_restart", c.datagrams_lost_in_restart),
     ];

@@ -47,6 +47,7 @@ pub fn settings() -> CollectorSettings {
             protocol: ListenerProtocol::Netflow(netflow::settings(false)),
             sources: SourceFilter::default(),
             max_exporter_pps: None,
+            max_datagram_bytes: 65_535,
             transport: Default::default(),
         }],
         channel_size: 10_000,
