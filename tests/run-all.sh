@@ -24,6 +24,8 @@ echo "== cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 echo "== cargo test"
 cargo test --workspace --locked
+echo "== chaos (quick)"
+CHAOS_MODE=quick bash chaos/run.sh
 echo "== fuzz the decoders (bounded)"
 FUZZ_SECONDS=${FUZZ_SECONDS:-45} bash tests/fuzz.sh
 echo "== chart and packaging tests"

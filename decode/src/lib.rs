@@ -57,6 +57,12 @@ pub trait ExporterSession: Send {
     fn expire(&mut self, now_ns: u64) -> Vec<LifecycleEvent>;
     /// Cache statistics for the periodic stats line and metrics.
     fn stats(&self) -> SessionStats;
+    /// The exporter goes away (evicted, restarted, shut down): gives up what the session
+    /// still holds for later (pending flows), returning the events that says so, so
+    /// nothing it took in leaves uncounted.
+    fn close(&mut self) -> Vec<LifecycleEvent> {
+        Vec::new()
+    }
 }
 
 /// Converts an address into the contract's byte form: 4 bytes for IPv4 (also for

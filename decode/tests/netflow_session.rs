@@ -647,3 +647,28 @@ fn pending_memory_is_bounded_per_exporter_and_in_total() {
     drop(second);
     assert_eq!(shared.used(), 0);
 }
+
+/// An exporter that goes away gives up what it parked, and says so: nothing it took in
+/// leaves uncounted.
+#[test]
+fn closing_a_session_gives_up_and_counts_its_pending_flows() {
+    let mut session = NetflowSession::new(&settings(true));
+    let data = ipfix_packet(EXPORT_SECS, 1, 0, &[set(300, &[1, 2, 3, 4]), set(301, &[5, 6, 7, 8])]);
+    let (_, report) = decode(&mut session, source(4739), 1_000, &data);
+    assert_eq!(report.records_pending, 2);
+    let events = session.close();
+    let dropped: Vec<u16> = events
+        .iter()
+        .filter_map(|e| match e {
+            LifecycleEvent::PendingDropped { template_id, reason: "exporter_stopped", .. } => {
+                Some(*template_id)
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(dropped, vec![300, 301]);
+    let ipfix = session.stats().caches.into_iter().find(|c| c.protocol == Some(Protocol::Ipfix));
+    let ipfix = ipfix.expect("ipfix stats");
+    assert_eq!((ipfix.pending_flows, ipfix.pending_dropped, ipfix.pending_bytes), (0, 2, 0));
+    assert!(session.close().is_empty(), "a second close has nothing left");
+}

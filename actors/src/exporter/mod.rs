@@ -188,6 +188,15 @@ impl ExporterState {
         }
     }
 
+    /// Gives up what the session still holds (pending flows), reporting and counting it.
+    fn close(&mut self) {
+        let now = Instant::now();
+        for event in self.session.close() {
+            self.reporter.event(&event, self.source, &self.ctx.counters, now);
+        }
+        self.report_figures(&ExporterFigures::default());
+    }
+
     fn expire(&mut self) {
         let now = Instant::now();
         for event in self.session.expire(unix_now_ns()) {
@@ -319,12 +328,14 @@ impl Actor for ExporterActor {
         })
     }
 
-    /// A stopped exporter (evicted, or drained at shutdown) ends its `/metrics` series.
+    /// A stopped exporter (evicted, or drained at shutdown) gives up and counts what its
+    /// session still held, and ends its `/metrics` series.
     async fn post_stop(
         &self,
         _myself: ActorRef<Self::Msg>,
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
+        state.close();
         state.ctx.counters.exporters.forget(&state.id, state.owner);
         Ok(())
     }

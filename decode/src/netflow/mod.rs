@@ -623,6 +623,25 @@ fn is_template_set(protocol: Protocol, id: u16) -> bool {
 }
 
 impl NetflowSession {
+    /// One `PendingDropped` event per queue that lost entries, counted.
+    fn pending_dropped(
+        &mut self,
+        queues: Vec<(ScopeKey, u16)>,
+        reason: &'static str,
+    ) -> Vec<LifecycleEvent> {
+        let events: Vec<LifecycleEvent> = queues
+            .into_iter()
+            .map(|(scope, template_id)| LifecycleEvent::PendingDropped {
+                protocol: scope.protocol,
+                domain: scope.domain,
+                template_id,
+                reason,
+            })
+            .collect();
+        self.count_pending_outcomes(&events);
+        events
+    }
+
     /// Tallies what became of pending data sets, for the stats line's "Data Hits/Misses".
     fn count_pending_outcomes(&mut self, events: &[LifecycleEvent]) {
         for event in events {
@@ -666,21 +685,13 @@ impl ExporterSession for NetflowSession {
     }
 
     fn expire(&mut self, now_ns: u64) -> Vec<LifecycleEvent> {
-        let Some(pending) = self.pending.as_mut() else {
-            return Vec::new();
-        };
-        let events: Vec<LifecycleEvent> = pending
-            .expire(now_ns)
-            .into_iter()
-            .map(|(scope, template_id)| LifecycleEvent::PendingDropped {
-                protocol: scope.protocol,
-                domain: scope.domain,
-                template_id,
-                reason: "ttl",
-            })
-            .collect();
-        self.count_pending_outcomes(&events);
-        events
+        let dropped = self.pending.as_mut().map(|p| p.expire(now_ns)).unwrap_or_default();
+        self.pending_dropped(dropped, "ttl")
+    }
+
+    fn close(&mut self) -> Vec<LifecycleEvent> {
+        let dropped = self.pending.as_mut().map(PendingCache::drop_all).unwrap_or_default();
+        self.pending_dropped(dropped, "exporter_stopped")
     }
 
     fn stats(&self) -> SessionStats {

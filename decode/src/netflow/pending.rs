@@ -247,6 +247,13 @@ impl PendingCache {
         touched
     }
 
+    /// Drops every entry; returns the keys of the queues that held some.
+    pub fn drop_all(&mut self) -> Vec<(ScopeKey, u16)> {
+        let mut touched = self.drop_entries(|_, _| true);
+        touched.sort_unstable_by_key(|(scope, id)| (scope.port, scope.domain, *id));
+        touched
+    }
+
     /// Drops every queue of `scope`; returns their template ids.
     pub fn drop_scope(&mut self, scope: ScopeKey) -> Vec<u16> {
         let mut ids: Vec<u16> =
