@@ -9,6 +9,8 @@ mod support;
 
 #[path = "../decode/tests/support/reference.rs"]
 mod reference;
+#[path = "../decode/tests/support/rng.rs"]
+mod rng;
 
 use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
 use std::sync::Arc;
@@ -17,6 +19,7 @@ use std::time::{Duration, Instant};
 
 use flow_replay::read_file;
 use reference::{ExpectedFlow, ReferenceStream, compare};
+use rng::XorShift;
 use serde_json::json;
 use support::{Collector, free_udp_port, shared_pcaps};
 
@@ -285,25 +288,5 @@ fn hostile_variant(rng: &mut XorShift, seeds: &[Vec<u8>]) -> Vec<u8> {
             set.extend((0..1_000).map(|_| rng.byte()));
             ipfix(&set)
         }
-    }
-}
-
-/// A small deterministic generator; the flood needs variety, not quality.
-struct XorShift(u64);
-
-impl XorShift {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        usize::try_from(self.next() % u64::try_from(n.max(1)).unwrap_or(1)).unwrap_or(0)
-    }
-
-    fn byte(&mut self) -> u8 {
-        self.next().to_be_bytes()[0]
     }
 }

@@ -23,6 +23,7 @@ use flow_decode::{
 };
 use support::capture::udp_datagrams;
 use support::reference::{ReferenceStream, compare, to_object};
+use support::rng::XorShift;
 
 fn pcaps_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/pcaps")
@@ -123,22 +124,6 @@ fn every_capture_matches_the_reference_decode() {
         let compared = replay(pcap);
         assert!(compared > 0, "{}: no data records compared", pcap.display());
         eprintln!("{}: {compared} flows match the reference", pcap.display());
-    }
-}
-
-/// Deterministic xorshift, so a failure replays.
-struct XorShift(u64);
-
-impl XorShift {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n.max(1) as u64) as usize
     }
 }
 

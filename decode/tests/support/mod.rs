@@ -4,3 +4,4 @@
 pub mod capture;
 pub mod netflow;
 pub mod reference;
+pub mod rng;
