@@ -90,11 +90,14 @@ struct Queue {
     entries: VecDeque<PendingEntry>,
     /// Creation order, to find the oldest queue.
     created: u64,
+    /// What its entries cost together, kept as they come and go: read on every stats
+    /// call, which must not walk every held entry.
+    bytes: usize,
 }
 
 impl Queue {
     fn cost(&self) -> usize {
-        self.entries.iter().map(PendingEntry::cost).sum()
+        self.bytes
     }
 }
 
@@ -165,15 +168,18 @@ impl PendingCache {
         } else {
             None
         };
-        if let Err(cap) = self.reserve(entry.cost()) {
+        let cost = entry.cost();
+        if let Err(cap) = self.reserve(cost) {
             return Held::Refused(Some(cap));
         }
         if let Some(queue) = self.queues.get_mut(&key) {
             queue.entries.push_back(entry);
+            queue.bytes += cost;
             return Held::Yes { evicted };
         }
         self.next_order += 1;
-        let queue = Queue { entries: VecDeque::from([entry]), created: self.next_order };
+        let queue =
+            Queue { entries: VecDeque::from([entry]), created: self.next_order, bytes: cost };
         self.queues.insert(key, queue);
         Held::Yes { evicted }
     }
@@ -231,13 +237,16 @@ impl PendingCache {
         let mut freed = 0;
         self.queues.retain(|key, queue| {
             let before = queue.entries.len();
+            let mut queue_freed = 0;
             queue.entries.retain(|entry| {
                 let drop = doomed(key, entry);
                 if drop {
-                    freed += entry.cost();
+                    queue_freed += entry.cost();
                 }
                 !drop
             });
+            queue.bytes -= queue_freed;
+            freed += queue_freed;
             if queue.entries.len() != before {
                 touched.push(*key);
             }
