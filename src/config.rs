@@ -130,6 +130,10 @@ pub struct Config {
     /// The exporter registry: partition and tags by exporter prefix.
     #[serde(default)]
     pub exporters: Vec<ExporterConfig>,
+    /// What partitions (tenants) get of their own: NATS credentials, servers and
+    /// stream, and limits on their exporters.
+    #[serde(default)]
+    pub partitions: BTreeMap<String, PartitionConfig>,
 }
 
 /// One `exporters[]` entry: the exporters in `prefix` belong to `partition` (a tenant)
@@ -575,14 +579,9 @@ impl Config {
     /// Checks every range and cross-key rule, reporting the first violation.
     pub fn validate(&self) -> Result<(), ConfigError> {
         if let Some(url) = &self.nats_url {
-            validate_nats_url(url)?;
+            validate_nats_url("nats_url", url)?;
         }
-        if self.stream_name.is_empty() || self.stream_name.contains(['.', '*', '>', ' ']) {
-            return Err(ConfigError::invalid(
-                "stream_name",
-                "must be a non-empty name without '.', '*', '>' or spaces",
-            ));
-        }
+        validate_stream_name("stream_name", &self.stream_name)?;
         for (i, subject) in self.stream_subjects.iter().enumerate() {
             validate_subject(&format!("stream_subjects[{i}]"), subject)?;
         }
@@ -622,7 +621,8 @@ impl Config {
         if let Some(creds) = &self.nats_creds_file {
             readable_file("nats_creds_file", creds)?;
         }
-        self.validate_listeners()
+        self.validate_listeners()?;
+        self.validate_partitions()
     }
 
     fn validate_listeners(&self) -> Result<(), ConfigError> {
@@ -683,6 +683,7 @@ impl Config {
             sink: SinkSettings::Stdout,
             partition: self.partition.clone(),
             registry: self.registry()?,
+            partition_limits: self.partition_limits(),
         })
     }
 
@@ -700,24 +701,39 @@ impl Config {
 
 /// The JetStream side of the config, for when the binary publishes there.
 impl Config {
-    /// What the JetStream transport connects with, or `None` without `nats_url`.
+    /// What the install's JetStream connection connects with, or `None` without
+    /// `nats_url`. Partitions with a connection of their own are in
+    /// [`Config::partition_connections`].
     pub fn jetstream_settings(&self) -> Option<JetStreamSettings> {
         let servers = self.nats_url.as_ref()?;
-        let mut stream = StreamSettings::new(self.stream_name.clone(), self.stream_subjects());
-        stream.max_bytes = self.stream_max_bytes;
-        stream.replicas = self.stream_replicas;
-        let mut settings = JetStreamSettings::new(servers.clone(), stream);
+        let stream = StreamSettings::new(self.stream_name.clone(), self.stream_subjects());
+        let mut settings = self.connection_settings(servers, stream);
         settings.creds_file = self.nats_creds_file.clone();
-        settings.tls = self.tls_settings(servers);
-        settings.publish_timeout = Duration::from_millis(self.publish_timeout_ms);
         Some(settings)
     }
 
-    /// The JetStream sink's settings around `link`; `max_in_flight` is the transport's
-    /// bound on acks outstanding.
-    pub fn jetstream_sink(&self, link: JetStreamLink, max_in_flight: usize) -> SinkSettings {
+    /// Connection settings every connection shares (TLS, timeouts, stream limits), for
+    /// `servers` and `stream`; no credentials file.
+    fn connection_settings(&self, servers: &str, mut stream: StreamSettings) -> JetStreamSettings {
+        stream.max_bytes = self.stream_max_bytes;
+        stream.replicas = self.stream_replicas;
+        let mut settings = JetStreamSettings::new(servers.to_owned(), stream);
+        settings.tls = self.tls_settings(servers);
+        settings.publish_timeout = Duration::from_millis(self.publish_timeout_ms);
+        settings
+    }
+
+    /// The JetStream sink's settings around the install's `link` and the partitions'
+    /// own links; `max_in_flight` is the transport's bound on acks outstanding.
+    pub fn jetstream_sink(
+        &self,
+        link: JetStreamLink,
+        partition_links: BTreeMap<String, JetStreamLink>,
+        max_in_flight: usize,
+    ) -> SinkSettings {
         SinkSettings::JetStream(JetStreamSinkSettings {
             link,
+            partition_links,
             buffer_flows: self.publish_buffer_flows,
             batches_in_flight: JetStreamSinkSettings::batches_in_flight_for(
                 max_in_flight,
@@ -727,16 +743,10 @@ impl Config {
         })
     }
 
-    /// `stream_subjects` and then every listener's subject, each once, in that order.
+    /// The subjects of the install's stream: `stream_subjects`, then every listener's
+    /// subject, each once, in that order (see [`Config::install_stream_subjects`]).
     pub fn stream_subjects(&self) -> Vec<String> {
-        let mut subjects: Vec<String> = Vec::new();
-        let listeners = self.listeners.iter().map(ListenerConfig::stream_subject);
-        for subject in self.stream_subjects.iter().cloned().chain(listeners) {
-            if !subjects.contains(&subject) {
-                subjects.push(subject);
-            }
-        }
-        subjects
+        self.install_stream_subjects()
     }
 
     /// mTLS with the `security.tls` files (under `cert_dir`); TLS on the system roots
@@ -987,15 +997,38 @@ fn validate_subject(key: &str, subject: &str) -> Result<(), ConfigError> {
     Ok(())
 }
 
-fn validate_nats_url(url: &str) -> Result<(), ConfigError> {
+fn validate_nats_url(key: &str, url: &str) -> Result<(), ConfigError> {
     let ok = url.split(',').all(|part| {
         let part = part.trim();
         ["nats://", "tls://"].iter().any(|s| part.starts_with(s)) && part.len() > "nats://".len()
     });
     if !ok {
         return Err(ConfigError::invalid(
-            "nats_url",
-            format!("\"{url}\" is not a nats:// or tls:// URL"),
+            key,
+            format!("\"{}\" is not a nats:// or tls:// URL", redact_url(url)),
+        ));
+    }
+    Ok(())
+}
+
+/// A URL as it may be shown: any `user:password@` replaced by `***@`.
+fn redact_url(url: &str) -> String {
+    url.split(',')
+        .map(|part| match (part.find("://"), part.rfind('@')) {
+            (Some(scheme), Some(at)) if at > scheme => {
+                format!("{}***{}", &part[..scheme + 3], &part[at..])
+            }
+            _ => part.to_owned(),
+        })
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+fn validate_stream_name(key: &str, name: &str) -> Result<(), ConfigError> {
+    if name.is_empty() || name.contains(['.', '*', '>', ' ']) {
+        return Err(ConfigError::invalid(
+            key,
+            "must be a non-empty name without '.', '*', '>' or spaces",
         ));
     }
     Ok(())
@@ -1020,7 +1053,10 @@ fn readable_key_paths(message: &str) -> String {
     out
 }
 
+mod partitions;
 mod transport;
+
+pub use partitions::PartitionConfig;
 
 #[cfg(test)]
 mod tests;

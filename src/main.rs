@@ -5,6 +5,7 @@
 mod cli;
 mod config;
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -95,9 +96,16 @@ fn main() -> ExitCode {
     })
 }
 
-/// Where flows go besides the tree itself: the JetStream connection to make once the
-/// listeners are bound.
+/// Where flows go besides the tree itself: the JetStream connections to make once the
+/// listeners are bound — the install's, then one per partition target of its own.
 struct Publishing {
+    connections: Vec<Connection>,
+}
+
+/// One JetStream connection and what it connects with.
+struct Connection {
+    /// "install", or the partitions publishing through it ("partition acme").
+    name: String,
     link: JetStreamLink,
     settings: JetStreamSettings,
 }
@@ -123,12 +131,16 @@ async fn run(
     for addr in collector.local_addrs() {
         tracing::info!(%addr, "listener bound");
     }
-    let link = publishing.as_ref().map(|p| p.link.clone());
+    let links: Vec<(String, JetStreamLink)> = publishing
+        .iter()
+        .flat_map(|p| &p.connections)
+        .map(|c| (c.name.clone(), c.link.clone()))
+        .collect();
     let accepting = Arc::new(AtomicBool::new(true));
     let server = match metrics_addr {
         Some(addr) => {
             let health = Health { counters: collector.counters_handle(), accepting: &accepting };
-            match health.serve(addr, link.as_ref()).await {
+            match health.serve(addr, &links).await {
                 Ok(server) => Some(server),
                 Err(error) => {
                     tracing::error!("{error}");
@@ -167,7 +179,7 @@ async fn run(
         server.shutdown().await;
     }
     connect.abort();
-    if let Some(publisher) = link.and_then(|link| link.publisher()) {
+    for publisher in links.iter().filter_map(|(_, link)| link.publisher()) {
         let _ = tokio::time::timeout(CLOSE_TIMEOUT, publisher.close()).await;
     }
     if drained && !fatal { ExitCode::SUCCESS } else { ExitCode::FAILURE }
@@ -182,11 +194,12 @@ struct Health<'a> {
 
 impl Health<'_> {
     /// Serves `/metrics` (the collector's counters), `/healthz` and `/readyz` (listeners
-    /// accepting, and — with JetStream — the NATS connection up).
+    /// accepting, and — with JetStream — every NATS connection up: `publisher` for the
+    /// install's, `publisher:<partitions>` for a partition's own).
     async fn serve(
         self,
         addr: SocketAddr,
-        link: Option<&JetStreamLink>,
+        links: &[(String, JetStreamLink)],
     ) -> Result<TelemetryServer, flow_telemetry::TelemetryError> {
         let counters = OnceLock::from(self.counters);
         let metrics = Arc::new(Metrics::new(move || {
@@ -195,9 +208,11 @@ impl Health<'_> {
         let accepting = Arc::clone(self.accepting);
         let mut readiness =
             Readiness::new().with_check("listeners", move || accepting.load(Ordering::Relaxed));
-        if let Some(link) = link {
+        for (name, link) in links {
+            let check =
+                if name == INSTALL { "publisher".to_owned() } else { format!("publisher:{name}") };
             readiness = readiness.with_check(
-                "publisher",
+                check,
                 WatchCheck::new(link.connection_state(), |state| {
                     *state == ConnectionState::Connected
                 }),
@@ -207,23 +222,31 @@ impl Health<'_> {
     }
 }
 
-/// Connects the link, if there is one. Resolves only with a failure retrying cannot fix;
+/// Connects every link, at once. Resolves only with a failure retrying cannot fix;
 /// while NATS is unreachable flow-publish retries (and logs) with backoff.
 async fn connect(publishing: Option<Publishing>) -> PublisherError {
-    let Some(Publishing { link, settings }) = publishing else {
+    let Some(Publishing { connections }) = publishing else {
         return std::future::pending().await;
     };
-    tracing::info!(
-        servers = %settings.servers,
-        stream = %settings.stream.name,
-        subjects = ?settings.stream.subjects,
-        tls = settings.tls.is_some(),
-        "Connecting to NATS JetStream"
-    );
-    match link.connect(settings).await {
-        Ok(_) => std::future::pending().await,
-        Err(error) => error,
+    let mut connecting = tokio::task::JoinSet::new();
+    for Connection { name, link, settings } in connections {
+        tracing::info!(
+            connection = %name,
+            servers = %settings.servers,
+            stream = %settings.stream.name,
+            subjects = ?settings.stream.subjects,
+            tls = settings.tls.is_some(),
+            creds_file = ?settings.creds_file,
+            "Connecting to NATS JetStream"
+        );
+        connecting.spawn(async move { link.connect(settings).await.err() });
     }
+    while let Some(done) = connecting.join_next().await {
+        if let Ok(Some(error)) = done {
+            return error;
+        }
+    }
+    std::future::pending().await
 }
 
 /// Stops receiving, drains, and logs the final counters; whether it could report.
@@ -244,22 +267,39 @@ async fn drain(collector: Collector) -> bool {
     }
 }
 
-/// The sink follows the config: JetStream when `nats_url` is set, unless `--stdout`.
+/// The name of the install's own JetStream connection.
+const INSTALL: &str = "install";
+
+/// The sink follows the config: JetStream when `nats_url` is set, unless `--stdout`,
+/// through the install's connection and each partition target's own.
 fn collector_settings(
     config: &Config,
     force_stdout: bool,
 ) -> Result<(CollectorSettings, Option<Publishing>), config::ConfigError> {
     let mut settings = config.collector_settings()?;
     let jetstream = if force_stdout { None } else { config.jetstream_settings() };
-    let publishing = jetstream.map(|jetstream| {
-        let link = JetStreamLink::new();
-        settings.sink = config.jetstream_sink(link.clone(), jetstream.max_in_flight);
-        Publishing { link, settings: jetstream }
-    });
-    if publishing.is_none() {
+    let Some(install) = jetstream else {
         settings.sink = SinkSettings::Stdout;
+        return Ok((settings, None));
+    };
+    let link = JetStreamLink::new();
+    let max_in_flight = install.max_in_flight;
+    let mut connections =
+        vec![Connection { name: INSTALL.to_owned(), link: link.clone(), settings: install }];
+    let mut partition_links = BTreeMap::new();
+    for own in config.partition_connections() {
+        let link = JetStreamLink::new();
+        for partition in &own.partitions {
+            partition_links.insert(partition.clone(), link.clone());
+        }
+        connections.push(Connection {
+            name: format!("partition {}", own.partitions.join(",")),
+            link,
+            settings: own.settings,
+        });
     }
-    Ok((settings, publishing))
+    settings.sink = config.jetstream_sink(link, partition_links, max_in_flight);
+    Ok((settings, Some(Publishing { connections })))
 }
 
 /// Resolves on the first SIGTERM or SIGINT.

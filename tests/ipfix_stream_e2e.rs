@@ -12,8 +12,7 @@ mod support;
 mod reference;
 
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
@@ -22,6 +21,7 @@ use std::time::Duration;
 use flow_replay::read_file;
 use reference::{ExpectedFlow, ReferenceStream, compare, to_object};
 use serde_json::{Value, json};
+use support::http::{free_tcp_port, metrics, sample};
 use support::{Collector, collector_binary, free_udp_port, have, shared_pcaps, traffic};
 use tokio::io::AsyncWriteExt;
 use tokio_rustls::TlsConnector;
@@ -80,12 +80,6 @@ fn capture_exporters(pcap: &Path) -> Vec<ExporterStream> {
         exporter.expected.extend(flows);
     }
     exporters.into_values().collect()
-}
-
-/// A TCP port on 127.0.0.1 that was free a moment ago.
-fn free_tcp_port() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("bind: {e}"));
-    listener.local_addr().unwrap_or_else(|e| panic!("{e}")).port()
 }
 
 /// Compares one exporter's flows with its reference flows (any order within it).
@@ -190,25 +184,6 @@ async fn closed_by_collector(conn: &mut TlsConn) -> bool {
     matches!(tokio::time::timeout(Duration::from_secs(10), read).await, Ok(Ok(0) | Err(_)))
 }
 
-/// A plain HTTP/1.1 GET of `/metrics`.
-fn metrics(addr: SocketAddr) -> String {
-    let mut stream = TcpStream::connect(addr).unwrap_or_else(|e| panic!("connect {addr}: {e}"));
-    stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    write!(stream, "GET /metrics HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n").unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).unwrap();
-    response
-}
-
-/// The value of the sample line starting with `series`.
-fn sample(metrics: &str, series: &str) -> u64 {
-    metrics
-        .lines()
-        .find_map(|l| l.strip_prefix(series).and_then(|v| v.trim().parse::<f64>().ok()))
-        .map(|v| v as u64)
-        .unwrap_or_else(|| panic!("no {series} in:\n{metrics}"))
-}
-
 #[test]
 fn ipfix_over_tcp_and_tls_match_the_reference_and_tls_names_the_exporter() {
     let exporters = ipfix_exporters();
@@ -307,15 +282,17 @@ fn ipfix_over_tcp_and_tls_match_the_reference_and_tls_names_the_exporter() {
         refusal.contains("peer=127.0.0.1:") && refusal.contains("certificate_rejected"),
         "{refusal}"
     );
-    let series = format!("{{listener=\"{tls_listener}\",exporter=\"edge-router-1\"}}");
+    let series =
+        format!("{{listener=\"{tls_listener}\",partition=\"default\",exporter=\"edge-router-1\"}}");
     let flows = sample(&scraped, &format!("flow_collector_exporter_flows_total{series}"));
     assert_eq!(flows, first.expected.len() as u64);
     let failures = format!(
-        "flow_collector_tls_handshake_failures_total{{listener=\"{tls_listener}\",reason=\"certificate_rejected\"}}"
+        "flow_collector_tls_handshake_failures_total{{listener=\"{tls_listener}\",partition=\"default\",reason=\"certificate_rejected\"}}"
     );
     assert_eq!(sample(&scraped, &failures), 1);
-    let accepted =
-        format!("flow_collector_sessions_accepted_total{{listener=\"netflow-tcp@{tcp}\"}}");
+    let accepted = format!(
+        "flow_collector_sessions_accepted_total{{listener=\"netflow-tcp@{tcp}\",partition=\"default\"}}"
+    );
     assert_eq!(sample(&scraped, &accepted), exporters.len() as u64);
 }
 

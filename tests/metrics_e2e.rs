@@ -4,45 +4,13 @@
 
 mod support;
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::net::{SocketAddr, UdpSocket};
 use std::time::Duration;
 
 use flow_replay::read_file;
 use serde_json::json;
+use support::http::{free_tcp_port, get, sample};
 use support::{Collector, free_udp_port, shared_pcaps};
-
-/// A TCP port on 127.0.0.1 that was free a moment ago.
-fn free_tcp_port() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("bind: {e}"));
-    listener.local_addr().unwrap_or_else(|e| panic!("local_addr: {e}")).port()
-}
-
-/// A plain HTTP/1.1 GET; returns (status, body).
-fn get(addr: SocketAddr, path: &str) -> (u16, String) {
-    let mut stream = TcpStream::connect(addr).unwrap_or_else(|e| panic!("connect {addr}: {e}"));
-    stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap_or_else(|e| panic!("{e}"));
-    write!(stream, "GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n")
-        .unwrap_or_else(|e| panic!("write: {e}"));
-    let mut response = String::new();
-    stream.read_to_string(&mut response).unwrap_or_else(|e| panic!("read: {e}"));
-    let status = response
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| panic!("no status in {response:?}"));
-    let body = response.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
-    (status, body)
-}
-
-/// The value of the sample line starting with `series` (name and labels).
-fn sample(metrics: &str, series: &str) -> u64 {
-    metrics
-        .lines()
-        .find_map(|l| l.strip_prefix(series).and_then(|v| v.trim().parse::<f64>().ok()))
-        .map(|v| v as u64)
-        .unwrap_or_else(|| panic!("no {series} in:\n{metrics}"))
-}
 
 #[test]
 fn metrics_count_exactly_what_was_sent_and_health_answers() {
@@ -68,7 +36,7 @@ fn metrics_count_exactly_what_was_sent_and_health_answers() {
     assert_eq!(get(http, "/nowhere").0, 404);
     let (status, metrics) = get(http, "/metrics");
     assert_eq!(status, 200);
-    let listener = format!("{{listener=\"netflow@{udp}\"}}");
+    let listener = format!("{{listener=\"netflow@{udp}\",partition=\"default\"}}");
     let sent = capture.datagrams.len() as u64;
     assert_eq!(
         sample(&metrics, &format!("flow_collector_datagrams_received_total{listener}")),
@@ -83,12 +51,16 @@ fn metrics_count_exactly_what_was_sent_and_health_answers() {
         flows as u64
     );
     assert_eq!(
-        sample(&metrics, "flow_collector_flows_published_total{subject=\"flows.raw.netflow\"}"),
+        sample(
+            &metrics,
+            "flow_collector_flows_published_total{subject=\"flows.raw.netflow\",partition=\"default\"}"
+        ),
         flows as u64
     );
     assert_eq!(sample(&metrics, &format!("flow_collector_exporters{listener}")), 1);
     // The router's own series, and its template cache as the listener sums it.
-    let exporter = format!("{{listener=\"netflow@{udp}\",exporter=\"127.0.0.81\"}}");
+    let exporter =
+        format!("{{listener=\"netflow@{udp}\",partition=\"default\",exporter=\"127.0.0.81\"}}");
     assert_eq!(
         sample(&metrics, &format!("flow_collector_exporter_datagrams_total{exporter}")),
         sent
@@ -101,7 +73,7 @@ fn metrics_count_exactly_what_was_sent_and_health_answers() {
     assert!(templates > 0, "the capture's templates are cached:\n{metrics}");
     assert_eq!(sample(&metrics, &format!("flow_collector_templates{listener}")), templates);
     assert!(sample(&metrics, &format!("flow_collector_template_cache_hits_total{listener}")) > 0);
-    let subject = "{subject=\"flows.raw.netflow\"}";
+    let subject = "{subject=\"flows.raw.netflow\",partition=\"default\"}";
     assert!(
         sample(&metrics, &format!("flow_collector_publish_latency_seconds_count{subject}")) > 0
     );

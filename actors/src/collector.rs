@@ -3,7 +3,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use ractor::rpc::CallResult;
 use ractor::{Actor, ActorRef, SpawnErr};
@@ -16,6 +16,7 @@ use crate::exporter::ListenerContext;
 use crate::exporter::PartitionRoutes;
 use crate::listener::ListenerSpec;
 use crate::publisher::PublisherSlot;
+use crate::quota::PartitionQuotas;
 use crate::session::{DecoderSessions, SessionFactory};
 use crate::settings::{CollectorSettings, ListenerProtocol, ListenerSettings, Transport};
 use crate::sink::{ConfiguredSinks, SinkError, SinkFactory};
@@ -24,7 +25,7 @@ use crate::stream::StreamSpec;
 use crate::supervisor::{
     BoundSocket, CollectorSupervisor, DRAIN_TIMEOUT, ListenerKind, RootArgs, RootMsg,
 };
-use crate::tenancy::{Registry, subject_for};
+use crate::tenancy::{Registry, listener_partitions, subject_for};
 
 /// Extra time the caller of a shutdown waits beyond the drain timeout itself.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
@@ -76,8 +77,7 @@ pub struct Collector {
     root: ActorRef<RootMsg>,
     /// `None` once awaited to completion (a JoinHandle must not be polled again).
     root_task: Option<JoinHandle<()>>,
-    listeners: Vec<ListenerInfo>,
-    publishers: Vec<Arc<PublisherSlot>>,
+    counters: CountersHandle,
 }
 
 /// Reads every counter of a collector on demand; see [`Collector::counters_handle`].
@@ -85,12 +85,35 @@ pub struct Collector {
 pub struct CountersHandle {
     listeners: Arc<[ListenerInfo]>,
     publishers: Arc<[Arc<PublisherSlot>]>,
+    quotas: Arc<PartitionQuotas>,
 }
 
 impl CountersHandle {
     /// Every counter, now.
     pub fn snapshot(&self) -> CountersSnapshot {
-        snapshot(&self.listeners, &self.publishers)
+        CountersSnapshot {
+            listeners: self
+                .listeners
+                .iter()
+                .map(|l| ListenerSnapshot {
+                    name: l.name.clone(),
+                    subject: l.subject.clone(),
+                    partition: l.partition.clone(),
+                    local_addr: l.local_addr,
+                    counters: l.counters.snapshot(),
+                })
+                .collect(),
+            publishers: self
+                .publishers
+                .iter()
+                .map(|p| PublisherSnapshot {
+                    subject: p.subject().to_owned(),
+                    partition: p.partition().to_owned(),
+                    counters: p.counters().snapshot(),
+                })
+                .collect(),
+            partitions: self.quotas.snapshot(),
+        }
     }
 }
 
@@ -98,6 +121,8 @@ impl CountersHandle {
 struct ListenerInfo {
     name: String,
     subject: String,
+    /// The listener's own partition (its `partition`, else the install's).
+    partition: String,
     local_addr: SocketAddr,
     counters: Arc<ListenerCounters>,
 }
@@ -118,6 +143,7 @@ impl Collector {
     ) -> Result<Self, CollectorError> {
         validate(&settings)?;
         let publishers = create_publishers(&settings, sinks)?;
+        let quotas = Arc::new(PartitionQuotas::new(&settings.partition_limits, Instant::now()));
         let mut listeners = Vec::with_capacity(settings.listeners.len());
         let mut infos = Vec::with_capacity(settings.listeners.len());
         let registry = Arc::new(settings.registry.clone());
@@ -128,11 +154,13 @@ impl Collector {
                 listener,
                 routes,
                 Arc::clone(&registry),
+                Arc::clone(&quotas),
                 Arc::clone(&sessions),
             )?;
             infos.push(ListenerInfo {
                 name: spec.ctx().name.clone(),
                 subject: listener.subject.clone(),
+                partition: spec.ctx().partition().to_owned(),
                 local_addr: spec.local_addr(),
                 counters: Arc::clone(&spec.ctx().counters),
             });
@@ -145,27 +173,26 @@ impl Collector {
         let addrs: Vec<String> =
             infos.iter().map(|l| format!("{} on {}", l.name, l.local_addr)).collect();
         tracing::info!(listeners = ?addrs, "Collector started");
-        Ok(Self { root, root_task: Some(root_task), listeners: infos, publishers })
+        let counters =
+            CountersHandle { listeners: infos.into(), publishers: publishers.into(), quotas };
+        Ok(Self { root, root_task: Some(root_task), counters })
     }
 
     /// The bound address of each listener, in configuration order (the real port when 0
     /// was configured).
     pub fn local_addrs(&self) -> Vec<SocketAddr> {
-        self.listeners.iter().map(|l| l.local_addr).collect()
+        self.counters.listeners.iter().map(|l| l.local_addr).collect()
     }
 
     /// Every counter, now.
     pub fn counters(&self) -> CountersSnapshot {
-        snapshot(&self.listeners, &self.publishers)
+        self.counters.snapshot()
     }
 
     /// A cheap handle that reads the counters later, from anywhere (the metrics endpoint),
     /// and outlives the collector.
     pub fn counters_handle(&self) -> CountersHandle {
-        CountersHandle {
-            listeners: self.listeners.clone().into(),
-            publishers: self.publishers.clone().into(),
-        }
+        self.counters.clone()
     }
 
     /// Resolves only if the supervision tree stops by itself (its root failed).
@@ -236,27 +263,6 @@ impl Drop for Collector {
     }
 }
 
-fn snapshot(listeners: &[ListenerInfo], publishers: &[Arc<PublisherSlot>]) -> CountersSnapshot {
-    CountersSnapshot {
-        listeners: listeners
-            .iter()
-            .map(|l| ListenerSnapshot {
-                name: l.name.clone(),
-                subject: l.subject.clone(),
-                local_addr: l.local_addr,
-                counters: l.counters.snapshot(),
-            })
-            .collect(),
-        publishers: publishers
-            .iter()
-            .map(|p| PublisherSnapshot {
-                subject: p.subject().to_owned(),
-                counters: p.counters().snapshot(),
-            })
-            .collect(),
-    }
-}
-
 /// Checks what the actors rely on (the binary validates the config file in depth).
 fn validate(settings: &CollectorSettings) -> Result<(), CollectorError> {
     let checks = [
@@ -288,8 +294,9 @@ fn validate(settings: &CollectorSettings) -> Result<(), CollectorError> {
     Ok(())
 }
 
-/// One publisher slot (and sink) per distinct subject, in order of first appearance: a
-/// listener subject holding `{partition}` gives one subject per partition it may see.
+/// One publisher slot (and sink) per distinct subject and partition, in order of first
+/// appearance: each partition's flows are batched, published and counted apart (a
+/// listener subject holding `{partition}` also gives each partition its own subject).
 fn create_publishers(
     settings: &CollectorSettings,
     sinks: &dyn SinkFactory,
@@ -298,29 +305,30 @@ fn create_publishers(
     for listener in &settings.listeners {
         for partition in partitions_of(settings, listener) {
             let subject = subject_for(&listener.subject, &partition);
-            if publishers.iter().any(|slot| slot.subject() == subject) {
+            if find_publisher(&publishers, &subject, &partition).is_some() {
                 continue;
             }
             let sink = sinks
-                .create(&subject)
+                .create(&subject, &partition)
                 .map_err(|source| CollectorError::Sink { subject: subject.clone(), source })?;
-            publishers.push(PublisherSlot::new(subject, settings.batch_size, sink));
+            publishers.push(PublisherSlot::new(subject, partition, settings.batch_size, sink));
         }
     }
     Ok(publishers)
 }
 
-/// The partitions a listener's exporters may belong to: its own (or the install's) and
-/// every partition the registry names. Its own comes first.
+fn find_publisher<'a>(
+    publishers: &'a [Arc<PublisherSlot>],
+    subject: &str,
+    partition: &str,
+) -> Option<&'a Arc<PublisherSlot>> {
+    publishers.iter().find(|slot| slot.subject() == subject && slot.partition() == partition)
+}
+
+/// The partitions a listener's exporters may belong to, its own first.
 fn partitions_of(settings: &CollectorSettings, listener: &ListenerSettings) -> Vec<String> {
-    let own = listener.partition.clone().unwrap_or_else(|| settings.partition.clone());
-    let mut partitions = vec![own];
-    for partition in settings.registry.partitions() {
-        if !partitions.iter().any(|p| p == partition) {
-            partitions.push(partition.to_owned());
-        }
-    }
-    partitions
+    let own = listener.partition.as_deref().unwrap_or(&settings.partition);
+    listener_partitions(own, &settings.registry)
 }
 
 /// Which publisher each partition of a listener's flows goes to.
@@ -332,9 +340,7 @@ fn routes_of(
     let mut routes = Vec::new();
     for partition in partitions_of(settings, listener) {
         let subject = subject_for(&listener.subject, &partition);
-        let slot = publishers
-            .iter()
-            .find(|slot| slot.subject() == subject)
+        let slot = find_publisher(publishers, &subject, &partition)
             .cloned()
             .ok_or(CollectorError::InvalidSettings("listener subject without a publisher"))?;
         routes.push((partition, slot));
@@ -348,6 +354,7 @@ fn bind_listener(
     listener: &ListenerSettings,
     routes: PartitionRoutes,
     registry: Arc<Registry>,
+    quotas: Arc<PartitionQuotas>,
     sessions: Arc<dyn SessionFactory>,
 ) -> Result<(ListenerKind, BoundSocket), CollectorError> {
     let addr = listener.listen_addr;
@@ -391,6 +398,7 @@ fn bind_listener(
             max_datagram_bytes: listener.max_datagram_bytes,
             stats_interval: settings.stats_interval,
             budget,
+            quotas,
         })),
         Transport::Stream(stream) => ListenerKind::Stream(Arc::new(StreamSpec::new(
             ctx,

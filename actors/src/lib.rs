@@ -3,7 +3,7 @@
 //! actors that hand flows to a sink.
 //!
 //! ```text
-//! CollectorSupervisor ─┬─ PublisherActor per subject ──▶ FlowSink (stdout JSON lines, …)
+//! CollectorSupervisor ─┬─ PublisherActor per subject and partition ──▶ FlowSink (stdout JSON lines, …)
 //!                      ├─ ListenerActor per UDP socket
 //!                      │    receive task ─▶ bounded budget (channel_size, drop-newest)
 //!                      │    ─▶ dispatcher ─▶ listener ─▶ ExporterActor per source IP
@@ -25,6 +25,7 @@ pub mod counters;
 mod exporter;
 mod listener;
 mod publisher;
+mod quota;
 mod ratelimit;
 pub mod session;
 pub mod settings;
@@ -40,8 +41,8 @@ pub use counters::CountersSnapshot;
 pub use publisher::LINGER;
 pub use session::{DecoderSessions, SessionFactory};
 pub use settings::{
-    CollectorSettings, ExporterLimits, ListenerProtocol, ListenerSettings, SinkSettings,
-    SourceFilter, StreamSettings, Transport,
+    CollectorSettings, ExporterLimits, ListenerProtocol, ListenerSettings, PartitionLimits,
+    SinkSettings, SourceFilter, StreamSettings, Transport,
 };
 pub use sink::{
     ConfiguredSinks, FlowSink, JsonLinesSink, SinkError, SinkFactory, SinkFuture, StdoutSink,

@@ -1,6 +1,7 @@
-//! The publisher of one subject: takes the flows of every exporter of the listeners on
-//! that subject into a queue, cuts it into batches of `batch_size` (or whatever is there
-//! after [`LINGER`]) and hands each batch to a lane of the subject's [`FlowSink`].
+//! The publisher of one subject and partition: takes the flows of that partition's
+//! exporters on the listeners of that subject into a queue, cuts it into batches of
+//! `batch_size` (or whatever is there after [`LINGER`]) and hands each batch to a lane of
+//! its [`FlowSink`].
 //!
 //! Two ways of holding flows, chosen by the sink ([`FlowSink::buffering`]):
 //! - inline (stdout, the default): one batch in flight and at most `batch_size` flows
@@ -53,9 +54,18 @@ pub(crate) enum PublisherMsg {
     Panic,
 }
 
-/// One subject's publishing state, kept by the root supervisor across publisher restarts.
-pub(crate) struct PublisherSlot {
+/// Where a publisher's flows go: a subject, and whose flows they are. Each partition
+/// has publishers (and counters) of its own, even on a subject it shares.
+#[derive(Debug)]
+pub(crate) struct Destination {
     subject: String,
+    partition: String,
+}
+
+/// The publishing state of one subject and partition, kept by the root supervisor across
+/// publisher restarts.
+pub(crate) struct PublisherSlot {
+    to: Destination,
     counters: Arc<PublisherCounters>,
     /// Each lane publishes one batch at a time. The sink sits behind an async mutex only
     /// so that a task which panics mid-publish hands it back.
@@ -67,13 +77,18 @@ pub(crate) struct PublisherSlot {
 }
 
 impl PublisherSlot {
-    pub(crate) fn new(subject: String, batch_size: usize, sink: Box<dyn FlowSink>) -> Arc<Self> {
+    pub(crate) fn new(
+        subject: String,
+        partition: String,
+        batch_size: usize,
+        sink: Box<dyn FlowSink>,
+    ) -> Arc<Self> {
         let batch_size = batch_size.max(1);
         let buffering = sink.buffering();
         let lanes = lanes_for(sink, buffering.as_ref());
         let queue = Queue::new(batch_size, buffering.as_ref(), lanes.len());
         Arc::new(Self {
-            subject,
+            to: Destination { subject, partition },
             counters: Arc::default(),
             lanes,
             queue: Mutex::new(queue),
@@ -83,7 +98,11 @@ impl PublisherSlot {
     }
 
     pub(crate) fn subject(&self) -> &str {
-        &self.subject
+        &self.to.subject
+    }
+
+    pub(crate) fn partition(&self) -> &str {
+        &self.to.partition
     }
 
     pub(crate) fn counters(&self) -> &Arc<PublisherCounters> {
@@ -122,7 +141,7 @@ impl PublisherSlot {
     /// Takes a batch of flows in (or holds it back, or drops it when the buffer is
     /// full), then starts whatever batches are ready.
     fn offer(self: &Arc<Self>, batch: FlowBatch) {
-        self.queue().offer(batch, &self.counters, &self.subject);
+        self.queue().offer(batch, &self.counters, &self.to);
         self.dispatch();
     }
 
@@ -157,7 +176,7 @@ impl PublisherSlot {
 
     /// Accounts for a batch that finished, frees its lane and starts the next batches.
     fn settle(self: &Arc<Self>, id: u64, lane: usize, result: Result<Delivery, SinkError>) {
-        self.queue().settle(id, lane, Some(result), &self.counters, &self.subject);
+        self.queue().settle(id, lane, Some(result), &self.counters, &self.to);
         self.dispatch();
         self.settled.notify_waiters();
     }
@@ -167,7 +186,7 @@ impl PublisherSlot {
     fn settle_unfinished(&self, id: u64, lane: usize) {
         {
             let mut queue = self.queue();
-            queue.settle(id, lane, None, &self.counters, &self.subject);
+            queue.settle(id, lane, None, &self.counters, &self.to);
             queue.update_gauges(&self.counters);
         }
         self.settled.notify_waiters();
@@ -192,7 +211,7 @@ impl PublisherSlot {
         }
         for lane in &self.lanes {
             if let Err(error) = lane.lock().await.flush().await {
-                tracing::warn!(subject = %self.subject, %error, "Sink flush failed at shutdown");
+                tracing::warn!(subject = %self.to.subject, partition = %self.to.partition, %error, "Sink flush failed at shutdown");
             }
         }
     }
@@ -211,7 +230,7 @@ impl PublisherSlot {
         }
         if count > 0 {
             self.counters.flows_dropped.add(flow_drop::DRAIN_TIMEOUT, count);
-            tracing::warn!(subject = %self.subject, flows = count, "Drain timed out, dropping pending flows");
+            tracing::warn!(subject = %self.to.subject, partition = %self.to.partition, flows = count, "Drain timed out, dropping pending flows");
         }
     }
 }
@@ -331,7 +350,7 @@ struct InFlight {
     started: Instant,
 }
 
-/// The flows of one subject: waiting, held back, and in flight, plus the free lanes.
+/// The flows of one publisher: waiting, held back, and in flight, plus the free lanes.
 struct Queue {
     batch_size: usize,
     max_flows: usize,
@@ -387,7 +406,7 @@ impl Queue {
 
     /// Takes a batch in whole while below the bound (so the bound may be passed by one
     /// batch); at the bound, holds it back or drops it.
-    fn offer(&mut self, batch: FlowBatch, counters: &PublisherCounters, subject: &str) {
+    fn offer(&mut self, batch: FlowBatch, counters: &PublisherCounters, to: &Destination) {
         match self.overflow {
             Overflow::Wait if !self.held.is_empty() || !self.has_room() => {
                 self.held_flows += batch.len();
@@ -399,7 +418,7 @@ impl Queue {
                 let dropped = to_u64(batch.accept().len());
                 counters.flows_dropped.add(BUFFER_FULL, dropped);
                 if let Some(held_back) = self.log.allow(Instant::now()) {
-                    tracing::warn!(%subject, flows = dropped, held = self.max_flows, held_back,
+                    tracing::warn!(subject = %to.subject, partition = %to.partition, flows = dropped, held = self.max_flows, held_back,
                         "Publisher buffer full (publish_buffer_flows), dropping flows");
                 }
             }
@@ -456,7 +475,7 @@ impl Queue {
         lane: usize,
         result: Option<Result<Delivery, SinkError>>,
         counters: &PublisherCounters,
-        subject: &str,
+        to: &Destination,
     ) {
         self.idle.push(lane);
         let Some(flight) = self.in_flight.remove(&id) else { return };
@@ -465,17 +484,17 @@ impl Queue {
         match result {
             Some(Ok(delivery)) => {
                 counters.publish_latency.observe(flight.started.elapsed());
-                self.account(delivery, count, counters, subject);
+                self.account(delivery, count, counters, to);
             }
             Some(Err(error)) => {
                 counters.flows_dropped.add(error.reason(), count);
                 if let Some(held_back) = self.log.allow(Instant::now()) {
-                    tracing::warn!(%subject, flows = count, %error, held_back, "Sink failed, dropping flow batch");
+                    tracing::warn!(subject = %to.subject, partition = %to.partition, flows = count, %error, held_back, "Sink failed, dropping flow batch");
                 }
             }
             None => {
                 counters.flows_dropped.add(flow_drop::PUBLISHER_FAILED, count);
-                tracing::error!(%subject, flows = count, "Sink task failed mid-publish, dropping flow batch");
+                tracing::error!(subject = %to.subject, partition = %to.partition, flows = count, "Sink task failed mid-publish, dropping flow batch");
             }
         }
     }
@@ -487,7 +506,7 @@ impl Queue {
         delivery: Delivery,
         count: u64,
         counters: &PublisherCounters,
-        subject: &str,
+        to: &Destination,
     ) {
         let given_up = delivery.given_up_total().min(count);
         let delivered = delivery.delivered.min(count - given_up);
@@ -505,7 +524,7 @@ impl Queue {
         if given_up + unreported > 0
             && let Some(held_back) = self.log.allow(Instant::now())
         {
-            tracing::warn!(%subject, given_up = ?delivery.given_up, unreported, held_back,
+            tracing::warn!(subject = %to.subject, partition = %to.partition, given_up = ?delivery.given_up, unreported, held_back,
                 "Sink gave up part of a flow batch");
         }
     }
@@ -599,7 +618,7 @@ impl Actor for PublisherActor {
             PublisherMsg::Dispatch => state.slot.dispatch(),
             #[cfg(any(test, feature = "fault-injection"))]
             PublisherMsg::Panic => {
-                panic!("fault injection: publisher {} told to fail", state.slot.subject)
+                panic!("fault injection: publisher {} told to fail", state.slot.to.subject)
             }
         }
         state.arm_linger(&myself);

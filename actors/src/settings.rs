@@ -1,6 +1,7 @@
 //! Typed settings the actors are started with, built once by the binary from the
 //! validated config file.
 
+use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 use std::num::NonZeroU32;
 use std::time::Duration;
@@ -31,6 +32,19 @@ pub struct CollectorSettings {
     pub partition: String,
     /// The exporter registry: partitions and tags by exporter prefix (`exporters`).
     pub registry: Registry,
+    /// Limits of the partitions that have any (`partitions.<name>`).
+    pub partition_limits: BTreeMap<String, PartitionLimits>,
+}
+
+/// What one partition (tenant) may take of the collector, over every listener.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PartitionLimits {
+    /// Live exporters of the partition at most (`max_exporters`); datagrams from a new
+    /// source beyond it are dropped and counted as `partition_exporter_cap`.
+    pub max_exporters: Option<usize>,
+    /// Datagrams per second all its exporters may send together (`max_pps`; bursts of
+    /// one second's worth pass); the excess is dropped as `partition_rate_limited`.
+    pub max_pps: Option<NonZeroU32>,
 }
 
 /// One socket and the decoder its datagrams get.
@@ -161,13 +175,16 @@ pub enum SinkSettings {
     JetStream(JetStreamSinkSettings),
 }
 
-/// The JetStream sink: the shared connection and how much each subject's publisher may
-/// hold while JetStream is slow or away.
+/// The JetStream sink: the connections and how much each publisher may hold while
+/// JetStream is slow or away.
 #[derive(Debug, Clone)]
 pub struct JetStreamSinkSettings {
-    /// The connection every subject publishes through; the binary connects it once the
-    /// listeners are bound.
+    /// The install's connection, which every partition without one of its own publishes
+    /// through; the binary connects each link once the listeners are bound.
     pub link: JetStreamLink,
+    /// Partitions with credentials, a server or a stream of their own (`partitions`):
+    /// their flows go through their own connection, never the install's.
+    pub partition_links: BTreeMap<String, JetStreamLink>,
     /// Flows each subject's publisher holds at most, waiting or unacknowledged
     /// (`publish_buffer_flows`); beyond it new flows are dropped as `buffer_full`. Each
     /// held flow costs its protobuf encoding plus about 32 bytes.
@@ -192,6 +209,11 @@ pub enum Framing {
 }
 
 impl JetStreamSinkSettings {
+    /// The connection `partition`'s flows are published through.
+    pub fn link_for(&self, partition: &str) -> &JetStreamLink {
+        self.partition_links.get(partition).unwrap_or(&self.link)
+    }
+
     /// Enough batches in flight to keep `max_in_flight` acks outstanding, and at least
     /// four, so one batch waiting out a retry does not stall the subject.
     pub fn batches_in_flight_for(max_in_flight: usize, batch_size: usize) -> usize {

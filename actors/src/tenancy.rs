@@ -59,6 +59,17 @@ impl Registry {
         self.entries.iter().filter_map(|e| e.partition.as_deref())
     }
 
+    /// The partition of the exporter at `addr` on a listener of `default_partition`: the
+    /// longest matching prefix that names one, else the default.
+    pub fn partition_of<'a>(&'a self, addr: IpAddr, default_partition: &'a str) -> &'a str {
+        self.entries
+            .iter()
+            .filter(|e| contains(&e.prefix, addr))
+            .filter_map(|e| Some((e.prefix.prefix_len(), e.partition.as_deref()?)))
+            .max_by_key(|(len, _)| *len)
+            .map_or(default_partition, |(_, partition)| partition)
+    }
+
     /// The identity of the exporter at `addr` on a listener of `default_partition`.
     pub fn identify(&self, addr: IpAddr, default_partition: &str) -> ExporterIdentity {
         let mut matching: Vec<&RegistryEntry> =
@@ -67,10 +78,7 @@ impl Registry {
         let first = |pick: fn(&RegistryEntry) -> Option<&String>| {
             matching.iter().find_map(|e| pick(e)).cloned().unwrap_or_default()
         };
-        let partition = matching
-            .iter()
-            .find_map(|e| e.partition.clone())
-            .unwrap_or_else(|| default_partition.to_owned());
+        let partition = self.partition_of(addr, default_partition).to_owned();
         let mut tags = BTreeMap::new();
         // Wider prefixes first, so the longest prefix's value of a key wins.
         for entry in matching.iter().rev() {
@@ -97,6 +105,18 @@ impl ExporterIdentity {
             flow.exporter_tags = self.tags.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
         }
     }
+}
+
+/// The partitions a listener's exporters may belong to: its own (`own`: the listener's
+/// or the install's) first, then every partition the registry names, each once.
+pub fn listener_partitions(own: &str, registry: &Registry) -> Vec<String> {
+    let mut partitions = vec![own.to_owned()];
+    for partition in registry.partitions() {
+        if !partitions.iter().any(|p| p == partition) {
+            partitions.push(partition.to_owned());
+        }
+    }
+    partitions
 }
 
 /// The subject of `partition` for a listener subject that may hold `{partition}`.
@@ -146,6 +166,8 @@ mod tests {
 
         let globex = registry().identify(ip("::ffff:10.2.9.9"), "default");
         assert_eq!(globex.partition, "globex", "v4-mapped sources are their IPv4 address");
+        assert_eq!(registry().partition_of(ip("10.1.2.3"), "default"), "acme");
+        assert_eq!(registry().partition_of(ip("192.0.2.1"), "site-b"), "site-b");
         let unknown = registry().identify(ip("192.0.2.1"), "site-b");
         assert_eq!(unknown, ExporterIdentity { partition: "site-b".into(), ..Default::default() });
     }
@@ -158,6 +180,12 @@ mod tests {
         assert_eq!(flow.partition, "acme");
         assert_eq!(flow.exporter_name, "edge-1");
         assert_eq!(flow.exporter_tags.get("account").map(String::as_str), Some("A-1"));
+    }
+
+    #[test]
+    fn a_listener_sees_its_own_partition_first_then_the_registry_ones() {
+        assert_eq!(listener_partitions("acme", &registry()), ["acme", "globex"]);
+        assert_eq!(listener_partitions("edge", &Registry::default()), ["edge"]);
     }
 
     #[test]

@@ -62,6 +62,7 @@ async fn start_in_process(url: &str) -> Collector {
         buffer_flows: rig::PUBLISH_BUFFER_FLOWS as usize,
         batches_in_flight: 8,
         framing: Default::default(),
+        partition_links: Default::default(),
     });
     let collector = Collector::start(settings).await.expect("the collector starts");
     actor_jetstream::connect_in_background(&link, url);

@@ -330,14 +330,18 @@ fn without_nats_url_there_is_no_jetstream() {
 fn publish_buffer_flows_defaults_to_a_minute_at_ten_thousand_flows_a_second() {
     let config = parse(MINIMAL).unwrap();
     assert_eq!(config.publish_buffer_flows, 600_000);
-    let SinkSettings::JetStream(sink) = config.jetstream_sink(JetStreamLink::new(), 4096) else {
+    let SinkSettings::JetStream(sink) =
+        config.jetstream_sink(JetStreamLink::new(), Default::default(), 4096)
+    else {
         panic!("a JetStream sink expected");
     };
     assert_eq!(sink.buffer_flows, 600_000);
     assert_eq!(sink.batches_in_flight, 40, "4096 acks in flight / batches of 100");
     let small = parse(r#"{"batch_size": 5000, "listeners":[{"protocol":"netflow","listen_addr":"0.0.0.0:2055"}]}"#)
         .unwrap();
-    let SinkSettings::JetStream(sink) = small.jetstream_sink(JetStreamLink::new(), 4096) else {
+    let SinkSettings::JetStream(sink) =
+        small.jetstream_sink(JetStreamLink::new(), Default::default(), 4096)
+    else {
         panic!("a JetStream sink expected");
     };
     assert_eq!(sink.batches_in_flight, 4, "never fewer than four batches in flight");
@@ -508,4 +512,102 @@ fn tenancy_mistakes_name_the_key() {
         invalid_key(&listener(r#""subject":"flows.{partition}.{partition}""#)),
         "listeners[0].subject"
     );
+}
+
+/// Two tenants on one templated listener: `Acme` with an account of its own, `globex`
+/// with only a stream of its own, and the install's own flows.
+const TENANTS: &str = r#"{"nats_url":"nats://ops:pw@nats:4222","partition":"ops",
+  "exporters":[{"prefix":"10.1.0.0/16","partition":"Acme"},
+               {"prefix":"10.2.0.0/16","partition":"globex"}],
+  "partitions":{"Acme":{"nats_url":"nats://acme:secret@nats:4222","stream_name":"acme_flows",
+                        "max_exporters":5,"max_pps":1000},
+                "globex":{"stream_name":"globex_flows"}},
+  "listeners":[{"protocol":"netflow","listen_addr":"0.0.0.0:2055",
+                "subject":"flows.raw.netflow.{partition}"}]}"#;
+
+#[test]
+fn partitions_with_their_own_account_or_stream_get_their_own_connection() {
+    let config = parse(TENANTS).expect("valid");
+    config.validate().expect("valid");
+    let install = config.jetstream_settings().expect("nats_url is set");
+    assert_eq!(install.stream.name, "events");
+    assert_eq!(
+        install.stream.subjects,
+        ["flows.raw.netflow", "flows.raw.sflow", "flows.raw.netflow.ops"],
+        "no wildcard: the tenants' subjects belong to their own streams"
+    );
+    let own = config.partition_connections();
+    assert_eq!(own.len(), 2, "{own:?}");
+    let acme = own.iter().find(|c| c.partitions == ["Acme"]).expect("Acme's connection");
+    assert_eq!(acme.settings.servers, "nats://acme:secret@nats:4222");
+    assert_eq!(acme.settings.stream.name, "acme_flows");
+    assert_eq!(acme.settings.stream.subjects, ["flows.raw.netflow.Acme"], "names keep their case");
+    assert_eq!(acme.settings.creds_file, None);
+    let globex = own.iter().find(|c| c.partitions == ["globex"]).expect("globex's connection");
+    assert_eq!(globex.settings.servers, "nats://ops:pw@nats:4222", "the install's servers");
+    assert_eq!(globex.settings.stream.subjects, ["flows.raw.netflow.globex"]);
+    let limits = config.collector_settings().expect("settings").partition_limits;
+    assert_eq!(limits.len(), 1);
+    assert_eq!(limits["Acme"].max_exporters, Some(5));
+    assert_eq!(limits["Acme"].max_pps.map(NonZeroU32::get), Some(1000));
+}
+
+#[test]
+fn without_partition_connections_the_install_stream_keeps_its_wildcard() {
+    let text = TENANTS.replace(
+        r#""partitions":{"Acme":{"nats_url":"nats://acme:secret@nats:4222","stream_name":"acme_flows",
+                        "max_exporters":5,"max_pps":1000},
+                "globex":{"stream_name":"globex_flows"}},"#,
+        r#""partitions":{"Acme":{"max_exporters":5}},"#,
+    );
+    let config = parse(&text).expect("valid");
+    config.validate().expect("valid");
+    assert!(config.partition_connections().is_empty());
+    let subjects = config.jetstream_settings().expect("nats_url").stream.subjects;
+    assert!(subjects.contains(&"flows.raw.netflow.*".to_owned()), "{subjects:?}");
+}
+
+#[test]
+fn partition_mistakes_name_the_key() {
+    let with = |partitions: &str, subject: &str| {
+        format!(
+            r#"{{"nats_url":"nats://nats:4222","exporters":[{{"prefix":"10.1.0.0/16","partition":"acme"}}],
+              "partitions":{partitions},
+              "listeners":[{{"protocol":"netflow","listen_addr":"0.0.0.0:2055","subject":"{subject}"}}]}}"#
+        )
+    };
+    let templated = "flows.{partition}";
+    let cases = [
+        (r#"{"acme":{"max_exporters":0}}"#, templated, "partitions.acme.max_exporters"),
+        (r#"{"acme":{"max_pps":0}}"#, templated, "partitions.acme.max_pps"),
+        (r#"{"acme":{"stream_name":"a.b"}}"#, templated, "partitions.acme.stream_name"),
+        (r#"{"acme":{"nats_url":"http://x"}}"#, templated, "partitions.acme.nats_url"),
+        (
+            r#"{"acme":{"nats_creds_file":"/nonexistent/acme.creds"}}"#,
+            templated,
+            "partitions.acme.nats_creds_file",
+        ),
+        (r#"{"acmee":{"max_pps":10}}"#, templated, "partitions.acmee"),
+        (r#"{"acme":{"stream_name":"acme"}}"#, "flows.shared", "listeners[0].subject"),
+    ];
+    for (partitions, subject, key) in cases {
+        assert_eq!(invalid_key(&with(partitions, subject)), key, "for {partitions} on {subject}");
+    }
+    let stdout = r#"{"exporters":[{"prefix":"10.1.0.0/16","partition":"acme"}],
+        "partitions":{"acme":{"stream_name":"acme"}},
+        "listeners":[{"protocol":"netflow","listen_addr":"0.0.0.0:2055"}]}"#;
+    assert_eq!(invalid_key(stdout), "partitions.acme", "NATS keys without nats_url");
+    let shared_but_same = with(r#"{"acme":{"max_exporters":3}}"#, "flows.shared");
+    parse(&shared_but_same).expect("parses").validate().expect("limits alone share a subject");
+    let unknown_key = with(r#"{"acme":{"max_exporter":3}}"#, templated);
+    assert!(parse(&unknown_key).is_err(), "unknown keys are refused");
+}
+
+#[test]
+fn a_refused_partition_url_never_shows_its_password() {
+    let text = r#"{"nats_url":"nats://nats:4222","partitions":{"default":{"nats_url":"http://u:hunter2@x"}},
+        "listeners":[{"protocol":"netflow","listen_addr":"0.0.0.0:2055"}]}"#;
+    let error = parse(text).expect("parses").validate().expect_err("a bad URL").to_string();
+    assert!(error.contains("partitions.default.nats_url"), "{error}");
+    assert!(!error.contains("hunter2"), "{error}");
 }

@@ -13,13 +13,14 @@ use flow_telemetry::{CONTENT_TYPE, Metrics, Readiness, TelemetryServer};
 use hyper::{Method, StatusCode};
 use support::http::{self, sample};
 use support::netflow::EXPORT_SECS;
-use support::pipeline::{self, SUBJECT};
+use support::pipeline::{self, PARTITION, SUBJECT};
 use support::wait_until;
 use tokio::net::UdpSocket;
 
 const DATAGRAMS: u32 = 5;
 const RECORDS: usize = 3;
-const LISTENER: &str = r#"listener="netflow@127.0.0.1:0""#;
+/// A listener's labels: its name and its own partition (the install's, `PARTITION`).
+const LISTENER: &str = r#"listener="netflow@127.0.0.1:0",partition="test""#;
 
 fn series(name: &str, labels: &str) -> String {
     format!("{name}{{{labels}}}")
@@ -97,7 +98,9 @@ async fn scraped_counters_match_the_datagrams_sent() {
         let kernel = format!(r#"{LISTENER},reason="kernel""#);
         assert_eq!(value("flow_collector_datagrams_dropped_total", &kernel), Some(0.0), "{text}");
     }
-    let subject = format!(r#"subject="{SUBJECT}""#);
+    let partition_flows = value("flow_collector_partition_flows_total", LISTENER);
+    assert_eq!(partition_flows, Some(expected_flows as f64), "the partition's running total");
+    let subject = format!(r#"subject="{SUBJECT}",partition="{PARTITION}""#);
     assert_eq!(
         value("flow_collector_flows_published_total", &subject),
         Some(expected_flows as f64)
@@ -169,7 +172,7 @@ async fn exporters_past_the_series_cap_share_the_other_series() {
     wait_until("every flow is published", || flows.load(Ordering::Relaxed) == expected).await;
     wait_until("every exporter has reported", || {
         let table = &collector.counters().listeners[0].counters.exporters;
-        table.exporters.len() == MAX_SERIES && table.other.datagrams == 3
+        table.exporters.len() == MAX_SERIES && table.other_total().datagrams == 3
     })
     .await;
 

@@ -54,10 +54,18 @@ def test_rendered_config_passes_check_config(case, pki, tmp_path):
             "-----BEGIN NATS USER JWT-----\nplaceholder\n------END NATS USER JWT------\n"
         )
         overlay = deep_merge(overlay, {"config": {"nats_creds_file": str(creds)}})
+    for name, partition in config.get("partitions", {}).items():
+        if "nats_creds_file" in partition:
+            creds = tmp_path / f"{name}.creds"
+            creds.write_text("placeholder")
+            moved_creds = {"partitions": {name: {"nats_creds_file": str(creds)}}}
+            overlay = deep_merge(overlay, {"config": moved_creds})
     checked = render(deep_merge(values, overlay)).config if overlay else config
     if overlay:
         # Only the mount points moved.
         moved = json.loads(json.dumps(checked))
+        for name, partition in overlay.get("config", {}).get("partitions", {}).items():
+            moved["partitions"][name]["nats_creds_file"] = config["partitions"][name]["nats_creds_file"]
         if "security" in overlay.get("config", {}):
             moved["security"]["cert_dir"] = config["security"]["cert_dir"]
         if "nats_creds_file" in overlay.get("config", {}):

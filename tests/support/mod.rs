@@ -5,6 +5,7 @@
 //! Each integration test binary uses a subset of these helpers.
 #![allow(dead_code)]
 
+pub mod http;
 pub mod traffic;
 pub mod tshark;
 

@@ -13,9 +13,10 @@ mod exporters;
 mod latency;
 mod sessions;
 
+pub use crate::quota::QuotaSnapshot;
 pub use exporters::{
     DEFAULT_MAX_SERIES, ExporterFigures, ExporterGauges, ExporterId, ExporterSeries, ExporterTable,
-    ExporterTableSnapshot,
+    ExporterTableSnapshot, OtherExporters,
 };
 pub use latency::{LatencyHistogram, LatencySnapshot};
 pub use sessions::{SessionCounters, SessionCountersSnapshot, close, handshake, refusal};
@@ -75,6 +76,10 @@ pub struct DatagramDrops {
     pub oversized: AtomicU64,
     /// The exporter sent faster than `max_exporter_pps`.
     pub rate_limited: AtomicU64,
+    /// The datagram came from a new source while its partition had `max_exporters` live.
+    pub partition_exporter_cap: AtomicU64,
+    /// The exporter's partition was over its `max_pps`.
+    pub partition_rate_limited: AtomicU64,
 }
 
 /// Template cache activity summed over a listener's exporters (the guide's stats line,
@@ -214,6 +219,14 @@ impl ListenerCounters {
             dropped_source_denied: self.datagrams_dropped.source_denied.load(ORDER),
             dropped_oversized: self.datagrams_dropped.oversized.load(ORDER),
             dropped_rate_limited: self.datagrams_dropped.rate_limited.load(ORDER),
+            dropped_partition_exporter_cap: self
+                .datagrams_dropped
+                .partition_exporter_cap
+                .load(ORDER),
+            dropped_partition_rate_limited: self
+                .datagrams_dropped
+                .partition_rate_limited
+                .load(ORDER),
             datagrams_lost_in_restart: self.datagrams_lost_in_restart.load(ORDER),
             datagrams_decoded: self.datagrams_decoded.load(ORDER),
             decode_errors: self.decode_errors.snapshot(),
@@ -251,6 +264,8 @@ pub struct ListenerCountersSnapshot {
     pub dropped_source_denied: u64,
     pub dropped_oversized: u64,
     pub dropped_rate_limited: u64,
+    pub dropped_partition_exporter_cap: u64,
+    pub dropped_partition_rate_limited: u64,
     pub datagrams_lost_in_restart: u64,
     pub datagrams_decoded: u64,
     pub decode_errors: BTreeMap<&'static str, u64>,
@@ -284,6 +299,8 @@ impl ListenerCountersSnapshot {
             + self.dropped_source_denied
             + self.dropped_oversized
             + self.dropped_rate_limited
+            + self.dropped_partition_exporter_cap
+            + self.dropped_partition_rate_limited
     }
 
     /// Received datagrams not yet accounted as decoded, dropped or lost: zero once drained.
@@ -364,6 +381,9 @@ pub struct ListenerSnapshot {
     pub name: String,
     /// The subject its flows are published on.
     pub subject: String,
+    /// Its own partition (its `partition`, else the install's): where exporters the
+    /// registry does not place go, and what its listener-wide figures are labelled with.
+    pub partition: String,
     /// The address the socket is bound to (the real port when 0 was configured).
     pub local_addr: SocketAddr,
     pub counters: ListenerCountersSnapshot,
@@ -373,6 +393,8 @@ pub struct ListenerSnapshot {
 #[derive(Debug, Clone, PartialEq)]
 pub struct PublisherSnapshot {
     pub subject: String,
+    /// Whose flows: every partition has publishers of its own.
+    pub partition: String,
     pub counters: PublisherCountersSnapshot,
 }
 
@@ -383,6 +405,8 @@ pub struct CountersSnapshot {
     pub listeners: Vec<ListenerSnapshot>,
     /// One per distinct subject, in order of first appearance.
     pub publishers: Vec<PublisherSnapshot>,
+    /// The partitions with limits (`partitions.<name>`), in name order.
+    pub partitions: Vec<QuotaSnapshot>,
 }
 
 impl CountersSnapshot {
@@ -411,7 +435,7 @@ impl CountersSnapshot {
         self.listeners.iter().find(|l| l.local_addr == addr)
     }
 
-    /// The publisher of `subject`, if any.
+    /// The first publisher of `subject` (its listeners' own partition), if any.
     pub fn publisher(&self, subject: &str) -> Option<&PublisherSnapshot> {
         self.publishers.iter().find(|p| p.subject == subject)
     }
@@ -436,14 +460,15 @@ mod tests {
     #[test]
     fn unaccounted_is_what_is_neither_decoded_dropped_nor_lost() {
         let s = ListenerCountersSnapshot {
-            datagrams_received: 10,
+            datagrams_received: 11,
             datagrams_decoded: 5,
             dropped_channel_full: 2,
             dropped_exporter_cap: 1,
+            dropped_partition_rate_limited: 1,
             datagrams_lost_in_restart: 1,
             ..Default::default()
         };
-        assert_eq!(s.datagrams_dropped(), 3);
+        assert_eq!(s.datagrams_dropped(), 4);
         assert_eq!(s.datagrams_unaccounted(), 1);
     }
 }

@@ -119,6 +119,8 @@ pub(crate) struct ExporterState {
     ctx: Arc<ListenerContext>,
     /// Its partition and registry tags, stamped on each of its flows.
     identity: ExporterIdentity,
+    /// Its partition, as its `/metrics` figures are labelled.
+    partition: Arc<str>,
     /// The publisher of its partition.
     publisher: Arc<PublisherSlot>,
     /// This actor's id, which owns the exporter's row in the table.
@@ -175,7 +177,7 @@ impl ExporterState {
             pending_bytes: caches.iter().map(|c| to_u64(c.pending_bytes)).sum(),
             sampling_rate_unknown: u64::from(self.sampling_rate_unknown),
         };
-        counters.exporters.record(&self.id, self.owner, figures, gauges);
+        counters.exporters.record(&self.id, self.owner, &self.partition, figures, gauges);
     }
 
     /// Reports a datagram's lifecycle events and errors.
@@ -319,6 +321,7 @@ impl Actor for ExporterActor {
             source: SocketAddr::new(args.addr, 0),
             session,
             reporter: Reporter::new(identity.partition.clone(), args.label),
+            partition: identity.partition.as_str().into(),
             identity,
             publisher,
             ctx: args.ctx,

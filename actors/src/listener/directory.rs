@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use ractor::{ActorId, ActorRef};
 
 use crate::exporter::ExporterMsg;
+use crate::quota::ExporterSlot;
 use crate::ratelimit::TokenBucket;
 
 /// One live exporter.
@@ -16,6 +17,18 @@ pub(crate) struct ExporterEntry {
     pub(crate) last_seen: Instant,
     /// Its datagram rate limit, when the listener has one.
     pub(crate) bucket: Option<TokenBucket>,
+    /// Its place among its partition's exporters, when the partition has limits; freed
+    /// with the entry.
+    pub(crate) slot: Option<ExporterSlot>,
+}
+
+/// Which limit held datagrams back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Limit {
+    /// The exporter's own `max_exporter_pps`.
+    Exporter,
+    /// Its partition's `max_pps`, shared with the partition's other exporters.
+    Partition,
 }
 
 #[derive(Default)]
@@ -36,39 +49,45 @@ impl Directory {
         Some(&entry.actor)
     }
 
+    /// The partition of `addr`'s exporter, when that partition has limits.
+    pub(crate) fn partition_of(&self, addr: IpAddr) -> Option<&str> {
+        self.by_addr.get(&addr)?.slot.as_ref().map(ExporterSlot::partition)
+    }
+
     pub(crate) fn get(&self, addr: IpAddr) -> Option<&ActorRef<ExporterMsg>> {
         self.by_addr.get(&addr).map(|entry| &entry.actor)
     }
 
-    pub(crate) fn insert(
-        &mut self,
-        addr: IpAddr,
-        actor: ActorRef<ExporterMsg>,
-        bucket: Option<TokenBucket>,
-        now: Instant,
-    ) {
-        self.by_id.insert(actor.get_id(), addr);
-        let entry = ExporterEntry { actor, last_seen: now, bucket };
+    pub(crate) fn insert(&mut self, addr: IpAddr, entry: ExporterEntry) {
+        self.by_id.insert(entry.actor.get_id(), addr);
         if let Some(old) = self.by_addr.insert(addr, entry) {
             self.by_id.remove(&old.actor.get_id());
         }
     }
 
-    /// How many of `wanted` datagrams `addr`'s rate limit lets through now (all of them
-    /// without a limit).
-    pub(crate) fn admit(&mut self, addr: IpAddr, wanted: usize, now: Instant) -> usize {
-        match self.by_addr.get_mut(&addr).and_then(|entry| entry.bucket.as_mut()) {
-            Some(bucket) => bucket.take(wanted, now),
-            None => wanted,
+    /// How many of `wanted` datagrams `addr`'s rate limits let through now (all of them
+    /// without limits), and which limit held the rest back.
+    pub(crate) fn admit(
+        &mut self,
+        addr: IpAddr,
+        wanted: usize,
+        now: Instant,
+    ) -> (usize, Option<Limit>) {
+        let Some(entry) = self.by_addr.get_mut(&addr) else { return (wanted, None) };
+        let own = entry.bucket.as_mut().map_or(wanted, |bucket| bucket.take(wanted, now));
+        if own < wanted {
+            return (own, Some(Limit::Exporter));
         }
+        let shared = entry.slot.as_ref().map_or(wanted, |slot| slot.take(wanted, now));
+        (shared, (shared < wanted).then_some(Limit::Partition))
     }
 
-    /// Forgets the exporter whose actor is `id`, returning its address; `None` when that
-    /// actor is no longer in the directory (evicted, or already replaced).
-    pub(crate) fn remove_id(&mut self, id: ActorId) -> Option<IpAddr> {
+    /// Forgets the exporter whose actor is `id`, returning its address and entry; `None`
+    /// when that actor is no longer in the directory (evicted, or already replaced).
+    pub(crate) fn remove_id(&mut self, id: ActorId) -> Option<(IpAddr, ExporterEntry)> {
         let addr = self.by_id.remove(&id)?;
-        self.by_addr.remove(&addr);
-        Some(addr)
+        let entry = self.by_addr.remove(&addr)?;
+        Some((addr, entry))
     }
 
     /// Removes and returns the exporters not seen for `idle_timeout`.

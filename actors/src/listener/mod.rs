@@ -24,11 +24,12 @@ use tokio::sync::mpsc;
 use crate::batch::{DatagramBatch, RawDatagram};
 use crate::budget::InFlight;
 use crate::exporter::{ExporterActor, ExporterArgs, ExporterMsg, ListenerContext};
+use crate::quota::{ExporterSlot, PartitionQuotas};
 use crate::ratelimit::{KeyedLogLimiter, TokenBucket};
 use crate::settings::{ExporterLimits, SourceFilter};
 use crate::socket::bind_udp;
 
-use self::directory::Directory;
+use self::directory::{Directory, ExporterEntry, Limit};
 pub(crate) use self::receive::TaskGuard;
 use self::receive::{QueuedDatagrams, dispatch_loop, into_tokio, receive_loop};
 
@@ -58,6 +59,8 @@ pub(crate) struct ListenerSpec {
     pub(crate) max_datagram_bytes: usize,
     pub(crate) stats_interval: Duration,
     pub(crate) budget: Arc<InFlight>,
+    /// Per-partition limits, shared by every listener.
+    pub(crate) quotas: Arc<PartitionQuotas>,
 }
 
 /// Arguments of a listener: its spec, and the socket bound at start-up (`None` on a
@@ -124,7 +127,7 @@ impl ListenerState {
         }
     }
 
-    /// Hands `batch` to the exporter of `addr`, starting one if the cap allows.
+    /// Hands `batch` to the exporter of `addr`, starting one if the caps allow.
     async fn deliver(
         &mut self,
         myself: &ActorRef<ListenerMsg>,
@@ -137,7 +140,16 @@ impl ListenerState {
                 self.refuse(addr, batch, now);
                 return;
             }
-            if let Err(error) = self.spawn_exporter(myself, addr, now).await {
+            let ctx = Arc::clone(&self.spec.ctx);
+            let partition = ctx.registry.partition_of(addr, ctx.partition());
+            let slot = match self.spec.quotas.admit(partition, batch.datagrams().len()) {
+                Ok(slot) => slot,
+                Err(full) => {
+                    self.refuse_for_partition(addr, partition, full.max_exporters, batch, now);
+                    return;
+                }
+            };
+            if let Err(error) = self.spawn_exporter(myself, addr, slot, now).await {
                 // The batch is dropped here: counted as lost.
                 tracing::warn!(listener = %self.name(), exporter = %addr, %error, "Cannot start exporter actor");
                 return;
@@ -147,7 +159,7 @@ impl ListenerState {
                 lifecycle = "exporter.added",
                 listener = %self.name(),
                 exporter = %addr,
-                partition = %self.spec.ctx.partition(),
+                partition = %partition,
                 "Exporter added"
             );
         }
@@ -158,8 +170,9 @@ impl ListenerState {
         }
     }
 
-    /// Drops what `addr` sent beyond `max_exporter_pps` (the newest datagrams of the
-    /// batch), counted as `rate_limited`; returns the rest, if any.
+    /// Drops what `addr` sent beyond `max_exporter_pps` or its partition's `max_pps`
+    /// (the newest datagrams of the batch), counted as `rate_limited` or
+    /// `partition_rate_limited`; returns the rest, if any.
     fn rate_limit(
         &mut self,
         addr: IpAddr,
@@ -167,35 +180,49 @@ impl ListenerState {
         now: Instant,
     ) -> Option<DatagramBatch> {
         let wanted = batch.datagrams().len();
-        let allowed = self.directory.admit(addr, wanted, now);
-        if allowed == wanted {
-            return Some(batch);
-        }
+        let (allowed, limit) = self.directory.admit(addr, wanted, now);
+        let Some(limit) = limit else { return Some(batch) };
         let counters = Arc::clone(&self.spec.ctx.counters);
         let (mut datagrams, mut credit) = batch.into_parts();
         let excess = datagrams.split_off(allowed);
         let kept = DatagramBatch::new(datagrams, credit.split(allowed), Arc::clone(&counters));
         drop(credit);
         let dropped = u64::try_from(excess.len()).unwrap_or(u64::MAX);
-        counters.datagrams_dropped.rate_limited.fetch_add(dropped, Ordering::Relaxed);
+        let drops = &counters.datagrams_dropped;
+        match limit {
+            Limit::Exporter => drops.rate_limited.fetch_add(dropped, Ordering::Relaxed),
+            Limit::Partition => drops.partition_rate_limited.fetch_add(dropped, Ordering::Relaxed),
+        };
         if let Some(held_back) = self.rate_limited.allow(addr, now) {
-            tracing::warn!(
+            self.log_rate_limited(addr, limit, dropped, held_back);
+        }
+        (allowed > 0).then_some(kept)
+    }
+
+    fn log_rate_limited(&self, addr: IpAddr, limit: Limit, dropped: u64, held_back: u64) {
+        match limit {
+            Limit::Exporter => tracing::warn!(
                 listener = %self.name(),
                 exporter = %addr,
                 max_exporter_pps = self.spec.max_exporter_pps.map_or(0, NonZeroU32::get),
                 dropped,
                 held_back,
                 "Exporter over its rate limit, dropping datagrams"
-            );
+            ),
+            Limit::Partition => tracing::warn!(
+                listener = %self.name(),
+                exporter = %addr,
+                partition = self.directory.partition_of(addr).unwrap_or_default(),
+                dropped,
+                held_back,
+                "Partition over its rate limit (max_pps), dropping datagrams"
+            ),
         }
-        (allowed > 0).then_some(kept)
     }
 
     /// Drops the datagrams of a source refused by the exporter cap, and says so.
     fn refuse(&mut self, addr: IpAddr, batch: DatagramBatch, now: Instant) {
-        let (datagrams, credit) = batch.into_parts();
-        drop(credit);
-        let refused = u64::try_from(datagrams.len()).unwrap_or(u64::MAX);
+        let refused = discard(batch);
         self.spec.ctx.counters.datagrams_dropped.exporter_cap.fetch_add(refused, Ordering::Relaxed);
         if let Some(held_back) = self.refusals.allow(addr, now) {
             tracing::warn!(
@@ -208,10 +235,35 @@ impl ListenerState {
         }
     }
 
+    /// Drops the datagrams of a source whose partition has its `max_exporters` live.
+    fn refuse_for_partition(
+        &mut self,
+        addr: IpAddr,
+        partition: &str,
+        max_exporters: usize,
+        batch: DatagramBatch,
+        now: Instant,
+    ) {
+        let refused = discard(batch);
+        let drops = &self.spec.ctx.counters.datagrams_dropped;
+        drops.partition_exporter_cap.fetch_add(refused, Ordering::Relaxed);
+        if let Some(held_back) = self.refusals.allow(addr, now) {
+            tracing::warn!(
+                listener = %self.name(),
+                exporter = %addr,
+                partition,
+                max_exporters,
+                held_back,
+                "Partition exporter limit reached, dropping datagrams from a new source"
+            );
+        }
+    }
+
     async fn spawn_exporter(
         &mut self,
         myself: &ActorRef<ListenerMsg>,
         addr: IpAddr,
+        slot: Option<ExporterSlot>,
         now: Instant,
     ) -> Result<(), SpawnErr> {
         let args =
@@ -219,14 +271,14 @@ impl ListenerState {
         let (actor, _) =
             ExporterActor::spawn_linked(None, ExporterActor, args, myself.get_cell()).await?;
         let bucket = self.spec.max_exporter_pps.map(|rate| TokenBucket::new(rate, now));
-        self.directory.insert(addr, actor, bucket, now);
+        self.directory.insert(addr, ExporterEntry { actor, last_seen: now, bucket, slot });
         self.update_live();
         Ok(())
     }
 
     /// An exporter failed: count it, and start a fresh one in its place.
     async fn exporter_failed(&mut self, myself: &ActorRef<ListenerMsg>, id: ActorId, reason: &str) {
-        let Some(addr) = self.directory.remove_id(id) else { return };
+        let Some((addr, entry)) = self.directory.remove_id(id) else { return };
         let counters = &self.spec.ctx.counters;
         counters.exporters_restarted.fetch_add(1, Ordering::Relaxed);
         counters.exporters.forget(&addr.into(), id.pid());
@@ -242,7 +294,8 @@ impl ListenerState {
             self.update_live();
             return;
         }
-        if let Err(error) = self.spawn_exporter(myself, addr, Instant::now()).await {
+        // The fresh actor keeps the failed one's place in its partition.
+        if let Err(error) = self.spawn_exporter(myself, addr, entry.slot, Instant::now()).await {
             self.update_live();
             tracing::warn!(listener = %self.name(), exporter = %addr, %error,
                 "Cannot restart exporter actor; it starts again with its next datagram");
@@ -251,7 +304,7 @@ impl ListenerState {
 
     /// An exporter stopped without failing while still in the directory.
     fn exporter_stopped(&mut self, id: ActorId) {
-        if let Some(addr) = self.directory.remove_id(id) {
+        if let Some((addr, _)) = self.directory.remove_id(id) {
             self.update_live();
             tracing::debug!(listener = %self.name(), exporter = %addr, "Exporter actor stopped");
         }
@@ -304,6 +357,13 @@ impl ListenerState {
         let live = u64::try_from(self.directory.len()).unwrap_or(u64::MAX);
         self.spec.ctx.counters.exporters_live.store(live, Ordering::Relaxed);
     }
+}
+
+/// Gives up a batch's datagrams (and their budget), returning how many there were.
+fn discard(batch: DatagramBatch) -> u64 {
+    let (datagrams, credit) = batch.into_parts();
+    drop(credit);
+    u64::try_from(datagrams.len()).unwrap_or(u64::MAX)
 }
 
 /// Groups datagrams by source IP, keeping arrival order within each source. IPv4-mapped

@@ -107,7 +107,7 @@ fn port_bytes(flows: &[FlowMessage]) -> Vec<Bytes> {
 
 fn slot(batch_size: usize, script: &Script, buffering: Option<Buffering>) -> Arc<PublisherSlot> {
     let sink = Scripted { script: script.clone(), buffering };
-    PublisherSlot::new("flows.test".into(), batch_size, Box::new(sink))
+    PublisherSlot::new("flows.test".into(), "default".into(), batch_size, Box::new(sink))
 }
 
 /// A listener budget for the batches a test offers.
@@ -286,11 +286,12 @@ fn partial_deliveries_are_counted_by_reason_and_unreported_flows_as_dropped() {
     let mut queue = Queue::new(10, None, 1);
     let mut delivery = Delivery { delivered: 6, ..Default::default() };
     delivery.give_up("ack_timeout", 3);
-    queue.account(delivery, 10, &counters, "s");
+    let to = Destination { subject: "s".into(), partition: "p".into() };
+    queue.account(delivery, 10, &counters, &to);
     assert_eq!(counters.snapshot().flows_published, 6);
     assert_eq!(counters.flows_dropped.get("ack_timeout"), 3);
     assert_eq!(counters.flows_dropped.get(flow_drop::SINK_UNREPORTED), 1);
     // A sink claiming more than it was given cannot unbalance the books.
-    queue.account(Delivery::all(50), 10, &counters, "s");
+    queue.account(Delivery::all(50), 10, &counters, &to);
     assert_eq!(counters.snapshot().flows_published, 16);
 }

@@ -174,10 +174,12 @@ pub struct JetStreamSink {
 }
 
 impl JetStreamSink {
-    /// A sink for `subject`, taking its message ids from `ids` (one generator per
-    /// process: ids must never repeat within the stream's duplicate window).
+    /// A sink publishing on `subject` through `link`, taking its message ids from `ids`
+    /// (one generator per process: ids must never repeat within the stream's duplicate
+    /// window).
     pub fn new(
         subject: &str,
+        link: &JetStreamLink,
         settings: &JetStreamSinkSettings,
         ids: Arc<MessageIdGenerator>,
     ) -> Self {
@@ -188,7 +190,7 @@ impl JetStreamSink {
         };
         Self {
             subject: subject.to_owned(),
-            link: settings.link.clone(),
+            link: link.clone(),
             ids,
             buffering,
             framing: settings.framing,
@@ -367,8 +369,9 @@ mod tests {
             buffer_flows: 10,
             batches_in_flight: 2,
             framing: Framing::PerFlow,
+            partition_links: Default::default(),
         };
-        let mut sink = JetStreamSink::new("flows.a", &settings, Arc::default());
+        let mut sink = JetStreamSink::new("flows.a", &link, &settings, Arc::default());
         let waiting = tokio::spawn(async move {
             sink.publish(&[FlowMessage::default(), FlowMessage::default()])
                 .await
@@ -389,8 +392,9 @@ mod tests {
             buffer_flows: 600_000,
             batches_in_flight: 40,
             framing: Framing::PerFlow,
+            partition_links: Default::default(),
         };
-        let sink = JetStreamSink::new("flows.a", &settings, Arc::default());
+        let sink = JetStreamSink::new("flows.a", &settings.link, &settings, Arc::default());
         let buffering = sink.buffering().expect("a buffered sink");
         assert_eq!((buffering.max_flows, buffering.max_batches_in_flight), (600_000, 40));
         assert!(buffering.encoder.is_some());

@@ -158,24 +158,26 @@ pub trait FlowSink: Send + 'static {
     }
 }
 
-/// Builds the sink of each subject, once, when the collector starts. Sinks outlive
-/// publisher restarts.
+/// Builds the sink of each publisher — one per subject and partition — once, when the
+/// collector starts. Sinks outlive publisher restarts.
 pub trait SinkFactory: Send + Sync {
-    fn create(&self, subject: &str) -> Result<Box<dyn FlowSink>, SinkError>;
+    /// The sink publishing `partition`'s flows on `subject`.
+    fn create(&self, subject: &str, partition: &str) -> Result<Box<dyn FlowSink>, SinkError>;
 }
 
 impl<F> SinkFactory for F
 where
-    F: Fn(&str) -> Result<Box<dyn FlowSink>, SinkError> + Send + Sync,
+    F: Fn(&str, &str) -> Result<Box<dyn FlowSink>, SinkError> + Send + Sync,
 {
-    fn create(&self, subject: &str) -> Result<Box<dyn FlowSink>, SinkError> {
-        self(subject)
+    fn create(&self, subject: &str, partition: &str) -> Result<Box<dyn FlowSink>, SinkError> {
+        self(subject, partition)
     }
 }
 
 /// The sinks [`SinkSettings`] asks for. All stdout sinks share one writer; all JetStream
-/// sinks share one connection and one message-id generator, so ids never repeat across
-/// subjects.
+/// sinks share one message-id generator, so ids never repeat across subjects, and each
+/// publishes through its partition's connection (the install's unless the partition has
+/// its own credentials or stream).
 pub struct ConfiguredSinks {
     settings: SinkSettings,
     stdout: Arc<Mutex<tokio::io::Stdout>>,
@@ -193,11 +195,12 @@ impl ConfiguredSinks {
 }
 
 impl SinkFactory for ConfiguredSinks {
-    fn create(&self, subject: &str) -> Result<Box<dyn FlowSink>, SinkError> {
+    fn create(&self, subject: &str, partition: &str) -> Result<Box<dyn FlowSink>, SinkError> {
         match &self.settings {
             SinkSettings::Stdout => Ok(Box::new(JsonLinesSink::new(Arc::clone(&self.stdout)))),
             SinkSettings::JetStream(settings) => {
-                Ok(Box::new(JetStreamSink::new(subject, settings, Arc::clone(&self.ids))))
+                let link = settings.link_for(partition);
+                Ok(Box::new(JetStreamSink::new(subject, link, settings, Arc::clone(&self.ids))))
             }
         }
     }

@@ -58,6 +58,7 @@ pub async fn start_collector(link: &JetStreamLink, publishing: Publishing) -> Co
         buffer_flows: publishing.buffer_flows,
         batches_in_flight: publishing.batches_in_flight,
         framing: Default::default(),
+        partition_links: Default::default(),
     });
     let sinks = ConfiguredSinks::new(settings.sink.clone());
     Collector::start_with(settings, echo_sessions(Arc::default()), &sinks)

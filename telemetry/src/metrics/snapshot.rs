@@ -191,7 +191,7 @@ impl Collector for SnapshotCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> fmt::Result {
         let snapshot = (self.counters)();
         encode_listeners(&mut encoder, &snapshot.listeners, self.kernel_drops)?;
-        super::exporters::encode(&mut encoder, &snapshot.listeners)?;
+        super::exporters::encode(&mut encoder, &snapshot.listeners, &snapshot.partitions)?;
         encode_publishers(&mut encoder, &snapshot.publishers)
     }
 }
@@ -201,7 +201,7 @@ fn encode_listeners(
     listeners: &[ListenerSnapshot],
     kernel_drops: KernelDrops,
 ) -> fmt::Result {
-    let label = |l: &ListenerSnapshot| [("listener", l.name.clone())];
+    let label = |l: &ListenerSnapshot| listener_labels(l);
     for (name, help, read) in LISTENER_COUNTERS {
         let samples = listeners.iter().map(|l| (label(l), read(&l.counters)));
         family(encoder, name, help, MetricType::Counter, samples)?;
@@ -263,7 +263,7 @@ fn encode_listeners(
             ("datagrams", l.counters.export_datagrams_lost),
             ("records", l.counters.export_records_lost),
         ]
-        .map(|(unit, n)| ([("listener", l.name.clone()), ("unit", unit.to_owned())], n))
+        .map(|(unit, n)| (listener_labels_and(l, "unit", unit), n))
     });
     family(
         encoder,
@@ -274,11 +274,26 @@ fn encode_listeners(
     )
 }
 
+/// A listener's labels: its name and its own partition.
+fn listener_labels(l: &ListenerSnapshot) -> [(&'static str, String); 2] {
+    [("listener", l.name.clone()), ("partition", l.partition.clone())]
+}
+
+/// A listener's labels and one more.
+fn listener_labels_and(
+    l: &ListenerSnapshot,
+    key: &'static str,
+    value: &str,
+) -> [(&'static str, String); 3] {
+    let [listener, partition] = listener_labels(l);
+    [listener, partition, (key, value.to_owned())]
+}
+
 /// One listener's drops by reason; `kernel` only where `/proc` reports it.
 fn datagram_drops(
     l: &ListenerSnapshot,
     kernel_drops: KernelDrops,
-) -> Vec<([(&'static str, String); 2], u64)> {
+) -> Vec<([(&'static str, String); 3], u64)> {
     let c = &l.counters;
     let mut reasons = vec![
         ("channel_full", c.dropped_channel_full),
@@ -286,15 +301,14 @@ fn datagram_drops(
         ("source_denied", c.dropped_source_denied),
         ("oversized", c.dropped_oversized),
         ("rate_limited", c.dropped_rate_limited),
+        ("partition_exporter_cap", c.dropped_partition_exporter_cap),
+        ("partition_rate_limited", c.dropped_partition_rate_limited),
         ("lost_in_restart", c.datagrams_lost_in_restart),
     ];
     if let Some(kernel) = kernel_drops(l.local_addr) {
         reasons.push(("kernel", kernel));
     }
-    reasons
-        .into_iter()
-        .map(|(reason, n)| ([("listener", l.name.clone()), ("reason", reason.to_owned())], n))
-        .collect()
+    reasons.into_iter().map(|(reason, n)| (listener_labels_and(l, "reason", reason), n)).collect()
 }
 
 /// A per-listener family keyed by one label from a labeled counter of the snapshot.
@@ -302,11 +316,9 @@ fn labeled<'a>(
     listeners: &'a [ListenerSnapshot],
     key: &'static str,
     read: fn(&ListenerCountersSnapshot) -> &std::collections::BTreeMap<&'static str, u64>,
-) -> impl Iterator<Item = ([(&'static str, String); 2], u64)> + 'a {
+) -> impl Iterator<Item = ([(&'static str, String); 3], u64)> + 'a {
     listeners.iter().flat_map(move |l| {
-        read(&l.counters)
-            .iter()
-            .map(move |(value, n)| ([("listener", l.name.clone()), (key, (*value).to_owned())], *n))
+        read(&l.counters).iter().map(move |(value, n)| (listener_labels_and(l, key, value), *n))
     })
 }
 
@@ -315,17 +327,18 @@ fn encode_publishers(
     publishers: &[PublisherSnapshot],
 ) -> fmt::Result {
     for (name, help, read) in PUBLISHER_COUNTERS {
-        let samples = publishers.iter().map(|p| ([("subject", p.subject.clone())], read(p)));
+        let samples = publishers.iter().map(|p| (publisher_labels(p), read(p)));
         family(encoder, name, help, MetricType::Counter, samples)?;
     }
     for (name, help, read) in PUBLISHER_GAUGES {
-        let samples = publishers.iter().map(|p| ([("subject", p.subject.clone())], read(p)));
+        let samples = publishers.iter().map(|p| (publisher_labels(p), read(p)));
         family(encoder, name, help, MetricType::Gauge, samples)?;
     }
     publish_latency(encoder, publishers)?;
     let dropped = publishers.iter().flat_map(|p| {
         p.counters.flows_dropped.iter().map(|(reason, n)| {
-            ([("subject", p.subject.clone()), ("reason", (*reason).to_owned())], *n)
+            let [subject, partition] = publisher_labels(p);
+            ([subject, partition, ("reason", (*reason).to_owned())], *n)
         })
     });
     family(
@@ -335,6 +348,11 @@ fn encode_publishers(
         MetricType::Counter,
         dropped,
     )
+}
+
+/// A publisher's labels: its subject and whose flows it publishes.
+fn publisher_labels(p: &PublisherSnapshot) -> [(&'static str, String); 2] {
+    [("subject", p.subject.clone()), ("partition", p.partition.clone())]
 }
 
 /// The publish latency histogram of every subject.
@@ -350,7 +368,7 @@ fn publish_latency(
     )?;
     for p in publishers {
         let latency = &p.counters.publish_latency;
-        let labels = [("subject", p.subject.clone())];
+        let labels = publisher_labels(p);
         let mut sample = metric.encode_family(&labels)?;
         sample.encode_histogram::<NoLabelSet>(
             latency.sum_seconds,

@@ -61,6 +61,7 @@ pub fn settings() -> CollectorSettings {
         sink: SinkSettings::Stdout,
         partition: PARTITION.to_owned(),
         registry: Default::default(),
+        partition_limits: Default::default(),
     }
 }
 
@@ -71,7 +72,7 @@ pub async fn start(flows: Arc<AtomicU64>) -> Collector {
 
 /// [`start`] with other settings.
 pub async fn start_with(settings: CollectorSettings, flows: Arc<AtomicU64>) -> Collector {
-    let sinks = move |_: &str| -> Result<Box<dyn FlowSink>, SinkError> {
+    let sinks = move |_: &str, _: &str| -> Result<Box<dyn FlowSink>, SinkError> {
         Ok(Box::new(CountingSink { flows: Arc::clone(&flows) }))
     };
     Collector::start_with(settings, Arc::new(DecoderSessions), &sinks)
