@@ -122,11 +122,6 @@ impl ExporterSlot {
         self.quota.rate_limited.fetch_add(to_u64(wanted - allowed), Ordering::Relaxed);
         allowed
     }
-
-    /// The partition this place is in.
-    pub(crate) fn partition(&self) -> &str {
-        &self.quota.partition
-    }
 }
 
 impl Quota {
@@ -179,6 +174,5 @@ mod tests {
         assert_eq!(a.take(70, now), 70);
         assert_eq!(b.take(70, now), 30, "one second's burst, shared");
         assert_eq!(quotas.snapshot()[0].dropped_rate_limited, 40);
-        assert_eq!(a.partition(), "acme");
     }
 }

@@ -49,11 +49,6 @@ impl Directory {
         Some(&entry.actor)
     }
 
-    /// The partition of `addr`'s exporter, when that partition has limits.
-    pub(crate) fn partition_of(&self, addr: IpAddr) -> Option<&str> {
-        self.by_addr.get(&addr)?.slot.as_ref().map(ExporterSlot::partition)
-    }
-
     pub(crate) fn get(&self, addr: IpAddr) -> Option<&ActorRef<ExporterMsg>> {
         self.by_addr.get(&addr).map(|entry| &entry.actor)
     }

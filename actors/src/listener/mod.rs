@@ -140,8 +140,8 @@ impl ListenerState {
                 self.refuse(addr, batch, now);
                 return;
             }
-            let ctx = Arc::clone(&self.spec.ctx);
-            let partition = ctx.registry.partition_of(addr, ctx.partition());
+            let spec = Arc::clone(&self.spec);
+            let partition = spec.ctx.registry.partition_of(addr, spec.ctx.partition());
             let slot = match self.spec.quotas.admit(partition, batch.datagrams().len()) {
                 Ok(slot) => slot,
                 Err(full) => {
@@ -212,7 +212,7 @@ impl ListenerState {
             Limit::Partition => tracing::warn!(
                 listener = %self.name(),
                 exporter = %addr,
-                partition = self.directory.partition_of(addr).unwrap_or_default(),
+                partition = self.partition_of(addr),
                 dropped,
                 held_back,
                 "Partition over its rate limit (max_pps), dropping datagrams"
@@ -286,6 +286,7 @@ impl ListenerState {
             actor = "exporter",
             listener = %self.name(),
             exporter = %addr,
+            partition = self.partition_of(addr),
             reason,
             datagrams_lost_total = counters.datagrams_lost_in_restart.load(Ordering::Relaxed),
             "actor restarted"
@@ -332,11 +333,17 @@ impl ListenerState {
             tracing::info!(
                 listener = %self.name(),
                 exporter = %addr,
+                partition = self.partition_of(addr),
                 idle_secs = now.saturating_duration_since(entry.last_seen).as_secs_f64(),
                 "exporter evicted"
             );
         }
         self.update_live();
+    }
+
+    /// The partition of the exporter at `addr`.
+    fn partition_of(&self, addr: IpAddr) -> &str {
+        self.spec.ctx.registry.partition_of(addr, self.spec.ctx.partition())
     }
 
     fn broadcast(&self, message: impl Fn() -> ExporterMsg) {
