@@ -4,11 +4,16 @@
 //! registry places the tenants' routers), a second listener belongs to one tenant. Each
 //! tenant's flows land only in its own account's stream, the install's stream holds no
 //! tenant flow, a tenant's credentials cannot publish on the other's subject, and the
-//! per-partition counters of `/metrics` add up to the totals.
+//! per-partition counters of `/metrics` add up to the totals. The same with NATS
+//! decentralized auth: the install and a tenant each present their own `.creds` file
+//! (operator-signed account and user JWTs).
 
 mod jetstream_support;
 #[path = "../publish/tests/support/mod.rs"]
 mod nats;
+/// Only this test needs JWTs; `support` is shared with crates that lack its dependencies.
+#[path = "support/nats_jwt.rs"]
+mod nats_jwt;
 mod support;
 
 use std::collections::BTreeMap;
@@ -19,6 +24,7 @@ use async_nats::jetstream;
 use flow_replay::read_file;
 use flowpb::FlowMessage;
 use jetstream_support::{Running, free_udp_port};
+use nats_jwt::Operator;
 use prost::Message;
 use serde_json::json;
 use support::http::{free_tcp_port, metrics, sample, sum_with_label};
@@ -53,6 +59,18 @@ async fn account(port: u16, user: &str) -> jetstream::Context {
     jetstream::new(client)
 }
 
+/// One account's view of the server, through a `.creds` file.
+async fn account_with_creds(port: u16, creds: &std::path::Path) -> jetstream::Context {
+    let options = async_nats::ConnectOptions::with_credentials_file(creds)
+        .await
+        .unwrap_or_else(|e| panic!("{}: {e}", creds.display()));
+    let client = options
+        .connect(format!("nats://127.0.0.1:{port}"))
+        .await
+        .unwrap_or_else(|e| panic!("{} connects: {e}", creds.display()));
+    jetstream::new(client)
+}
+
 /// Every message of `stream` in this account: its subject and flow.
 async fn stored(js: &jetstream::Context, stream: &str) -> Vec<(String, FlowMessage)> {
     let mut handle = js.get_stream(stream).await.unwrap_or_else(|e| panic!("{stream}: {e}"));
@@ -73,6 +91,33 @@ async fn stream_len(js: &jetstream::Context, stream: &str) -> u64 {
     match js.get_stream(stream).await {
         Ok(mut handle) => handle.info().await.map_or(0, |info| info.state.messages),
         Err(_) => 0,
+    }
+}
+
+/// Waits until every stream holds something and none grew for a second.
+async fn wait_settled(streams: &[(&jetstream::Context, &str)]) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let mut last = Vec::new();
+    loop {
+        let mut lens = Vec::new();
+        for (js, stream) in streams {
+            lens.push(stream_len(js, stream).await);
+        }
+        if lens.iter().all(|n| *n > 0) && lens == last {
+            return;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the streams never settled: {lens:?}");
+        last = lens;
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+/// Waits until the collector has `n` streams in shape.
+async fn wait_streams_ready(collector: &Running, n: usize) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while collector.logs().iter().filter(|l| l.contains("JetStream stream ready")).count() < n {
+        assert!(std::time::Instant::now() < deadline, "{n} streams: {}", collector.log_text());
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 
@@ -126,11 +171,7 @@ async fn each_tenant_publishes_only_into_its_own_account() {
         ],
     });
     let collector = Running::start(&config, &[]);
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while collector.logs().iter().filter(|l| l.contains("JetStream stream ready")).count() < 3 {
-        assert!(std::time::Instant::now() < deadline, "three streams: {}", collector.log_text());
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_streams_ready(&collector, 3).await;
 
     let ipfix = "100-IPFIXv10-CISCO/traffic-00.pcap";
     let v9 = "101-NFv9-CISCO-cust_primitives/traffic-00.pcap";
@@ -148,20 +189,7 @@ async fn each_tenant_publishes_only_into_its_own_account() {
         account(server.port, "globex").await,
     );
     let streams = [(&ops, "events"), (&acme, "acme_flows"), (&globex, "globex_flows")];
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    let mut last = Vec::new();
-    loop {
-        let mut lens = Vec::new();
-        for (js, stream) in streams {
-            lens.push(stream_len(js, stream).await);
-        }
-        if lens.iter().all(|n| *n > 0) && lens == last {
-            break;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "the streams never settled: {lens:?}");
-        last = lens;
-        tokio::time::sleep(Duration::from_secs(1)).await;
-    }
+    wait_settled(&streams).await;
     let scraped = metrics(http);
     let exited = collector.stop();
     assert!(exited.status.success(), "{}", exited.log_text());
@@ -241,4 +269,49 @@ async fn each_tenant_publishes_only_into_its_own_account() {
     };
     assert!(!acked, "acme published on globex's subject");
     assert_eq!(stream_len(&globex, "globex_flows").await, per_partition["globex"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenant_presents_its_own_creds_file_and_lands_in_its_own_account() {
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let (ops_creds, acme_creds) = (dir.path().join("ops.creds"), dir.path().join("acme.creds"));
+    let mut operator = Operator::generate();
+    operator.account("OPS").user_creds("ops", &["flows.raw.netflow.ops"], &ops_creds);
+    operator.account("ACME").user_creds("acme", &["flows.raw.netflow.acme"], &acme_creds);
+    let server = nats::NatsServer::start_with(&operator.server_config());
+    let shared = SocketAddr::from(([127, 0, 0, 1], free_udp_port()));
+    let config = json!({
+        "nats_url": server.url(),
+        "nats_creds_file": ops_creds,
+        "partition": "ops",
+        "stream_subjects": [],
+        "stream_max_bytes": 64 * 1024 * 1024,
+        "publish_timeout_ms": 2000,
+        "exporters": [ { "prefix": ACME, "partition": "acme" } ],
+        "partitions": { "acme": { "nats_creds_file": acme_creds, "stream_name": "acme_flows" } },
+        "listeners": [
+            { "protocol": "netflow", "listen_addr": shared.to_string(),
+              "subject": "flows.raw.netflow.{partition}", "buffer_size": 8 << 20 },
+        ],
+    });
+    let collector = Running::start(&config, &[]);
+    wait_streams_ready(&collector, 2).await;
+    let capture = "100-IPFIXv10-CISCO/traffic-00.pcap";
+    assert!(send_capture(capture, ACME, shared) > 0);
+    assert!(send_capture(capture, OPS_ROUTER, shared) > 0);
+
+    let ops = account_with_creds(server.port, &ops_creds).await;
+    let acme = account_with_creds(server.port, &acme_creds).await;
+    wait_settled(&[(&ops, "events"), (&acme, "acme_flows")]).await;
+    let exited = collector.stop();
+    assert!(exited.status.success(), "{}", exited.log_text());
+    assert_eq!(exited.counter("flows_dropped"), 0, "{}", exited.log_text());
+
+    let in_ops = stored(&ops, "events").await;
+    let in_acme = stored(&acme, "acme_flows").await;
+    assert!(in_ops.iter().all(|(_, f)| f.partition == "ops" && sampler(f) == OPS_ROUTER));
+    assert!(in_acme.iter().all(|(_, f)| f.partition == "acme" && sampler(f) == ACME));
+    assert_eq!(in_ops.len(), in_acme.len(), "the same capture from each router");
+    assert_eq!((in_ops.len() + in_acme.len()) as u64, exited.counter("flows_published"));
+    assert!(ops.get_stream("acme_flows").await.is_err(), "the install sees acme's stream");
 }
