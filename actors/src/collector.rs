@@ -403,11 +403,11 @@ fn bind_listener(
         Transport::Stream(stream) => ListenerKind::Stream(Arc::new(StreamSpec::new(
             ctx,
             local_addr,
-            listener.buffer_size,
-            listener.sources.clone(),
+            listener,
             stream.clone(),
             settings.stats_interval,
             budget,
+            quotas,
         ))),
     };
     Ok((spec, socket))

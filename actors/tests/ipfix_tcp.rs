@@ -410,3 +410,30 @@ async fn denied_peers_are_refused_at_accept() {
     assert_eq!(c.sessions.refused.get(refusal::SOURCE_DENIED), Some(&1));
     assert_eq!((c.sessions.accepted, c.datagrams_received), (1, 2));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_partition_exporter_cap_also_bounds_its_sessions() {
+    let recorder = Recorder::open();
+    let mut s = settings(vec![netflow_listener("flows.tcp", tcp())]);
+    s.registry = flow_actors::tenancy::Registry::new(vec![flow_actors::tenancy::RegistryEntry {
+        prefix: flow_decode::prefix::parse_prefix("127.0.0.0/28").expect("a prefix"),
+        partition: Some("acme".into()),
+        ..Default::default()
+    }]);
+    let acme = flow_actors::PartitionLimits { max_exporters: Some(1), max_pps: None };
+    s.partition_limits = [("acme".to_owned(), acme)].into();
+    let collector = start_real(s, &recorder).await;
+    let to = collector.local_addrs()[0];
+
+    let _first = connect_from(IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2)), to).await;
+    wait_until("acme's session is open", || listener0(&collector.counters()).sessions.live == 1)
+        .await;
+    let mut second = connect_from(IpAddr::V4(Ipv4Addr::new(127, 0, 0, 3)), to).await;
+    assert_closed_by_collector(&mut second).await;
+    let refused = listener0(&collector.counters()).sessions.refused.clone();
+    assert_eq!(refused.get(refusal::PARTITION_EXPORTER_CAP), Some(&1), "{refused:?}");
+    let mut other = connect_from(IpAddr::V4(Ipv4Addr::new(127, 0, 0, 40)), to).await;
+    other.write_all(&[template(0, ADDRESSES), addresses(1, 5)].concat()).await.unwrap();
+    wait_until("another partition's session still flows", || recorder.len() == 1).await;
+    assert_eq!(collector.counters().partitions[0].exporters_live, 1);
+}

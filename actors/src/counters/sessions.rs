@@ -16,6 +16,8 @@ pub mod refusal {
     pub const MAX_SESSIONS: &str = "max_sessions";
     /// The peer address is denied, or not allowed (`deny_sources`, `allow_sources`).
     pub const SOURCE_DENIED: &str = "source_denied";
+    /// The peer's partition had its `max_exporters` sessions and exporters live.
+    pub const PARTITION_EXPORTER_CAP: &str = "partition_exporter_cap";
 }
 
 /// Why a session ended, as used in [`SessionCounters::closed`].

@@ -1,6 +1,7 @@
-//! The accept task of a stream listener: admits a connection when its peer is allowed
-//! and a `max_sessions` slot is free, and hands it to the listener actor; closes it at
-//! once otherwise, counted by reason and logged once per peer per interval.
+//! The accept task of a stream listener: admits a connection when its peer is allowed,
+//! a `max_sessions` slot is free and its partition is below its `max_exporters`, and
+//! hands it to the listener actor; closes it at once otherwise, counted by reason and
+//! logged once per peer per interval.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -48,7 +49,13 @@ pub(crate) async fn accept_loop(
             refuse(&spec, peer, refusal::MAX_SESSIONS);
             continue;
         };
-        let connection = Connection { stream, peer, slot };
+        let partition =
+            spec.ctx.registry.partition_of(peer.ip().to_canonical(), spec.ctx.partition());
+        let Ok(place) = spec.quotas.admit(partition, 0) else {
+            refuse(&spec, peer, refusal::PARTITION_EXPORTER_CAP);
+            continue;
+        };
+        let connection = Connection { stream, peer, slot, place };
         if listener.send_message(StreamMsg::Accepted(connection)).is_err() {
             return;
         }

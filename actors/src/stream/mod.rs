@@ -32,8 +32,9 @@ use crate::budget::InFlight;
 use crate::counters::{ExporterId, close};
 use crate::exporter::{ExporterActor, ExporterArgs, ExporterMsg, ListenerContext};
 use crate::listener::TaskGuard;
+use crate::quota::PartitionQuotas;
 use crate::ratelimit::KeyedLogLimiter;
-use crate::settings::{SourceFilter, StreamSettings};
+use crate::settings::{ListenerSettings, SourceFilter, StreamSettings};
 use crate::socket::{BindError, bind_tcp};
 
 use self::accept::accept_loop;
@@ -61,30 +62,34 @@ pub(crate) struct StreamSpec {
     pub(crate) slots: Arc<Semaphore>,
     /// Per-peer limit on warnings, shared by the accept and session tasks.
     pub(crate) warnings: Mutex<KeyedLogLimiter<IpAddr>>,
+    /// Per-partition limits, shared by every listener.
+    pub(crate) quotas: Arc<PartitionQuotas>,
 }
 
 impl StreamSpec {
+    /// The spec of `listener`, a stream listener with `settings`, bound at `local_addr`.
     pub(crate) fn new(
         ctx: Arc<ListenerContext>,
         local_addr: SocketAddr,
-        buffer_size: usize,
-        sources: SourceFilter,
+        listener: &ListenerSettings,
         settings: StreamSettings,
         stats_interval: Duration,
         budget: Arc<InFlight>,
+        quotas: Arc<PartitionQuotas>,
     ) -> Self {
         let slots = Arc::new(Semaphore::new(settings.max_sessions));
         let warnings = Mutex::new(KeyedLogLimiter::new(PEER_LOG_INTERVAL, MAX_PEERS_REMEMBERED));
         Self {
             ctx,
             local_addr,
-            buffer_size,
-            sources,
+            buffer_size: listener.buffer_size,
+            sources: listener.sources.clone(),
             settings,
             stats_interval,
             budget,
             slots,
             warnings,
+            quotas,
         }
     }
 

@@ -27,6 +27,7 @@ use crate::tls::{TlsServerSettings, certificate_name, handshake_failure};
 
 use super::framing::{FrameError, FrameReader};
 use super::{StreamMsg, StreamSpec};
+use crate::quota::ExporterSlot;
 
 /// Messages handed to the exporter actor in one batch at most.
 const MAX_BATCH: usize = 64;
@@ -35,11 +36,13 @@ const OPEN_TIMEOUT: Duration = Duration::from_secs(10);
 /// Time a closing session may spend sending its TLS close_notify / FIN.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
 
-/// An accepted connection and its `max_sessions` slot, freed when it ends.
+/// An accepted connection with its `max_sessions` slot and its place among its
+/// partition's exporters (when the partition has limits), both freed when it ends.
 pub(crate) struct Connection {
     pub(crate) stream: TcpStream,
     pub(crate) peer: SocketAddr,
     pub(crate) slot: OwnedSemaphorePermit,
+    pub(crate) place: Option<ExporterSlot>,
 }
 
 /// What a connection's task needs.
@@ -53,7 +56,7 @@ pub(crate) struct SessionTask {
 impl SessionTask {
     /// Serves `connection` to its end, then tells the listener why it ended.
     pub(crate) async fn run(mut self, connection: Connection) {
-        let Connection { stream, peer, slot } = connection;
+        let Connection { stream, peer, slot, place } = connection;
         let reason = match self.spec.settings.tls.clone() {
             Some(tls) => match self.handshake(stream, peer, &tls).await {
                 Some((stream, label)) => self.serve(stream, peer, label).await,
@@ -61,7 +64,7 @@ impl SessionTask {
             },
             None => self.serve(stream, peer, None).await,
         };
-        drop(slot);
+        drop((slot, place));
         let _ = self.listener.send_message(StreamMsg::Ended { serial: self.serial, reason });
     }
 

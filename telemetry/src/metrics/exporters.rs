@@ -118,7 +118,7 @@ fn encode_quotas(encoder: &mut DescriptorEncoder, quotas: &[QuotaSnapshot]) -> f
     family(
         encoder,
         "flow_collector_partition_exporters",
-        "Exporters of the partition live now, over every UDP listener (partitions with limits)",
+        "Exporters and TCP/TLS sessions of the partition live now, over every listener (partitions with limits)",
         MetricType::Gauge,
         quotas.iter().map(|q| (label(q), q.exporters_live)),
     )?;
