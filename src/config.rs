@@ -22,6 +22,7 @@ use std::time::Duration;
 use flow_actors::settings::{Framing, JetStreamSinkSettings};
 use flow_actors::sink::{
     ClientCertificate, JetStreamLink, JetStreamSettings, StreamSettings, TlsSettings,
+    redact_servers,
 };
 use flow_actors::tenancy::{PARTITION_PLACEHOLDER, Registry, RegistryEntry, subject_for};
 use flow_actors::{
@@ -1005,23 +1006,10 @@ fn validate_nats_url(key: &str, url: &str) -> Result<(), ConfigError> {
     if !ok {
         return Err(ConfigError::invalid(
             key,
-            format!("\"{}\" is not a nats:// or tls:// URL", redact_url(url)),
+            format!("\"{}\" is not a nats:// or tls:// URL", redact_servers(url)),
         ));
     }
     Ok(())
-}
-
-/// A URL as it may be shown: any `user:password@` replaced by `***@`.
-fn redact_url(url: &str) -> String {
-    url.split(',')
-        .map(|part| match (part.find("://"), part.rfind('@')) {
-            (Some(scheme), Some(at)) if at > scheme => {
-                format!("{}***{}", &part[..scheme + 3], &part[at..])
-            }
-            _ => part.to_owned(),
-        })
-        .collect::<Vec<_>>()
-        .join(",")
 }
 
 fn validate_stream_name(key: &str, name: &str) -> Result<(), ConfigError> {

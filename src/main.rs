@@ -13,7 +13,9 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use clap::Parser;
-use flow_actors::sink::{ConnectionState, JetStreamLink, JetStreamSettings, PublisherError};
+use flow_actors::sink::{
+    ConnectionState, JetStreamLink, JetStreamSettings, PublisherError, redact_servers,
+};
 use flow_actors::{Collector, CollectorSettings, CountersHandle, SinkSettings};
 use flow_telemetry::{Metrics, Readiness, TelemetryServer, TelemetrySettings, WatchCheck};
 
@@ -232,7 +234,7 @@ async fn connect(publishing: Option<Publishing>) -> PublisherError {
     for Connection { name, link, settings } in connections {
         tracing::info!(
             connection = %name,
-            servers = %settings.servers,
+            servers = %redact_servers(&settings.servers),
             stream = %settings.stream.name,
             subjects = ?settings.stream.subjects,
             tls = settings.tls.is_some(),

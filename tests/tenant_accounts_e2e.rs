@@ -193,6 +193,9 @@ async fn each_tenant_publishes_only_into_its_own_account() {
     let scraped = metrics(http);
     let exited = collector.stop();
     assert!(exited.status.success(), "{}", exited.log_text());
+    let logs = exited.log_text();
+    assert!(logs.contains("Connecting to NATS JetStream"), "{logs}");
+    assert!(!logs.contains("-pw"), "a password in the logs:\n{logs}");
     assert_eq!(exited.counter("flows_dropped"), 0, "{}", exited.log_text());
 
     let mut per_partition: BTreeMap<String, u64> = BTreeMap::new();

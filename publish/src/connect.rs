@@ -193,8 +193,10 @@ enum UrlAuth {
 
 impl ServerList {
     fn parse(input: &str) -> Result<Self, ConnectError> {
-        let invalid =
-            |reason: String| ConnectError::InvalidServers { servers: redact_list(input), reason };
+        let invalid = |reason: String| ConnectError::InvalidServers {
+            servers: redact_servers(input),
+            reason,
+        };
         let mut addrs = Vec::new();
         let mut url_auth: Option<UrlAuth> = None;
         for url in input.split(',').map(str::trim).filter(|s| !s.is_empty()) {
@@ -276,7 +278,8 @@ fn redact_url(url: &str) -> String {
     if scheme.is_empty() { rest.to_string() } else { format!("{scheme}://{rest}") }
 }
 
-fn redact_list(input: &str) -> String {
+/// A server list as it may be shown: every `user:password@` (or token) removed.
+pub fn redact_servers(input: &str) -> String {
     input.split(',').map(|u| redact_url(u.trim())).collect::<Vec<_>>().join(",")
 }
 

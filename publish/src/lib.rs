@@ -16,7 +16,7 @@ mod publish;
 mod settings;
 mod stream;
 
-pub use connect::{ConnectError, ConnectionState, FileRole, JetStreamConnection};
+pub use connect::{ConnectError, ConnectionState, FileRole, JetStreamConnection, redact_servers};
 pub use msgid::MessageIdGenerator;
 pub use publish::{
     BatchOutcome, GiveUpReason, JetStreamPublisher, OutboundMessage, PublisherError,

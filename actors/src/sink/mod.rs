@@ -30,7 +30,7 @@ use tokio::sync::Mutex;
 
 pub use flow_publish::{
     Backoff, ClientCertificate, ConnectError, ConnectionState, JetStreamPublisher,
-    JetStreamSettings, PublisherError, StreamSettings, TlsSettings,
+    JetStreamSettings, PublisherError, StreamSettings, TlsSettings, redact_servers,
 };
 pub use jetstream::{CONNECT_FAILED, JetStreamLink, JetStreamSink, LinkStatus, encode_flows};
 pub use json_lines::{JsonLinesSink, StdoutSink};
