@@ -169,7 +169,7 @@ def percentile_bound(samples, q):
     buckets = sorted(
         (float(ls["le"]), v)
         for n, ls, v in samples
-        if n == "flow_collector_publish_latency_seconds_bucket"
+        if n == "flow_collector_flow_latency_seconds_bucket"
     )
     merged = {}
     for le, v in buckets:  # several subjects: add their cumulative counts
@@ -618,11 +618,11 @@ class Bench:
                 half = max(row.achieved / 2, 5_000)
                 res = self.jetstream_run(url, monitor, "lat", half, self.js_secs)
                 lat = self.js_row("5 latency", f"collector @50% of acked rate", res,
-                                  "hand-off to transport -> ack, histogram bucket bounds")
+                                  "datagram receipt -> JetStream ack per flow, bucket bounds")
                 self.rows.append(lat)
                 self.verdicts.append(
                     f"(5) latency at {fmt_rate(lat.offered)} flows/s: p50 {fmt_latency(lat.p50)}, "
-                    f"p99 {fmt_latency(lat.p99)} (batch handed to the transport -> JetStream ack; "
+                    f"p99 {fmt_latency(lat.p99)} (each flow's datagram receipt -> JetStream ack; "
                     f"bucket resolution, doubling from 0.5 ms)")
             self.batched(url, monitor, row.achieved or minimal)
         finally:

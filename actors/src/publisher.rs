@@ -19,7 +19,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use flowpb::FlowMessage;
@@ -29,7 +29,7 @@ use tokio::task::AbortHandle;
 
 use crate::batch::FlowBatch;
 use crate::budget::Credit;
-use crate::counters::{PublisherCounters, flow_drop};
+use crate::counters::{LatencyHistogram, PublisherCounters, flow_drop};
 use crate::ratelimit::LogLimiter;
 use crate::sink::{BUFFER_FULL, Buffering, Delivery, Encoder, FlowSink, SinkError};
 
@@ -160,13 +160,13 @@ impl PublisherSlot {
     /// Starts a task for every batch ready to go while a lane is free.
     fn dispatch(self: &Arc<Self>) {
         let mut queue = self.queue();
-        while let Some((lane, batch)) = queue.next_batch() {
+        while let Some((lane, batch, received)) = queue.next_batch() {
             let Some(sink) = self.lanes.get(lane).cloned() else {
                 // Lanes are never removed; should one be missing, the batch is counted.
                 self.counters.flows_dropped.add(flow_drop::PUBLISHER_FAILED, to_u64(batch.len()));
                 continue;
             };
-            let id = queue.register(batch.len());
+            let id = queue.register(batch.len(), received);
             let flight = Flight { slot: Arc::clone(self), id, lane, finished: false };
             let task = tokio::spawn(fly(flight, sink, batch));
             queue.track(id, task.abort_handle());
@@ -333,6 +333,16 @@ impl Waiting {
     }
 }
 
+/// Observes, for each flow of a delivered batch, the time from its datagram's receipt
+/// until now. Flows without a receipt time are left out.
+fn observe_flow_latency(histogram: &LatencyHistogram, received: &[u64]) {
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+    let now_ns = u64::try_from(now.as_nanos()).unwrap_or(u64::MAX);
+    for &at in received.iter().filter(|at| **at > 0) {
+        histogram.observe(Duration::from_nanos(now_ns.saturating_sub(at)));
+    }
+}
+
 /// What to do with flows arriving when `max_flows` are held.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Overflow {
@@ -348,6 +358,8 @@ struct InFlight {
     task: Option<AbortHandle>,
     /// When it was handed to its lane: the start of its publish latency.
     started: Instant,
+    /// When its flows' datagrams were received: the start of their flow latency.
+    received: Vec<u64>,
 }
 
 /// The flows of one publisher: waiting, held back, and in flight, plus the free lanes.
@@ -356,6 +368,9 @@ struct Queue {
     max_flows: usize,
     overflow: Overflow,
     waiting: Waiting,
+    /// When each waiting flow's datagram was received (wall clock ns, as in
+    /// `time_received_ns`; 0 when unknown), in the order of `waiting`.
+    received: VecDeque<u64>,
     held: VecDeque<FlowBatch>,
     /// Flows in `held`.
     held_flows: usize,
@@ -388,6 +403,7 @@ impl Queue {
             max_flows,
             overflow,
             waiting,
+            received: VecDeque::new(),
             held: VecDeque::new(),
             held_flows: 0,
             idle: (0..lanes).rev().collect(),
@@ -412,8 +428,8 @@ impl Queue {
                 self.held_flows += batch.len();
                 self.held.push_back(batch);
             }
-            Overflow::Wait => self.waiting.push(batch.accept()),
-            Overflow::Drop if self.has_room() => self.waiting.push(batch.accept()),
+            Overflow::Wait => self.enqueue(batch.accept()),
+            Overflow::Drop if self.has_room() => self.enqueue(batch.accept()),
             Overflow::Drop => {
                 let dropped = to_u64(batch.accept().len());
                 counters.flows_dropped.add(BUFFER_FULL, dropped);
@@ -430,12 +446,19 @@ impl Queue {
         while self.has_room() {
             let Some(batch) = self.held.pop_front() else { break };
             self.held_flows -= batch.len();
-            self.waiting.push(batch.accept());
+            self.enqueue(batch.accept());
         }
     }
 
-    /// A free lane and the batch it should publish, if one is ready.
-    fn next_batch(&mut self) -> Option<(usize, Staged)> {
+    /// Flows join the waiting queue, with their receipt times.
+    fn enqueue(&mut self, flows: Vec<FlowMessage>) {
+        self.received.extend(flows.iter().map(|flow| flow.time_received_ns));
+        self.waiting.push(flows);
+    }
+
+    /// A free lane and the batch it should publish, with its flows' receipt times, if
+    /// one is ready.
+    fn next_batch(&mut self) -> Option<(usize, Staged, Vec<u64>)> {
         self.admit_held();
         let waiting = self.waiting.len();
         let n = if waiting >= self.batch_size {
@@ -447,16 +470,18 @@ impl Queue {
         };
         let lane = self.idle.pop()?;
         let batch = self.waiting.take(n);
+        let received = self.received.drain(..n.min(self.received.len())).collect();
         if self.waiting.len() == 0 {
             self.flush = self.draining;
         }
-        Some((lane, batch))
+        Some((lane, batch, received))
     }
 
-    fn register(&mut self, flows: usize) -> u64 {
+    fn register(&mut self, flows: usize, received: Vec<u64>) -> u64 {
         let id = self.next_id;
         self.next_id += 1;
-        self.in_flight.insert(id, InFlight { flows, task: None, started: Instant::now() });
+        let flight = InFlight { flows, task: None, started: Instant::now(), received };
+        self.in_flight.insert(id, flight);
         self.in_flight_flows += flows;
         id
     }
@@ -484,6 +509,9 @@ impl Queue {
         match result {
             Some(Ok(delivery)) => {
                 counters.publish_latency.observe(flight.started.elapsed());
+                if delivery.delivered > 0 {
+                    observe_flow_latency(&counters.flow_latency, &flight.received);
+                }
                 self.account(delivery, count, counters, to);
             }
             Some(Err(error)) => {
@@ -551,6 +579,7 @@ impl Queue {
     fn abandon(&mut self) -> (u64, Vec<AbortHandle>) {
         let mut count = self.waiting.len() + self.in_flight_flows;
         self.waiting.clear();
+        self.received.clear();
         for batch in self.held.drain(..) {
             count += batch.accept().len();
         }

@@ -112,6 +112,11 @@ async fn scraped_counters_match_the_datagrams_sent() {
         Some(batches as f64),
         "{text}"
     );
+    assert_eq!(
+        value("flow_collector_flow_latency_seconds_count", &subject),
+        Some(expected_flows as f64),
+        "one receipt-to-delivery observation per flow: {text}"
+    );
     assert_eq!(value("flow_collector_publish_in_flight_acks", &subject), Some(0.0));
     assert_eq!(value("flow_collector_publish_buffered_messages", &subject), Some(0.0));
     let inf_bucket = format!(r#"le="+Inf",{subject}"#);

@@ -338,6 +338,9 @@ pub struct PublisherCounters {
     pub flows_in_flight: AtomicU64,
     /// From handing a batch to the sink until it is settled, for batches it accepted.
     pub publish_latency: LatencyHistogram,
+    /// From a flow's datagram being received until the sink delivered it (JetStream:
+    /// acknowledged), per flow.
+    pub flow_latency: LatencyHistogram,
 }
 
 impl PublisherCounters {
@@ -351,6 +354,7 @@ impl PublisherCounters {
             flows_buffered: self.flows_buffered.load(ORDER),
             flows_in_flight: self.flows_in_flight.load(ORDER),
             publish_latency: self.publish_latency.snapshot(),
+            flow_latency: self.flow_latency.snapshot(),
         }
     }
 }
@@ -365,6 +369,7 @@ pub struct PublisherCountersSnapshot {
     pub flows_buffered: u64,
     pub flows_in_flight: u64,
     pub publish_latency: LatencySnapshot,
+    pub flow_latency: LatencySnapshot,
 }
 
 impl PublisherCountersSnapshot {

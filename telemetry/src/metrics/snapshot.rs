@@ -5,7 +5,9 @@ use std::fmt;
 use std::net::SocketAddr;
 
 use flow_actors::CountersSnapshot;
-use flow_actors::counters::{ListenerCountersSnapshot, ListenerSnapshot, PublisherSnapshot};
+use flow_actors::counters::{
+    LatencySnapshot, ListenerCountersSnapshot, ListenerSnapshot, PublisherSnapshot,
+};
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric, NoLabelSet};
 use prometheus_client::metrics::MetricType;
@@ -355,27 +357,41 @@ fn publisher_labels(p: &PublisherSnapshot) -> [(&'static str, String); 2] {
     [("subject", p.subject.clone()), ("partition", p.partition.clone())]
 }
 
-/// The publish latency histogram of every subject.
+/// A latency histogram family: name, help, and which histogram of a publisher.
+type LatencyFigure = (&'static str, &'static str, fn(&PublisherSnapshot) -> &LatencySnapshot);
+
+const LATENCIES: &[LatencyFigure] = &[
+    (
+        "flow_collector_publish_latency_seconds",
+        "Time from handing a batch to the transport until it is acknowledged",
+        |p| &p.counters.publish_latency,
+    ),
+    (
+        "flow_collector_flow_latency_seconds",
+        "Time from a flow's datagram being received until the sink delivered it \
+         (JetStream: acknowledged), per flow",
+        |p| &p.counters.flow_latency,
+    ),
+];
+
+/// The latency histograms of every publisher.
 fn publish_latency(
     encoder: &mut DescriptorEncoder,
     publishers: &[PublisherSnapshot],
 ) -> fmt::Result {
-    let mut metric = encoder.encode_descriptor(
-        "flow_collector_publish_latency_seconds",
-        "Time from handing a batch to the transport until it is acknowledged",
-        None,
-        MetricType::Histogram,
-    )?;
-    for p in publishers {
-        let latency = &p.counters.publish_latency;
-        let labels = publisher_labels(p);
-        let mut sample = metric.encode_family(&labels)?;
-        sample.encode_histogram::<NoLabelSet>(
-            latency.sum_seconds,
-            latency.count,
-            &latency.buckets,
-            None,
-        )?;
+    for (name, help, read) in LATENCIES {
+        let mut metric = encoder.encode_descriptor(name, help, None, MetricType::Histogram)?;
+        for p in publishers {
+            let latency = read(p);
+            let labels = publisher_labels(p);
+            let mut sample = metric.encode_family(&labels)?;
+            sample.encode_histogram::<NoLabelSet>(
+                latency.sum_seconds,
+                latency.count,
+                &latency.buckets,
+                None,
+            )?;
+        }
     }
     Ok(())
 }
