@@ -10,10 +10,9 @@ mod nats;
 mod support;
 
 use std::collections::BTreeMap;
-use std::net::{SocketAddr, UdpSocket};
+use std::net::SocketAddr;
 use std::time::Duration;
 
-use flow_replay::read_file;
 use flowpb::FlowMessage;
 use jetstream_support::*;
 use prost::Message;
@@ -21,18 +20,6 @@ use serde_json::json;
 
 const ACME: &str = "127.0.0.71";
 const GLOBEX: &str = "127.0.0.72";
-
-/// Sends a shared capture's datagrams from `source` to `to`, paced.
-fn send_capture(capture: &str, source: &str, to: SocketAddr) -> usize {
-    let path = support::shared_pcaps().join(capture);
-    let datagrams = read_file(&path).unwrap_or_else(|e| panic!("{e}")).datagrams;
-    let socket = UdpSocket::bind((source, 0)).unwrap_or_else(|e| panic!("bind {source}: {e}"));
-    for datagram in &datagrams {
-        socket.send_to(&datagram.payload, to).unwrap_or_else(|e| panic!("send: {e}"));
-        std::thread::sleep(Duration::from_millis(2));
-    }
-    datagrams.len()
-}
 
 /// Every stored message's subject and flow.
 async fn stored_by_subject(url: &str) -> Vec<(String, FlowMessage)> {
@@ -62,8 +49,9 @@ async fn each_tenant_lands_on_its_own_subject_with_its_tags() {
         { "prefix": GLOBEX, "partition": "globex", "name": "globex-core" },
     ]);
     let collector = Running::start(&config, &[]);
-    let acme_sent = send_capture("100-IPFIXv10-CISCO/traffic-00.pcap", ACME, addr);
-    let globex_sent = send_capture("101-NFv9-CISCO-cust_primitives/traffic-00.pcap", GLOBEX, addr);
+    let acme_sent = support::send_capture_from("100-IPFIXv10-CISCO/traffic-00.pcap", ACME, addr);
+    let globex_sent =
+        support::send_capture_from("101-NFv9-CISCO-cust_primitives/traffic-00.pcap", GLOBEX, addr);
     assert!(acme_sent > 0 && globex_sent > 0);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     let mut stored = 0;

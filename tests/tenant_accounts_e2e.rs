@@ -17,11 +17,10 @@ mod nats_jwt;
 mod support;
 
 use std::collections::BTreeMap;
-use std::net::{IpAddr, SocketAddr, UdpSocket};
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use async_nats::jetstream;
-use flow_replay::read_file;
 use flowpb::FlowMessage;
 use jetstream_support::{Running, free_udp_port};
 use nats_jwt::Operator;
@@ -121,18 +120,6 @@ async fn wait_streams_ready(collector: &Running, n: usize) {
     }
 }
 
-/// Sends a shared capture's datagrams from `source` to `to`, paced.
-fn send_capture(capture: &str, source: &str, to: SocketAddr) -> usize {
-    let path = support::shared_pcaps().join(capture);
-    let datagrams = read_file(&path).unwrap_or_else(|e| panic!("{e}")).datagrams;
-    let socket = UdpSocket::bind((source, 0)).unwrap_or_else(|e| panic!("bind {source}: {e}"));
-    for datagram in &datagrams {
-        socket.send_to(&datagram.payload, to).unwrap_or_else(|e| panic!("send: {e}"));
-        std::thread::sleep(Duration::from_millis(2));
-    }
-    datagrams.len()
-}
-
 fn sampler(flow: &FlowMessage) -> String {
     let octets = <[u8; 4]>::try_from(flow.sampler_address.as_slice()).expect("IPv4 exporter");
     IpAddr::from(octets).to_string()
@@ -176,10 +163,10 @@ async fn each_tenant_publishes_only_into_its_own_account() {
     let ipfix = "100-IPFIXv10-CISCO/traffic-00.pcap";
     let v9 = "101-NFv9-CISCO-cust_primitives/traffic-00.pcap";
     let sent = [
-        send_capture(ipfix, ACME, shared),
-        send_capture(v9, GLOBEX, shared),
-        send_capture(ipfix, OPS_ROUTER, shared),
-        send_capture(v9, GLOBEX_BRANCH, globex_own),
+        support::send_capture_from(ipfix, ACME, shared),
+        support::send_capture_from(v9, GLOBEX, shared),
+        support::send_capture_from(ipfix, OPS_ROUTER, shared),
+        support::send_capture_from(v9, GLOBEX_BRANCH, globex_own),
     ];
     assert!(sent.iter().all(|n| *n > 0), "{sent:?}");
 
@@ -300,8 +287,8 @@ async fn a_tenant_presents_its_own_creds_file_and_lands_in_its_own_account() {
     let collector = Running::start(&config, &[]);
     wait_streams_ready(&collector, 2).await;
     let capture = "100-IPFIXv10-CISCO/traffic-00.pcap";
-    assert!(send_capture(capture, ACME, shared) > 0);
-    assert!(send_capture(capture, OPS_ROUTER, shared) > 0);
+    assert!(support::send_capture_from(capture, ACME, shared) > 0);
+    assert!(support::send_capture_from(capture, OPS_ROUTER, shared) > 0);
 
     let ops = account_with_creds(server.port, &ops_creds).await;
     let acme = account_with_creds(server.port, &acme_creds).await;

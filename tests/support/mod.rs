@@ -38,6 +38,19 @@ pub fn shared_pcaps() -> PathBuf {
     dir
 }
 
+/// Sends the datagrams of a shared capture (`capture`: its path below the captures
+/// folder) from `source` (a 127.x address) to `to`, 2 ms apart; returns how many.
+pub fn send_capture_from(capture: &str, source: &str, to: SocketAddr) -> usize {
+    let path = shared_pcaps().join(capture);
+    let datagrams = flow_replay::read_file(&path).unwrap_or_else(|e| panic!("{e}")).datagrams;
+    let socket = UdpSocket::bind((source, 0)).unwrap_or_else(|e| panic!("bind {source}: {e}"));
+    for datagram in &datagrams {
+        socket.send_to(&datagram.payload, to).unwrap_or_else(|e| panic!("send: {e}"));
+        thread::sleep(Duration::from_millis(2));
+    }
+    datagrams.len()
+}
+
 /// Every `*.pcap` one level below the shared captures folder, sorted; panics when
 /// there is none.
 pub fn shared_captures() -> Vec<PathBuf> {
