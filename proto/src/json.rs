@@ -6,6 +6,10 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use serde_json::{Map, Value, json};
 
+mod line;
+
+pub use line::write_json;
+
 use crate::generated::flow_message::DecodeFlag;
 use crate::{FlowMessage, FlowType, LayerStack};
 
@@ -182,6 +186,163 @@ mod tests {
         );
         assert_eq!(v["flow_id"], 77);
         assert_eq!(to_json(&FlowMessage::default())["decode_flags"], json!([]));
+    }
+
+    /// A small deterministic xorshift, so the flows below are the same on every run.
+    struct Rng(u64);
+
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0
+        }
+
+        fn below(&mut self, n: u64) -> u64 {
+            self.next() % n
+        }
+
+        /// A value of any magnitude: 0, small, or anything up to the type's maximum.
+        fn num(&mut self) -> u64 {
+            match self.below(4) {
+                0 => 0,
+                1 => self.below(300),
+                2 => u64::MAX - self.below(3),
+                _ => self.next() >> self.below(64),
+            }
+        }
+
+        fn u32(&mut self) -> u32 {
+            u32::try_from(self.num() & u64::from(u32::MAX)).unwrap()
+        }
+
+        fn address(&mut self) -> Vec<u8> {
+            let len = [0, 4, 4, 16, 16, 1, 3, 6, 20][usize::try_from(self.below(9)).unwrap()];
+            (0..len).map(|_| u8::try_from(self.below(256)).unwrap()).collect()
+        }
+
+        fn u32s(&mut self) -> Vec<u32> {
+            (0..self.below(4)).map(|_| self.u32()).collect()
+        }
+
+        fn text(&mut self) -> String {
+            const PIECES: [&str; 12] = [
+                "",
+                "acme",
+                "é",
+                "东京",
+                "\"",
+                "\\",
+                "\n\t\r",
+                "\u{0}\u{1f}",
+                "\u{7f}",
+                "\u{8}\u{c}",
+                "🦀",
+                "a b/c",
+            ];
+            (0..self.below(4)).map(|_| PIECES[usize::try_from(self.below(12)).unwrap()]).collect()
+        }
+    }
+
+    /// A flow with every field set at random, each kind of value represented.
+    fn random_flow(rng: &mut Rng) -> FlowMessage {
+        FlowMessage {
+            r#type: i32::try_from(rng.below(7)).unwrap() - 1,
+            time_received_ns: rng.num(),
+            sequence_num: rng.u32(),
+            sampling_rate: rng.num(),
+            sampler_address: rng.address(),
+            time_flow_start_ns: rng.num(),
+            time_flow_end_ns: rng.num(),
+            bytes: rng.num(),
+            packets: rng.num(),
+            bytes_in: rng.num(),
+            bytes_out: rng.num(),
+            packets_in: rng.num(),
+            packets_out: rng.num(),
+            src_addr: rng.address(),
+            dst_addr: rng.address(),
+            etype: rng.u32(),
+            proto: rng.u32(),
+            src_port: rng.u32(),
+            dst_port: rng.u32(),
+            in_if: rng.u32(),
+            out_if: rng.u32(),
+            src_mac: rng.num(),
+            dst_mac: rng.num(),
+            src_vlan: rng.u32(),
+            dst_vlan: rng.u32(),
+            vlan_id: rng.u32(),
+            ip_tos: rng.u32(),
+            forwarding_status: rng.u32(),
+            ip_ttl: rng.u32(),
+            ip_flags: rng.u32(),
+            tcp_flags: rng.u32(),
+            icmp_type: rng.u32(),
+            icmp_code: rng.u32(),
+            ipv6_flow_label: rng.u32(),
+            fragment_id: rng.u32(),
+            fragment_offset: rng.u32(),
+            src_as: rng.u32(),
+            dst_as: rng.u32(),
+            next_hop: rng.address(),
+            next_hop_as: rng.u32(),
+            src_net: rng.u32(),
+            dst_net: rng.u32(),
+            bgp_next_hop: rng.address(),
+            bgp_communities: rng.u32s(),
+            as_path: rng.u32s(),
+            mpls_ttl: rng.u32s(),
+            mpls_label: rng.u32s(),
+            mpls_ip: (0..rng.below(3)).map(|_| rng.address()).collect(),
+            observation_domain_id: rng.u32(),
+            observation_point_id: rng.u32(),
+            layer_stack: (0..rng.below(5))
+                .map(|_| [0, 1, 3, 7, 13, 14, 50, 99, -1][usize::try_from(rng.below(9)).unwrap()])
+                .collect(),
+            layer_size: rng.u32s(),
+            ipv6_routing_header_addresses: (0..rng.below(3)).map(|_| rng.address()).collect(),
+            ipv6_routing_header_seg_left: rng.u32(),
+            protocol_name: rng.text(),
+            partition: rng.text(),
+            exporter_name: rng.text(),
+            exporter_site: rng.text(),
+            exporter_role: rng.text(),
+            exporter_tags: (0..rng.below(4)).map(|_| (rng.text(), rng.text())).collect(),
+            decode_flags: rng.u32(),
+            post_nat_src_addr: rng.address(),
+            post_nat_dst_addr: rng.address(),
+            post_nat_src_port: rng.u32(),
+            post_nat_dst_port: rng.u32(),
+            firewall_event: rng.u32(),
+            flow_id: rng.num(),
+        }
+    }
+
+    #[test]
+    fn the_line_writer_writes_exactly_what_the_value_rendering_does() {
+        let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+        let mut line = String::new();
+        let mut flows = vec![FlowMessage::default()];
+        flows.extend((0..20_000).map(|_| random_flow(&mut rng)));
+        for flow in &flows {
+            line.clear();
+            write_json(flow, &mut line);
+            assert_eq!(line, to_json(flow).to_string(), "{flow:?}");
+        }
+    }
+
+    #[test]
+    fn the_line_writer_escapes_every_ascii_character_as_serde_json_does() {
+        for byte in 0u8..=0x7f {
+            let text = char::from(byte).to_string();
+            let flow = FlowMessage { exporter_name: text.clone(), ..Default::default() };
+            let v = to_json(&flow);
+            let mut line = String::new();
+            write_json(&flow, &mut line);
+            assert_eq!(line, v.to_string(), "byte {byte:#x}");
+        }
     }
 
     #[test]
