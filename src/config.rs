@@ -75,6 +75,9 @@ impl ConfigError {
 /// The largest UDP payload: the default `max_datagram_bytes`.
 const MAX_UDP_PAYLOAD: usize = 65_535;
 
+/// The most UDP sockets one listener may bind on its address (`sockets`).
+const MAX_SOCKETS_PER_LISTENER: usize = 64;
+
 /// The whole config file, as written by the operator.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -251,6 +254,10 @@ pub struct ListenerConfig {
     /// Datagrams larger than this are dropped and counted (UDP listeners).
     #[serde(default)]
     pub max_datagram_bytes: Option<usize>,
+    /// UDP sockets bound to `listen_addr` with SO_REUSEPORT, each read by its own task
+    /// (default 1; UDP listeners).
+    #[serde(default)]
+    pub sockets: Option<usize>,
     /// The partition of this listener's exporters the registry does not place (absent:
     /// the install's `partition`).
     #[serde(default)]
@@ -783,6 +790,9 @@ impl ListenerConfig {
             in_range(&format!("{key}.max_datagram_bytes"), bytes, 64, MAX_UDP_PAYLOAD)?;
         }
         in_range(&format!("{key}.buffer_size"), self.buffer_size, 1024, 1 << 30)?;
+        if let Some(sockets) = self.sockets {
+            in_range(&format!("{key}.sockets"), sockets, 1, MAX_SOCKETS_PER_LISTENER)?;
+        }
         match self.protocol {
             ListenerKind::Netflow => {
                 if self.max_samples_per_datagram.is_some() {
@@ -879,6 +889,7 @@ impl ListenerConfig {
             sources: self.source_filter(key)?,
             max_exporter_pps: self.max_exporter_pps.and_then(NonZeroU32::new),
             max_datagram_bytes: self.max_datagram_bytes.unwrap_or(MAX_UDP_PAYLOAD),
+            sockets: self.sockets.unwrap_or(1),
             // Set by `Config::collector_settings`, which knows `security.cert_dir`.
             transport: Default::default(),
         })

@@ -396,6 +396,7 @@ fn bind_listener(
             sources: listener.sources.clone(),
             max_exporter_pps: listener.max_exporter_pps,
             max_datagram_bytes: listener.max_datagram_bytes,
+            sockets: listener.sockets.max(1),
             stats_interval: settings.stats_interval,
             budget,
             quotas,

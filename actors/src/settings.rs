@@ -70,6 +70,10 @@ pub struct ListenerSettings {
     /// Datagrams larger than this are dropped unread (`max_datagram_bytes`; 65535, the
     /// largest UDP payload, by default).
     pub max_datagram_bytes: usize,
+    /// UDP sockets bound to `listen_addr` with SO_REUSEPORT, each read by its own task
+    /// and all feeding the listener's one exporter directory (`sockets`; at least 1).
+    /// TCP/TLS listeners bind one socket whatever it says.
+    pub sockets: usize,
     /// UDP datagrams, or IPFIX messages over TCP or TLS connections (`transport`).
     pub transport: Transport,
 }

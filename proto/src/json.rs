@@ -1,144 +1,40 @@
 //! JSON rendering of a `FlowMessage`: one object per flow, keyed by the contract's
-//! field names, with addresses and MACs as text and enums by name. Every field is
-//! present, zero or not, so a line always has the same shape.
+//! field names (in byte order), with addresses and MACs as text and enums by name.
+//! Every field is present, zero or not, so a line always has the same shape.
+//!
+//! [`write_json`] writes a flow straight into a reused `String` (the stdout sink and
+//! `flow-tail` write lines with it); [`to_json`] parses that line back into a
+//! `serde_json::Value` for tests and tools that pick fields out.
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use serde_json::Value;
 
-use serde_json::{Map, Value, json};
+use crate::FlowMessage;
 
-use crate::generated::flow_message::DecodeFlag;
-use crate::{FlowMessage, FlowType, LayerStack};
+mod line;
 
-/// Renders `flow` as a JSON object.
-pub fn to_json(flow: &FlowMessage) -> Value {
-    let mut m = Map::with_capacity(64);
-    let flow_type = FlowType::try_from(flow.r#type).map_or("FLOWUNKNOWN", |t| t.as_str_name());
-    m.insert("type".into(), json!(flow_type));
-    m.insert("time_received_ns".into(), json!(flow.time_received_ns));
-    m.insert("sequence_num".into(), json!(flow.sequence_num));
-    m.insert("sampling_rate".into(), json!(flow.sampling_rate));
-    m.insert("sampler_address".into(), address(&flow.sampler_address));
-    m.insert("time_flow_start_ns".into(), json!(flow.time_flow_start_ns));
-    m.insert("time_flow_end_ns".into(), json!(flow.time_flow_end_ns));
-    m.insert("bytes".into(), json!(flow.bytes));
-    m.insert("packets".into(), json!(flow.packets));
-    m.insert("bytes_in".into(), json!(flow.bytes_in));
-    m.insert("bytes_out".into(), json!(flow.bytes_out));
-    m.insert("packets_in".into(), json!(flow.packets_in));
-    m.insert("packets_out".into(), json!(flow.packets_out));
-    m.insert("src_addr".into(), address(&flow.src_addr));
-    m.insert("dst_addr".into(), address(&flow.dst_addr));
-    m.insert("etype".into(), json!(flow.etype));
-    m.insert("proto".into(), json!(flow.proto));
-    m.insert("protocol_name".into(), json!(flow.protocol_name));
-    m.insert("src_port".into(), json!(flow.src_port));
-    m.insert("dst_port".into(), json!(flow.dst_port));
-    m.insert("in_if".into(), json!(flow.in_if));
-    m.insert("out_if".into(), json!(flow.out_if));
-    m.insert("src_mac".into(), json!(mac(flow.src_mac)));
-    m.insert("dst_mac".into(), json!(mac(flow.dst_mac)));
-    m.insert("src_vlan".into(), json!(flow.src_vlan));
-    m.insert("dst_vlan".into(), json!(flow.dst_vlan));
-    m.insert("vlan_id".into(), json!(flow.vlan_id));
-    m.insert("ip_tos".into(), json!(flow.ip_tos));
-    m.insert("forwarding_status".into(), json!(flow.forwarding_status));
-    m.insert("ip_ttl".into(), json!(flow.ip_ttl));
-    m.insert("ip_flags".into(), json!(flow.ip_flags));
-    m.insert("tcp_flags".into(), json!(flow.tcp_flags));
-    m.insert("icmp_type".into(), json!(flow.icmp_type));
-    m.insert("icmp_code".into(), json!(flow.icmp_code));
-    m.insert("ipv6_flow_label".into(), json!(flow.ipv6_flow_label));
-    m.insert("fragment_id".into(), json!(flow.fragment_id));
-    m.insert("fragment_offset".into(), json!(flow.fragment_offset));
-    m.insert("src_as".into(), json!(flow.src_as));
-    m.insert("dst_as".into(), json!(flow.dst_as));
-    m.insert("next_hop".into(), address(&flow.next_hop));
-    m.insert("next_hop_as".into(), json!(flow.next_hop_as));
-    m.insert("src_net".into(), json!(flow.src_net));
-    m.insert("dst_net".into(), json!(flow.dst_net));
-    m.insert("bgp_next_hop".into(), address(&flow.bgp_next_hop));
-    m.insert("bgp_communities".into(), json!(flow.bgp_communities));
-    m.insert("as_path".into(), json!(flow.as_path));
-    m.insert("mpls_ttl".into(), json!(flow.mpls_ttl));
-    m.insert("mpls_label".into(), json!(flow.mpls_label));
-    m.insert("mpls_ip".into(), Value::Array(flow.mpls_ip.iter().map(|a| address(a)).collect()));
-    m.insert("observation_domain_id".into(), json!(flow.observation_domain_id));
-    m.insert("observation_point_id".into(), json!(flow.observation_point_id));
-    let layers: Vec<&str> = flow
-        .layer_stack
-        .iter()
-        .map(|l| LayerStack::try_from(*l).map_or("Custom", |l| l.as_str_name()))
-        .collect();
-    m.insert("layer_stack".into(), json!(layers));
-    m.insert("layer_size".into(), json!(flow.layer_size));
-    m.insert(
-        "ipv6_routing_header_addresses".into(),
-        Value::Array(flow.ipv6_routing_header_addresses.iter().map(|a| address(a)).collect()),
-    );
-    m.insert("ipv6_routing_header_seg_left".into(), json!(flow.ipv6_routing_header_seg_left));
-    m.insert("decode_flags".into(), json!(decode_flag_names(flow.decode_flags)));
-    m.insert("post_nat_src_addr".into(), address(&flow.post_nat_src_addr));
-    m.insert("post_nat_dst_addr".into(), address(&flow.post_nat_dst_addr));
-    m.insert("post_nat_src_port".into(), json!(flow.post_nat_src_port));
-    m.insert("post_nat_dst_port".into(), json!(flow.post_nat_dst_port));
-    m.insert("firewall_event".into(), json!(flow.firewall_event));
-    m.insert("flow_id".into(), json!(flow.flow_id));
-    m.insert("partition".into(), json!(flow.partition));
-    m.insert("exporter_name".into(), json!(flow.exporter_name));
-    m.insert("exporter_site".into(), json!(flow.exporter_site));
-    m.insert("exporter_role".into(), json!(flow.exporter_role));
-    let tags: std::collections::BTreeMap<&String, &String> = flow.exporter_tags.iter().collect();
-    m.insert("exporter_tags".into(), json!(tags));
-    Value::Object(m)
-}
+pub use line::write_json;
 
 /// Renders `flow` as one line of JSON, without the trailing newline.
 pub fn to_json_line(flow: &FlowMessage) -> String {
-    to_json(flow).to_string()
+    let mut line = String::with_capacity(1024);
+    write_json(flow, &mut line);
+    line
 }
 
-/// An address field as text: dotted IPv4 for 4 bytes, RFC 5952 IPv6 for 16, "" when
-/// empty, and hex for any other length (never silently dropped).
-fn address(bytes: &[u8]) -> Value {
-    match bytes.len() {
-        0 => json!(""),
-        4 => {
-            let octets: [u8; 4] = [bytes[0], bytes[1], bytes[2], bytes[3]];
-            json!(IpAddr::V4(Ipv4Addr::from(octets)).to_string())
-        }
-        16 => {
-            let mut octets = [0u8; 16];
-            octets.copy_from_slice(bytes);
-            json!(IpAddr::V6(Ipv6Addr::from(octets)).to_string())
-        }
-        _ => json!(bytes.iter().map(|b| format!("{b:02x}")).collect::<String>()),
-    }
-}
-
-/// The set bits of `decode_flags` by their `DecodeFlag` name, lowest bit first; a bit
-/// the schema does not name renders as its hex value.
-fn decode_flag_names(flags: u32) -> Vec<String> {
-    (0..32)
-        .map(|bit| 1u32 << bit)
-        .filter(|mask| flags & mask != 0)
-        .map(|mask| {
-            i32::try_from(mask)
-                .ok()
-                .and_then(|value| DecodeFlag::try_from(value).ok())
-                .map_or_else(|| format!("{mask:#x}"), |flag| flag.as_str_name().to_owned())
-        })
-        .collect()
-}
-
-/// A MAC held in the low 48 bits, first octet most significant, as `aa:bb:cc:dd:ee:ff`.
-fn mac(value: u64) -> String {
-    let b = value.to_be_bytes();
-    format!("{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}", b[2], b[3], b[4], b[5], b[6], b[7])
+/// Renders `flow` as a JSON object: the line of [`to_json_line`], parsed.
+pub fn to_json(flow: &FlowMessage) -> Value {
+    // The writer only writes valid JSON (tested below); Null would show a bug plainly.
+    serde_json::from_str(&to_json_line(flow)).unwrap_or(Value::Null)
 }
 
 #[cfg(test)]
 mod tests {
+    use std::net::Ipv6Addr;
+
+    use serde_json::json;
+
     use super::*;
+    use crate::{FlowType, LayerStack};
 
     #[test]
     fn addresses_macs_and_enums_render_as_text() {
@@ -186,6 +82,257 @@ mod tests {
 
     #[test]
     fn odd_length_address_renders_as_hex() {
-        assert_eq!(address(&[1, 2, 3]), json!("010203"));
+        let flow = FlowMessage { next_hop: vec![1, 2, 3], ..Default::default() };
+        assert_eq!(to_json(&flow)["next_hop"], "010203");
+    }
+
+    #[test]
+    fn a_default_flow_renders_every_field() {
+        let expected = r#"{"as_path":[],"bgp_communities":[],"bgp_next_hop":"","bytes":0,"bytes_in":0,"bytes_out":0,"decode_flags":[],"dst_addr":"","dst_as":0,"dst_mac":"00:00:00:00:00:00","dst_net":0,"dst_port":0,"dst_vlan":0,"etype":0,"exporter_name":"","exporter_role":"","exporter_site":"","exporter_tags":{},"firewall_event":0,"flow_id":0,"forwarding_status":0,"fragment_id":0,"fragment_offset":0,"icmp_code":0,"icmp_type":0,"in_if":0,"ip_flags":0,"ip_tos":0,"ip_ttl":0,"ipv6_flow_label":0,"ipv6_routing_header_addresses":[],"ipv6_routing_header_seg_left":0,"layer_size":[],"layer_stack":[],"mpls_ip":[],"mpls_label":[],"mpls_ttl":[],"next_hop":"","next_hop_as":0,"observation_domain_id":0,"observation_point_id":0,"out_if":0,"packets":0,"packets_in":0,"packets_out":0,"partition":"","post_nat_dst_addr":"","post_nat_dst_port":0,"post_nat_src_addr":"","post_nat_src_port":0,"proto":0,"protocol_name":"","sampler_address":"","sampling_rate":0,"sequence_num":0,"src_addr":"","src_as":0,"src_mac":"00:00:00:00:00:00","src_net":0,"src_port":0,"src_vlan":0,"tcp_flags":0,"time_flow_end_ns":0,"time_flow_start_ns":0,"time_received_ns":0,"type":"FLOWUNKNOWN","vlan_id":0}"#;
+        assert_eq!(to_json_line(&FlowMessage::default()), expected);
+    }
+
+    #[test]
+    fn a_full_flow_renders_byte_for_byte_as_before() {
+        // Written by the serde_json::Value rendering this writer replaced (keys in byte
+        // order, compact); DEL is not escaped by serde_json.
+        let expected = r#"{"as_path":[64512,65001],"bgp_communities":[4259840001,0],"bgp_next_hop":"::ffff:192.0.2.7","bytes":18446744073709551615,"bytes_in":1,"bytes_out":2,"decode_flags":["TIME_IN_FUTURE","SAMPLING_RATE_DEFAULTED","0x100","0x80000000"],"dst_addr":"2001:db8::1","dst_as":65001,"dst_mac":"aa:bb:cc:dd:ee:ff","dst_net":48,"dst_port":51000,"dst_vlan":20,"etype":34525,"exporter_name":"edge \"1\"\\\n","exporter_role":"\u0001<DEL>","exporter_site":"Zürich 东京 🦀","exporter_tags":{"":"","account":"A-1001","zone":"b"},"firewall_event":2,"flow_id":77,"forwarding_status":64,"fragment_id":9,"fragment_offset":10,"icmp_code":1,"icmp_type":3,"in_if":7,"ip_flags":2,"ip_tos":184,"ip_ttl":63,"ipv6_flow_label":1048575,"ipv6_routing_header_addresses":["fe80::1"],"ipv6_routing_header_seg_left":1,"layer_size":[14,20,20],"layer_stack":["Ethernet","IPv4","TCP","Custom","Custom"],"mpls_ip":["192.0.2.9",""],"mpls_label":[16,1048575],"mpls_ttl":[255],"next_hop":"010203","next_hop_as":65002,"observation_domain_id":1,"observation_point_id":2,"out_if":8,"packets":12,"packets_in":3,"packets_out":4,"partition":"acme","post_nat_dst_addr":"","post_nat_dst_port":0,"post_nat_src_addr":"203.0.113.9","post_nat_src_port":40000,"proto":6,"protocol_name":"TCP","sampler_address":"192.0.2.1","sampling_rate":1000,"sequence_num":4294967295,"src_addr":"10.0.0.1","src_as":64512,"src_mac":"00:11:22:33:44:55","src_net":24,"src_port":443,"src_vlan":10,"tcp_flags":27,"time_flow_end_ns":1764115200000000000,"time_flow_start_ns":1764115199000000000,"time_received_ns":1764115200123456789,"type":"IPFIX","vlan_id":30}"#.replace("<DEL>", "\u{7f}");
+        assert_eq!(to_json_line(&golden_flow()), expected);
+    }
+
+    /// One flow with every field set, each kind of value and escape represented.
+    fn golden_flow() -> FlowMessage {
+        FlowMessage {
+            r#type: FlowType::Ipfix as i32,
+            time_received_ns: 1_764_115_200_123_456_789,
+            sequence_num: 4_294_967_295,
+            sampling_rate: 1000,
+            sampler_address: vec![192, 0, 2, 1],
+            time_flow_start_ns: 1_764_115_199_000_000_000,
+            time_flow_end_ns: 1_764_115_200_000_000_000,
+            bytes: u64::MAX,
+            packets: 12,
+            bytes_in: 1,
+            bytes_out: 2,
+            packets_in: 3,
+            packets_out: 4,
+            src_addr: vec![10, 0, 0, 1],
+            dst_addr: "2001:db8::1".parse::<Ipv6Addr>().unwrap().octets().to_vec(),
+            etype: 0x86dd,
+            proto: 6,
+            src_port: 443,
+            dst_port: 51_000,
+            in_if: 7,
+            out_if: 8,
+            src_mac: 0x0011_2233_4455,
+            dst_mac: 0xffff_aabb_ccdd_eeff,
+            src_vlan: 10,
+            dst_vlan: 20,
+            vlan_id: 30,
+            ip_tos: 0xb8,
+            forwarding_status: 64,
+            ip_ttl: 63,
+            ip_flags: 2,
+            tcp_flags: 0x1b,
+            icmp_type: 3,
+            icmp_code: 1,
+            ipv6_flow_label: 0xfffff,
+            fragment_id: 9,
+            fragment_offset: 10,
+            src_as: 64_512,
+            dst_as: 65_001,
+            next_hop: vec![1, 2, 3],
+            next_hop_as: 65_002,
+            src_net: 24,
+            dst_net: 48,
+            bgp_next_hop: "::ffff:192.0.2.7".parse::<Ipv6Addr>().unwrap().octets().to_vec(),
+            bgp_communities: vec![65_000 << 16 | 1, 0],
+            as_path: vec![64_512, 65_001],
+            mpls_ttl: vec![255],
+            mpls_label: vec![16, 1_048_575],
+            mpls_ip: vec![vec![192, 0, 2, 9], vec![]],
+            observation_domain_id: 1,
+            observation_point_id: 2,
+            layer_stack: vec![0, 1, 3, 99, 42],
+            layer_size: vec![14, 20, 20],
+            ipv6_routing_header_addresses: vec![
+                "fe80::1".parse::<Ipv6Addr>().unwrap().octets().to_vec(),
+            ],
+            ipv6_routing_header_seg_left: 1,
+            protocol_name: "TCP".into(),
+            partition: "acme".into(),
+            exporter_name: "edge \"1\"\\\n".into(),
+            exporter_site: "Zürich 东京 🦀".into(),
+            exporter_role: "\u{1}\u{7f}".into(),
+            exporter_tags: [("zone", "b"), ("account", "A-1001"), ("", "")]
+                .into_iter()
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .collect(),
+            decode_flags: 0b0110 | 0x100 | 0x8000_0000,
+            post_nat_src_addr: vec![203, 0, 113, 9],
+            post_nat_dst_addr: vec![],
+            post_nat_src_port: 40_000,
+            post_nat_dst_port: 0,
+            firewall_event: 2,
+            flow_id: 77,
+        }
+    }
+
+    /// A small deterministic xorshift, so the flows below are the same on every run.
+    struct Rng(u64);
+
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0
+        }
+
+        fn below(&mut self, n: u64) -> u64 {
+            self.next() % n
+        }
+
+        /// A value of any magnitude: 0, small, or anything up to the type's maximum.
+        fn num(&mut self) -> u64 {
+            match self.below(4) {
+                0 => 0,
+                1 => self.below(300),
+                2 => u64::MAX - self.below(3),
+                _ => self.next() >> self.below(64),
+            }
+        }
+
+        fn u32(&mut self) -> u32 {
+            u32::try_from(self.num() & u64::from(u32::MAX)).unwrap()
+        }
+
+        fn address(&mut self) -> Vec<u8> {
+            let len = [0, 4, 4, 16, 16, 1, 3, 6, 20][usize::try_from(self.below(9)).unwrap()];
+            (0..len).map(|_| u8::try_from(self.below(256)).unwrap()).collect()
+        }
+
+        fn u32s(&mut self) -> Vec<u32> {
+            (0..self.below(4)).map(|_| self.u32()).collect()
+        }
+
+        fn text(&mut self) -> String {
+            const PIECES: [&str; 12] = [
+                "",
+                "acme",
+                "é",
+                "东京",
+                "\"",
+                "\\",
+                "\n\t\r",
+                "\u{0}\u{1f}",
+                "\u{7f}",
+                "\u{8}\u{c}",
+                "🦀",
+                "a b/c",
+            ];
+            (0..self.below(4)).map(|_| PIECES[usize::try_from(self.below(12)).unwrap()]).collect()
+        }
+    }
+
+    /// A flow with every field set at random, each kind of value represented.
+    fn random_flow(rng: &mut Rng) -> FlowMessage {
+        FlowMessage {
+            r#type: i32::try_from(rng.below(7)).unwrap() - 1,
+            time_received_ns: rng.num(),
+            sequence_num: rng.u32(),
+            sampling_rate: rng.num(),
+            sampler_address: rng.address(),
+            time_flow_start_ns: rng.num(),
+            time_flow_end_ns: rng.num(),
+            bytes: rng.num(),
+            packets: rng.num(),
+            bytes_in: rng.num(),
+            bytes_out: rng.num(),
+            packets_in: rng.num(),
+            packets_out: rng.num(),
+            src_addr: rng.address(),
+            dst_addr: rng.address(),
+            etype: rng.u32(),
+            proto: rng.u32(),
+            src_port: rng.u32(),
+            dst_port: rng.u32(),
+            in_if: rng.u32(),
+            out_if: rng.u32(),
+            src_mac: rng.num(),
+            dst_mac: rng.num(),
+            src_vlan: rng.u32(),
+            dst_vlan: rng.u32(),
+            vlan_id: rng.u32(),
+            ip_tos: rng.u32(),
+            forwarding_status: rng.u32(),
+            ip_ttl: rng.u32(),
+            ip_flags: rng.u32(),
+            tcp_flags: rng.u32(),
+            icmp_type: rng.u32(),
+            icmp_code: rng.u32(),
+            ipv6_flow_label: rng.u32(),
+            fragment_id: rng.u32(),
+            fragment_offset: rng.u32(),
+            src_as: rng.u32(),
+            dst_as: rng.u32(),
+            next_hop: rng.address(),
+            next_hop_as: rng.u32(),
+            src_net: rng.u32(),
+            dst_net: rng.u32(),
+            bgp_next_hop: rng.address(),
+            bgp_communities: rng.u32s(),
+            as_path: rng.u32s(),
+            mpls_ttl: rng.u32s(),
+            mpls_label: rng.u32s(),
+            mpls_ip: (0..rng.below(3)).map(|_| rng.address()).collect(),
+            observation_domain_id: rng.u32(),
+            observation_point_id: rng.u32(),
+            layer_stack: (0..rng.below(5))
+                .map(|_| [0, 1, 3, 7, 13, 14, 50, 99, -1][usize::try_from(rng.below(9)).unwrap()])
+                .collect(),
+            layer_size: rng.u32s(),
+            ipv6_routing_header_addresses: (0..rng.below(3)).map(|_| rng.address()).collect(),
+            ipv6_routing_header_seg_left: rng.u32(),
+            protocol_name: rng.text(),
+            partition: rng.text(),
+            exporter_name: rng.text(),
+            exporter_site: rng.text(),
+            exporter_role: rng.text(),
+            exporter_tags: (0..rng.below(4)).map(|_| (rng.text(), rng.text())).collect(),
+            decode_flags: rng.u32(),
+            post_nat_src_addr: rng.address(),
+            post_nat_dst_addr: rng.address(),
+            post_nat_src_port: rng.u32(),
+            post_nat_dst_port: rng.u32(),
+            firewall_event: rng.u32(),
+            flow_id: rng.num(),
+        }
+    }
+
+    #[test]
+    fn random_flows_render_as_serde_json_would_write_them() {
+        // Parsing a line and writing the value back out with serde_json (keys sorted,
+        // compact, its escaping) gives the line again: valid JSON in serde_json's form.
+        let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+        let mut line = String::new();
+        for _ in 0..20_000 {
+            let flow = random_flow(&mut rng);
+            line.clear();
+            write_json(&flow, &mut line);
+            let value: Value = serde_json::from_str(&line).unwrap();
+            assert_eq!(value.to_string(), line, "{flow:?}");
+            assert_eq!(value.as_object().unwrap().len(), 67);
+        }
+    }
+
+    #[test]
+    fn strings_are_escaped_as_serde_json_escapes_them() {
+        for byte in 0u8..=0x7f {
+            let text = format!("a{}b", char::from(byte));
+            let flow = FlowMessage { exporter_name: text.clone(), ..Default::default() };
+            let wanted = format!("\"exporter_name\":{}", serde_json::to_string(&text).unwrap());
+            assert!(to_json_line(&flow).contains(&wanted), "byte {byte:#x}");
+        }
     }
 }

@@ -203,6 +203,12 @@ fn listener_ranges_and_protocol_specific_keys_are_enforced() {
             r#""protocol":"netflow","listen_addr":"0.0.0.0:1","max_exporter_pps":0"#,
             "listeners[0].max_exporter_pps",
         ),
+        (r#""protocol":"netflow","listen_addr":"0.0.0.0:1","sockets":0"#, "listeners[0].sockets"),
+        (r#""protocol":"sflow","listen_addr":"0.0.0.0:1","sockets":65"#, "listeners[0].sockets"),
+        (
+            r#""protocol":"netflow","listen_addr":"0.0.0.0:1","transport":"tcp","sockets":2"#,
+            "listeners[0].sockets",
+        ),
     ];
     for (fragment, key) in cases {
         let text = format!(r#"{{"listeners":[{{{fragment}}}]}}"#);
@@ -467,6 +473,16 @@ fn source_control_reaches_the_listener_settings() {
         .expect("settings");
     assert!(open.listeners[0].sources.is_open());
     assert_eq!(open.listeners[0].max_exporter_pps, None);
+}
+
+#[test]
+fn sockets_reach_the_listener_settings_and_default_to_one() {
+    let text = r#"{"listeners":[{"protocol":"netflow","listen_addr":"0.0.0.0:2055","sockets":4},
+        {"protocol":"sflow","listen_addr":"0.0.0.0:6343","sockets":64},
+        {"protocol":"netflow","listen_addr":"0.0.0.0:4739"}]}"#;
+    let settings = parse(text).expect("valid").collector_settings().expect("settings");
+    let sockets: Vec<usize> = settings.listeners.iter().map(|l| l.sockets).collect();
+    assert_eq!(sockets, [4, 64, 1]);
 }
 
 #[test]

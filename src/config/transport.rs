@@ -63,8 +63,13 @@ pub(super) fn settings(
             "sFlow is only sent over UDP (\"tcp\" and \"tls\" carry IPFIX: netflow listeners)",
         ));
     }
-    if listener.max_exporter_pps.is_some() {
-        return Err(only("max_exporter_pps", "\"udp\""));
+    for (name, present) in [
+        ("max_exporter_pps", listener.max_exporter_pps.is_some()),
+        ("sockets", listener.sockets.is_some()),
+    ] {
+        if present {
+            return Err(only(name, "\"udp\""));
+        }
     }
     let max_sessions = listener.max_sessions.unwrap_or(DEFAULT_MAX_SESSIONS);
     in_range(&format!("{key}.max_sessions"), max_sessions, 1, 100_000)?;

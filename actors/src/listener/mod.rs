@@ -1,9 +1,12 @@
-//! The actor of one UDP socket. It owns the socket (through its receive task), the
-//! exporter directory with its cap and idle eviction, and supervises one exporter actor
-//! per source IP: a failed exporter is restarted with fresh state.
+//! The actor of one UDP listener. It owns the listener's sockets (`sockets` of them on
+//! one address, SO_REUSEPORT, each read by its own receive task), the exporter directory
+//! with its cap and idle eviction, and supervises one exporter actor per source IP: a
+//! failed exporter is restarted with fresh state.
 //!
-//! Datagrams reach it from the dispatcher a batch at a time; it splits each batch by
-//! source and forwards one message per exporter.
+//! Every receive task feeds the same channel, drained by one dispatcher, so all sockets
+//! share the one directory: an exporter has exactly one actor whichever socket the
+//! kernel's hash sends its datagrams to. Datagrams reach the actor from the dispatcher a
+//! batch at a time; it splits each batch by source and forwards one message per exporter.
 
 mod directory;
 mod receive;
@@ -27,7 +30,7 @@ use crate::exporter::{ExporterActor, ExporterArgs, ExporterMsg, ListenerContext}
 use crate::quota::{ExporterSlot, PartitionQuotas};
 use crate::ratelimit::{KeyedLogLimiter, TokenBucket};
 use crate::settings::{ExporterLimits, SourceFilter};
-use crate::socket::bind_udp;
+use crate::socket::{BindError, bind_udp};
 
 use self::directory::{Directory, ExporterEntry, Limit};
 pub(crate) use self::receive::TaskGuard;
@@ -57,6 +60,8 @@ pub(crate) struct ListenerSpec {
     pub(crate) max_exporter_pps: Option<NonZeroU32>,
     /// Datagrams larger than this are dropped and counted as `oversized`.
     pub(crate) max_datagram_bytes: usize,
+    /// UDP sockets bound on `local_addr` (at least 1).
+    pub(crate) sockets: usize,
     pub(crate) stats_interval: Duration,
     pub(crate) budget: Arc<InFlight>,
     /// Per-partition limits, shared by every listener.
@@ -64,7 +69,7 @@ pub(crate) struct ListenerSpec {
 }
 
 /// Arguments of a listener: its spec, and the socket bound at start-up (`None` on a
-/// restart, when it rebinds).
+/// restart, when it rebinds); it binds its other sockets itself.
 pub(crate) struct ListenerArgs {
     pub(crate) spec: Arc<ListenerSpec>,
     pub(crate) socket: Option<std::net::UdpSocket>,
@@ -99,8 +104,8 @@ enum ListenerError {
 pub(crate) struct ListenerState {
     spec: Arc<ListenerSpec>,
     directory: Directory,
-    /// The receive task; dropped (aborted) to stop receiving.
-    receiver: Option<TaskGuard>,
+    /// The receive task of each socket; dropped (aborted) to stop receiving.
+    receivers: Vec<TaskGuard>,
     _dispatcher: TaskGuard,
     /// Set while draining: the reply to send once everything is finished.
     drain_reply: Option<RpcReplyPort<()>>,
@@ -391,6 +396,24 @@ fn group_by_source(datagrams: Vec<RawDatagram>) -> Vec<(IpAddr, Vec<RawDatagram>
     groups
 }
 
+/// The listener's sockets, all on `local_addr`: the one bound at start-up, if given, and
+/// as many more as `spec.sockets` asks (SO_REUSEPORT lets them share the address).
+fn bind_sockets(
+    spec: &ListenerSpec,
+    bound: Option<std::net::UdpSocket>,
+) -> Result<Vec<tokio::net::UdpSocket>, BindError> {
+    let wanted = spec.sockets.max(1);
+    let mut sockets = Vec::with_capacity(wanted);
+    if let Some(socket) = bound {
+        sockets.push(into_tokio(socket, spec.local_addr)?);
+    }
+    while sockets.len() < wanted {
+        let socket = bind_udp(spec.local_addr, spec.buffer_size)?;
+        sockets.push(into_tokio(socket, spec.local_addr)?);
+    }
+    Ok(sockets)
+}
+
 /// How often housekeeping runs: often enough to evict within a quarter of the idle
 /// timeout and to keep the stats interval, never busier than every 10 ms nor lazier than
 /// every second.
@@ -412,13 +435,14 @@ impl Actor for ListenerActor {
         args: ListenerArgs,
     ) -> Result<Self::State, ActorProcessingErr> {
         let spec = args.spec;
-        let socket = match args.socket {
-            Some(socket) => socket,
-            None => bind_udp(spec.local_addr, spec.buffer_size)?,
-        };
-        let socket = into_tokio(socket, spec.local_addr)?;
+        let sockets = bind_sockets(&spec, args.socket)?;
         let (tx, rx) = mpsc::channel(spec.channel_size.max(1));
-        let receiver = TaskGuard::spawn(receive_loop(socket, tx, Arc::clone(&spec)));
+        let receivers = sockets
+            .into_iter()
+            .map(|socket| TaskGuard::spawn(receive_loop(socket, tx.clone(), Arc::clone(&spec))))
+            .collect();
+        // The channel closes (and the dispatcher finishes) once every receive task is gone.
+        drop(tx);
         let queue = QueuedDatagrams::new(rx, Arc::clone(&spec));
         let dispatcher = TaskGuard::spawn(dispatch_loop(queue, myself.clone(), Arc::clone(&spec)));
         drop(myself.send_interval(
@@ -428,12 +452,12 @@ impl Actor for ListenerActor {
         spec.ctx.counters.exporters_live.store(0, Ordering::Relaxed);
         // A restarted listener starts without exporters: their rows went with them.
         spec.ctx.counters.exporters.clear();
-        tracing::info!(listener = %spec.ctx.name, local_addr = %spec.local_addr, subject = %spec.ctx.publisher().subject(), "Listener started");
+        tracing::info!(listener = %spec.ctx.name, local_addr = %spec.local_addr, sockets = spec.sockets, subject = %spec.ctx.publisher().subject(), "Listener started");
         let now = Instant::now();
         Ok(ListenerState {
             spec,
             directory: Directory::default(),
-            receiver: Some(receiver),
+            receivers,
             _dispatcher: dispatcher,
             drain_reply: None,
             last_expire: now,
@@ -453,7 +477,7 @@ impl Actor for ListenerActor {
             ListenerMsg::Datagrams(batch) => state.route(&myself, batch).await,
             ListenerMsg::Housekeeping => state.housekeeping(Instant::now()),
             ListenerMsg::Drain(reply) => {
-                state.receiver = None;
+                state.receivers.clear();
                 state.drain_reply = Some(reply);
             }
             ListenerMsg::DispatcherDone => match state.drain_reply.take() {

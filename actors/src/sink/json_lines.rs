@@ -8,12 +8,13 @@ use tokio::sync::Mutex;
 
 use super::{Delivery, FlowSink, SinkFuture};
 
-/// Writes one JSON object per flow per line (`flowpb::json::to_json_line`), one write and
-/// one flush per batch. The writer is shared behind an async mutex so several subjects can
-/// write to the same stream without interleaving lines.
+/// Writes one JSON object per flow per line (`flowpb::json::write_json`, into one buffer
+/// reused batch after batch), one write and one flush per batch. The writer is shared
+/// behind an async mutex so several subjects can write to the same stream without
+/// interleaving lines.
 pub struct JsonLinesSink<W> {
     writer: Arc<Mutex<W>>,
-    buffer: Vec<u8>,
+    buffer: String,
 }
 
 /// The embedded default sink: JSON lines on standard output.
@@ -22,7 +23,7 @@ pub type StdoutSink = JsonLinesSink<tokio::io::Stdout>;
 impl<W> JsonLinesSink<W> {
     /// A sink writing to `writer`, which other sinks may share.
     pub fn new(writer: Arc<Mutex<W>>) -> Self {
-        Self { writer, buffer: Vec::new() }
+        Self { writer, buffer: String::new() }
     }
 }
 
@@ -39,11 +40,11 @@ impl<W: AsyncWrite + Unpin + Send + 'static> FlowSink for JsonLinesSink<W> {
         Box::pin(async move {
             self.buffer.clear();
             for flow in flows {
-                self.buffer.extend_from_slice(flowpb::json::to_json_line(flow).as_bytes());
-                self.buffer.push(b'\n');
+                flowpb::json::write_json(flow, &mut self.buffer);
+                self.buffer.push('\n');
             }
             let mut writer = self.writer.lock().await;
-            writer.write_all(&self.buffer).await?;
+            writer.write_all(self.buffer.as_bytes()).await?;
             writer.flush().await?;
             Ok(Delivery::all(flows.len()))
         })

@@ -240,6 +240,7 @@ pub fn listener(subject: &str) -> ListenerSettings {
         sources: SourceFilter::default(),
         max_exporter_pps: None,
         max_datagram_bytes: 65_535,
+        sockets: 1,
         transport: Default::default(),
     }
 }

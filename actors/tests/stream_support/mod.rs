@@ -108,6 +108,7 @@ pub fn netflow_listener(subject: &str, transport: Transport) -> ListenerSettings
         sources: SourceFilter::default(),
         max_exporter_pps: None,
         max_datagram_bytes: 65_535,
+        sockets: 1,
         transport,
     }
 }

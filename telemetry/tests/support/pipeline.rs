@@ -48,6 +48,7 @@ pub fn settings() -> CollectorSettings {
             sources: SourceFilter::default(),
             max_exporter_pps: None,
             max_datagram_bytes: 65_535,
+            sockets: 1,
             transport: Default::default(),
         }],
         channel_size: 10_000,
