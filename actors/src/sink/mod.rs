@@ -180,7 +180,7 @@ where
 /// its own credentials or stream).
 pub struct ConfiguredSinks {
     settings: SinkSettings,
-    stdout: Arc<Mutex<tokio::io::Stdout>>,
+    stdout: Arc<Mutex<json_lines::Stdout>>,
     ids: Arc<MessageIdGenerator>,
 }
 
@@ -188,7 +188,7 @@ impl ConfiguredSinks {
     pub fn new(settings: SinkSettings) -> Self {
         Self {
             settings,
-            stdout: Arc::new(Mutex::new(tokio::io::stdout())),
+            stdout: Arc::new(Mutex::new(json_lines::Stdout)),
             ids: Arc::new(MessageIdGenerator::new()),
         }
     }
