@@ -439,9 +439,7 @@ impl Actor for ListenerActor {
         let (tx, rx) = mpsc::channel(spec.channel_size.max(1));
         let receivers = sockets
             .into_iter()
-            .map(|socket| {
-                TaskGuard::spawn_receiver(receive_loop(socket, tx.clone(), Arc::clone(&spec)))
-            })
+            .map(|socket| TaskGuard::spawn(receive_loop(socket, tx.clone(), Arc::clone(&spec))))
             .collect();
         // The channel closes (and the dispatcher finishes) once every receive task is gone.
         drop(tx);

@@ -3,8 +3,8 @@
 //! hands each batch to the listener actor as one message.
 
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -38,38 +38,6 @@ pub(crate) struct TaskGuard(JoinHandle<()>);
 impl TaskGuard {
     pub(crate) fn spawn(task: impl Future<Output = ()> + Send + 'static) -> Self {
         Self(tokio::spawn(task))
-    }
-
-    /// Spawns a receive task on the [`receive_runtime`].
-    pub(crate) fn spawn_receiver(task: impl Future<Output = ()> + Send + 'static) -> Self {
-        Self(receive_runtime().spawn(task))
-    }
-}
-
-/// Where the UDP receive tasks run: a runtime with a thread of its own, so reading the
-/// sockets never waits behind a decoding or publishing task on the main runtime's
-/// workers (tokio schedules cooperatively: a long decode would leave the socket unread
-/// while the kernel buffer overflows). Falls back to the current runtime should the
-/// thread not start.
-pub(crate) fn receive_runtime() -> tokio::runtime::Handle {
-    static RUNTIME: OnceLock<Option<tokio::runtime::Runtime>> = OnceLock::new();
-    let runtime = RUNTIME.get_or_init(|| {
-        let built = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .thread_name("flow-receive")
-            .enable_all()
-            .build();
-        match built {
-            Ok(runtime) => Some(runtime),
-            Err(error) => {
-                tracing::warn!(%error, "Cannot start the receive thread; receiving on the main runtime");
-                None
-            }
-        }
-    });
-    match runtime {
-        Some(runtime) => runtime.handle().clone(),
-        None => tokio::runtime::Handle::current(),
     }
 }
 
@@ -235,13 +203,11 @@ impl Drop for QueuedDatagrams {
     }
 }
 
-/// Creates a tokio socket from a bound std one, registered with the [`receive_runtime`]
-/// its receive task runs on.
+/// Creates a tokio socket from a bound std one.
 pub(crate) fn into_tokio(
     socket: std::net::UdpSocket,
     addr: SocketAddr,
 ) -> Result<UdpSocket, crate::socket::BindError> {
-    let _receiving = receive_runtime().enter();
     UdpSocket::from_std(socket).map_err(|source| crate::socket::BindError {
         transport: "UDP",
         addr,
