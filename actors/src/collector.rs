@@ -301,18 +301,23 @@ fn create_publishers(
     settings: &CollectorSettings,
     sinks: &dyn SinkFactory,
 ) -> Result<Vec<Arc<PublisherSlot>>, CollectorError> {
-    let mut publishers: Vec<Arc<PublisherSlot>> = Vec::new();
+    let mut routes: Vec<(String, String)> = Vec::new();
     for listener in &settings.listeners {
         for partition in partitions_of(settings, listener) {
-            let subject = subject_for(&listener.subject, &partition);
-            if find_publisher(&publishers, &subject, &partition).is_some() {
-                continue;
+            let route = (subject_for(&listener.subject, &partition), partition);
+            if !routes.contains(&route) {
+                routes.push(route);
             }
-            let sink = sinks
-                .create(&subject, &partition)
-                .map_err(|source| CollectorError::Sink { subject: subject.clone(), source })?;
-            publishers.push(PublisherSlot::new(subject, partition, settings.batch_size, sink));
         }
+    }
+    let shares = |subject: &str| routes.iter().filter(|(s, _)| s == subject).count();
+    let mut publishers = Vec::with_capacity(routes.len());
+    for (subject, partition) in &routes {
+        let sink = sinks
+            .create(subject, partition)
+            .map_err(|source| CollectorError::Sink { subject: subject.clone(), source })?;
+        let to = (subject.clone(), partition.clone());
+        publishers.push(PublisherSlot::new(to, shares(subject), settings.batch_size, sink));
     }
     Ok(publishers)
 }

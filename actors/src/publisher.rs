@@ -77,14 +77,22 @@ pub(crate) struct PublisherSlot {
 }
 
 impl PublisherSlot {
+    /// The publisher of `partition`'s flows on `subject`. `shares` publishers (one per
+    /// partition) split the subject's buffer (`Buffering::max_flows`), so the memory a
+    /// subject may hold does not grow with its partitions, and one tenant filling its
+    /// part leaves the others theirs.
     pub(crate) fn new(
-        subject: String,
-        partition: String,
+        to: (String, String),
+        shares: usize,
         batch_size: usize,
         sink: Box<dyn FlowSink>,
     ) -> Arc<Self> {
+        let (subject, partition) = to;
         let batch_size = batch_size.max(1);
-        let buffering = sink.buffering();
+        let buffering = sink.buffering().map(|whole| Buffering {
+            max_flows: (whole.max_flows / shares.max(1)).max(batch_size),
+            ..whole
+        });
         let lanes = lanes_for(sink, buffering.as_ref());
         let queue = Queue::new(batch_size, buffering.as_ref(), lanes.len());
         Arc::new(Self {

@@ -189,9 +189,10 @@ pub struct JetStreamSinkSettings {
     /// Partitions with credentials, a server or a stream of their own (`partitions`):
     /// their flows go through their own connection, never the install's.
     pub partition_links: BTreeMap<String, JetStreamLink>,
-    /// Flows each subject's publisher holds at most, waiting or unacknowledged
-    /// (`publish_buffer_flows`); beyond it new flows are dropped as `buffer_full`. Each
-    /// held flow costs its protobuf encoding plus about 32 bytes.
+    /// Flows each subject's publishers hold at most, waiting or unacknowledged
+    /// (`publish_buffer_flows`, split between the subject's partitions); beyond it new
+    /// flows are dropped as `buffer_full`. Each held flow costs its protobuf encoding
+    /// plus about 32 bytes.
     pub buffer_flows: usize,
     /// Batches each subject's publisher has in flight at once.
     pub batches_in_flight: usize,

@@ -107,7 +107,7 @@ fn port_bytes(flows: &[FlowMessage]) -> Vec<Bytes> {
 
 fn slot(batch_size: usize, script: &Script, buffering: Option<Buffering>) -> Arc<PublisherSlot> {
     let sink = Scripted { script: script.clone(), buffering };
-    PublisherSlot::new("flows.test".into(), "default".into(), batch_size, Box::new(sink))
+    PublisherSlot::new(("flows.test".into(), "default".into()), 1, batch_size, Box::new(sink))
 }
 
 /// A listener budget for the batches a test offers.
@@ -294,4 +294,18 @@ fn partial_deliveries_are_counted_by_reason_and_unreported_flows_as_dropped() {
     // A sink claiming more than it was given cannot unbalance the books.
     queue.account(Delivery::all(50), 10, &counters, &to);
     assert_eq!(counters.snapshot().flows_published, 16);
+}
+
+#[test]
+fn partitions_on_one_subject_split_its_buffer() {
+    let script = Script::new(true);
+    let sink =
+        |max_flows| Scripted { script: script.clone(), buffering: buffered(max_flows, 2, None) };
+    let to = || ("flows.test".to_owned(), "acme".to_owned());
+    let shared = PublisherSlot::new(to(), 4, 10, Box::new(sink(1000)));
+    assert_eq!(shared.queue().max_flows, 250, "a quarter of the subject's buffer");
+    let alone = PublisherSlot::new(to(), 1, 10, Box::new(sink(1000)));
+    assert_eq!(alone.queue().max_flows, 1000);
+    let tiny = PublisherSlot::new(to(), 4, 10, Box::new(sink(20)));
+    assert_eq!(tiny.queue().max_flows, 10, "never below one batch");
 }
