@@ -187,6 +187,14 @@ impl PublisherSlot {
         self.queue().settle(id, lane, Some(result), &self.counters, &self.to);
         self.dispatch();
         self.settled.notify_waiters();
+        // Held-back flows the dispatch admitted may now wait for a partial batch with no
+        // more flows coming: only the actor keeps the linger timer, so it must hear of
+        // them, or they would wait for the next flows to arrive.
+        if self.needs_linger()
+            && let Some(actor) = self.current()
+        {
+            let _ = actor.send_message(PublisherMsg::Dispatch);
+        }
     }
 
     /// A task ended without finishing its batch: counted, unless the drain deadline
