@@ -31,6 +31,32 @@ async fn start(url: &str) -> (Collector, Traffic) {
     (collector, traffic)
 }
 
+/// A NATS outage under traffic: `down` the server, wait `down_for`, bring it `up`, then
+/// the standard checks and recovery within 30 s, reported as `name`.
+async fn outage(
+    name: &str,
+    down_for: Duration,
+    down: impl FnOnce(&mut nats::NatsServer),
+    up: impl FnOnce(&mut nats::NatsServer),
+) {
+    let m = mode();
+    let (mut server, url) = jetstream_support::nats_server();
+    let (collector, traffic) = start(&url).await;
+    let bound = Duration::from_secs(30);
+
+    tokio::time::sleep(m.pick(Duration::from_secs(1), Duration::from_secs(5))).await;
+    down(&mut server);
+    tokio::time::sleep(down_for).await;
+    up(&mut server);
+    let recovery = collector.recovery(bound).await;
+    let (ledger, stopped) = finish(collector, traffic, m.pick(1, 5) * Duration::from_secs(1)).await;
+
+    let mut v = Verdict::new(name);
+    standard_checks(&mut v, &ledger, &audit(&url, &ledger).await, &stopped, RECORDS.into());
+    recovery_check(&mut v, recovery, bound);
+    v.finish();
+}
+
 /// Stops the traffic after `after`, lets the collector go idle, stops it.
 async fn finish(collector: Collector, traffic: Traffic, after: Duration) -> (Ledger, rig::Stopped) {
     tokio::time::sleep(after).await;
@@ -42,23 +68,15 @@ async fn finish(collector: Collector, traffic: Traffic, after: Duration) -> (Led
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "chaos scenario: bash chaos/run.sh"]
 async fn nats_killed_and_restarted() {
-    let m = mode();
-    let (mut server, url) = jetstream_support::nats_server();
-    let (collector, traffic) = start(&url).await;
-    let bound = Duration::from_secs(30);
-
-    tokio::time::sleep(m.pick(Duration::from_secs(1), Duration::from_secs(5))).await;
-    server.kill();
     // Down for several publish timeouts: batches in flight must be re-sent.
-    tokio::time::sleep(m.pick(Duration::from_secs(3), Duration::from_secs(15))).await;
-    server.restart();
-    let recovery = collector.recovery(bound).await;
-    let (ledger, stopped) = finish(collector, traffic, m.pick(1, 5) * Duration::from_secs(1)).await;
-
-    let mut v = Verdict::new("nats_killed_and_restarted");
-    standard_checks(&mut v, &ledger, &audit(&url, &ledger).await, &stopped, RECORDS.into());
-    recovery_check(&mut v, recovery, bound);
-    v.finish();
+    let down_for = mode().pick(Duration::from_secs(3), Duration::from_secs(15));
+    outage(
+        "nats_killed_and_restarted",
+        down_for,
+        nats::NatsServer::kill,
+        nats::NatsServer::restart,
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -117,21 +135,13 @@ async fn nats_store_wiped() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "chaos scenario: bash chaos/run.sh"]
 async fn nats_hung() {
-    let m = mode();
-    let (server, url) = jetstream_support::nats_server();
-    let (collector, traffic) = start(&url).await;
-    let bound = Duration::from_secs(30);
-
-    tokio::time::sleep(m.pick(Duration::from_secs(1), Duration::from_secs(5))).await;
-    server.stop();
     // Frozen past the 1 s publish timeout, several times over.
-    tokio::time::sleep(m.pick(Duration::from_secs(3), Duration::from_secs(20))).await;
-    server.resume();
-    let recovery = collector.recovery(bound).await;
-    let (ledger, stopped) = finish(collector, traffic, m.pick(1, 5) * Duration::from_secs(1)).await;
-
-    let mut v = Verdict::new("nats_hung");
-    standard_checks(&mut v, &ledger, &audit(&url, &ledger).await, &stopped, RECORDS.into());
-    recovery_check(&mut v, recovery, bound);
-    v.finish();
+    let down_for = mode().pick(Duration::from_secs(3), Duration::from_secs(20));
+    outage(
+        "nats_hung",
+        down_for,
+        |s: &mut nats::NatsServer| s.stop(),
+        |s: &mut nats::NatsServer| s.resume(),
+    )
+    .await;
 }
