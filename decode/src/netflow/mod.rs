@@ -19,9 +19,14 @@
 //!   (reused id, new layout), evicted, withdrawn, missing (once per template until it
 //!   is known).
 //! - **Pending flows** are ours ([`pending`]): replayed with their own header.
-//! - **Records**: netflow_parser's values are turned back into wire bytes and mapped
-//!   by Information Element ([`fields`]); reduced-size integers of any width decode;
-//!   an IPFIX set cut short by an empty variable-length value is finished here.
+//! - **Records** are split straight from the wire by the compiled layout of their
+//!   template ([`templates`]), with netflow_parser asked only whether it holds the
+//!   template, and each field's bytes mapped by Information Element ([`fields`]):
+//!   reduced-size integers of any width decode, empty variable-length values (where
+//!   netflow_parser stops a set) do not end the set, flags keep every bit the
+//!   exporter sent. `layout_equivalence` proves the split equal to netflow_parser's
+//!   decode on every record of the shared router captures. Options records still go
+//!   through netflow_parser (it knows the v9 scope types).
 //! - **Options data** is consumed (sampling rates, system init time), never emitted.
 //!
 //! Decode fidelity (see each module): sampling rates from the v5 header, options data
@@ -44,6 +49,9 @@ mod templates;
 mod time;
 mod v5;
 mod wire;
+
+#[cfg(test)]
+mod layout_equivalence;
 
 use std::collections::HashMap;
 use std::net::IpAddr;

@@ -25,6 +25,7 @@ use super::options::{OptionsFields, SamplerRef, SamplingTable};
 use super::sequence::{Stream, Unit};
 use super::templates::{Installed, Layout, Layouts, TemplateKind};
 use super::time::{RecordTimes, UptimeBase};
+use super::wire::V9_HEADER_LEN;
 use super::wire::{ExportHeader, IPFIX_OPTIONS_TEMPLATE_SET, IPFIX_TEMPLATE_SET, SetRef};
 use super::wire::{scan_template_set, single_set_datagram};
 
@@ -299,6 +300,12 @@ impl Scope {
 
     /// Decodes one data set, given as a synthetic single-set datagram, with the header
     /// it came with. Flows go to `emit`; options records update the scope.
+    ///
+    /// Data records are split by our compiled [`Layout`] straight from the wire;
+    /// netflow_parser is still asked, with the set emptied, whether it holds the
+    /// template (so it stays the authority on which templates exist, and its LRU order
+    /// follows their use). Options records go through netflow_parser, which knows the
+    /// v9 scope types.
     pub fn decode_data_set(
         &mut self,
         datagram: &[u8],
@@ -311,13 +318,14 @@ impl Scope {
         let set_id = datagram
             .get(header.header_len()..header.header_len() + 2)
             .map_or(0, |b| u16::from_be_bytes([b[0], b[1]]));
-        let result = self.parser.parse_bytes(datagram);
-        if let Some(error) = result.error {
-            return Err(SetFailure::Error(DecodeError::Malformed {
-                protocol: self.protocol,
-                detail: format!("data set {set_id}: {error}"),
-            }));
-        }
+        let kind = self.layouts.get(set_id).map(|layout| layout.kind);
+        let parsed = match kind {
+            Some(TemplateKind::Data) => {
+                self.confirm_template(datagram, header.header_len())?;
+                None
+            }
+            _ => Some(self.parse_set(datagram, set_id)?),
+        };
         let flow_type = self.flow_type();
         let key = self.key;
         let Self { protocol, layouts, sampling, system_init_ms, restart_requested, .. } = self;
@@ -346,22 +354,57 @@ impl Scope {
             emit,
             outcome: SetOutcome::default(),
         };
-        for packet in &result.packets {
-            match packet {
-                NetflowPacket::V9(packet) => {
-                    for flowset in &packet.flowsets {
-                        sink.v9_body(&flowset.body)?;
-                    }
-                }
-                NetflowPacket::IPFix(packet) => {
-                    for flowset in &packet.flowsets {
-                        sink.ipfix_body(&flowset.body, body)?;
-                    }
-                }
-                _ => {}
-            }
+        match parsed {
+            None => sink.wire_records(body),
+            Some(packets) => sink.parsed_packets(&packets)?,
         }
         Ok(sink.outcome)
+    }
+
+    /// Whether netflow_parser holds the template of the set in `datagram`, asked with
+    /// the set emptied (its header alone): an empty data set costs the parser a lookup,
+    /// not a decode.
+    fn confirm_template(&mut self, datagram: &[u8], header_len: usize) -> Result<(), SetFailure> {
+        let len = header_len + 4;
+        // The v9 header is the longer of the two.
+        let mut probe = [0u8; V9_HEADER_LEN + 4];
+        let (Some(prefix), Some(out)) = (datagram.get(..len), probe.get_mut(..len)) else {
+            return Err(SetFailure::MissingTemplate);
+        };
+        out.copy_from_slice(prefix);
+        out[len - 2..].copy_from_slice(&4u16.to_be_bytes());
+        if self.protocol == Protocol::Ipfix {
+            out[2..4].copy_from_slice(&(len as u16).to_be_bytes());
+        }
+        let result = self.parser.parse_bytes(out);
+        let holds = result.error.is_none()
+            && result.packets.iter().any(|packet| match packet {
+                NetflowPacket::V9(packet) => {
+                    packet.flowsets.iter().any(|set| matches!(set.body, v9::FlowSetBody::Data(_)))
+                }
+                NetflowPacket::IPFix(packet) => packet
+                    .flowsets
+                    .iter()
+                    .any(|set| matches!(set.body, ipfix::FlowSetBody::Data(_))),
+                _ => false,
+            });
+        if holds { Ok(()) } else { Err(SetFailure::MissingTemplate) }
+    }
+
+    /// netflow_parser's decode of the set in `datagram`.
+    fn parse_set(
+        &mut self,
+        datagram: &[u8],
+        set_id: u16,
+    ) -> Result<Vec<NetflowPacket>, SetFailure> {
+        let result = self.parser.parse_bytes(datagram);
+        match result.error {
+            Some(error) => Err(SetFailure::Error(DecodeError::Malformed {
+                protocol: self.protocol,
+                detail: format!("data set {set_id}: {error}"),
+            })),
+            None => Ok(result.packets),
+        }
     }
 }
 
@@ -375,7 +418,7 @@ fn rejected_id(error: &DecodeError) -> Option<u16> {
 }
 
 /// The templates netflow_parser accepted from a template set, with their layouts.
-fn accepted_layouts(packets: &[NetflowPacket]) -> Vec<(u16, Layout)> {
+pub(super) fn accepted_layouts(packets: &[NetflowPacket]) -> Vec<(u16, Layout)> {
     let mut accepted = Vec::new();
     for packet in packets {
         match packet {
@@ -431,14 +474,42 @@ struct RecordSink<'s, 'a, 'e> {
 }
 
 impl RecordSink<'_, '_, '_> {
-    fn v9_body(&mut self, body: &v9::FlowSetBody) -> Result<(), SetFailure> {
-        match body {
-            v9::FlowSetBody::Data(data) => {
-                for record in &data.fields {
-                    let values = record.iter().map(|(_, v)| v);
-                    self.parsed_record(Record::new(self.layout.kind), values, record.len(), 0)?;
+    /// The records of a data set, split by the template's layout: each field's wire
+    /// bytes go to the record as they are. Bytes too few for one more record are
+    /// padding (RFC 3954 §5.3, RFC 7011 §3.3.1).
+    fn wire_records(&mut self, body: &[u8]) {
+        let mut rest = body;
+        while let Some(len) = self.layout.record_len(rest).filter(|len| *len > 0) {
+            let (record, tail) = rest.split_at(len);
+            let mut fields = FlowFields::default();
+            self.layout.for_each_field(record, |spec, value| fields.apply(spec, value));
+            self.finish(Record::Flow(fields));
+            rest = tail;
+        }
+    }
+
+    /// The options records netflow_parser decoded from one set.
+    fn parsed_packets(&mut self, packets: &[NetflowPacket]) -> Result<(), SetFailure> {
+        for packet in packets {
+            match packet {
+                NetflowPacket::V9(packet) => {
+                    for flowset in &packet.flowsets {
+                        self.v9_options(&flowset.body)?;
+                    }
                 }
+                NetflowPacket::IPFix(packet) => {
+                    for flowset in &packet.flowsets {
+                        self.ipfix_options(&flowset.body)?;
+                    }
+                }
+                _ => {}
             }
+        }
+        Ok(())
+    }
+
+    fn v9_options(&mut self, body: &v9::FlowSetBody) -> Result<(), SetFailure> {
+        match body {
             v9::FlowSetBody::OptionsData(data) => {
                 // v9 scope fields are scope types (system, interface, ...), not IEs.
                 let scope_len = self.layout.scope_fields;
@@ -456,9 +527,8 @@ impl RecordSink<'_, '_, '_> {
         Ok(())
     }
 
-    fn ipfix_body(&mut self, body: &ipfix::FlowSetBody, wire: &[u8]) -> Result<(), SetFailure> {
+    fn ipfix_options(&mut self, body: &ipfix::FlowSetBody) -> Result<(), SetFailure> {
         let records = match body {
-            ipfix::FlowSetBody::Data(data) => &data.fields,
             ipfix::FlowSetBody::OptionsData(data) => &data.fields,
             ipfix::FlowSetBody::NoTemplate(_) => return Err(SetFailure::MissingTemplate),
             _ => return Ok(()),
@@ -466,9 +536,6 @@ impl RecordSink<'_, '_, '_> {
         for record in records {
             let values = record.iter().map(|(_, v)| v);
             self.parsed_record(Record::new(self.layout.kind), values, record.len(), 0)?;
-        }
-        if self.layout.variable {
-            self.variable_length_tail(wire, records.len());
         }
         Ok(())
     }
@@ -498,28 +565,6 @@ impl RecordSink<'_, '_, '_> {
         }
         self.finish(record);
         Ok(())
-    }
-
-    /// netflow_parser stops a set at a variable-length value of length 0 (which
-    /// RFC 7011 §7 allows): decode the records after the ones it returned ourselves.
-    fn variable_length_tail(&mut self, wire: &[u8], parsed: usize) {
-        let mut rest = wire;
-        for _ in 0..parsed {
-            match self.layout.record_len(rest) {
-                Some(len) => rest = &rest[len..],
-                None => return,
-            }
-        }
-        while let Some(len) = self.layout.record_len(rest).filter(|len| *len > 0) {
-            let mut record = Record::new(self.layout.kind);
-            let (scope_fields, mut index) = (self.layout.scope_fields, 0);
-            self.layout.for_each_field(&rest[..len], |spec, value| {
-                record.apply(spec, value, index < scope_fields);
-                index += 1;
-            });
-            self.finish(record);
-            rest = &rest[len..];
-        }
     }
 
     fn finish(&mut self, record: Record) {

@@ -29,14 +29,25 @@ pub(crate) struct Layout {
     /// fields carry the v9 scope type as their id (they are not Information Elements).
     pub fields: Vec<FieldSpec>,
     pub scope_fields: usize,
-    /// Whether any field is IPFIX variable-length.
-    pub variable: bool,
+    /// The length of every record, unless a field is IPFIX variable-length.
+    fixed_len: Option<usize>,
 }
 
 impl Layout {
-    fn new(kind: TemplateKind, fields: Vec<FieldSpec>, scope_fields: usize) -> Self {
-        let variable = fields.iter().any(|f| f.length == VARIABLE_LENGTH);
-        Self { kind, fields, scope_fields, variable }
+    /// `variable`: whether length 65535 marks a variable-length field (IPFIX); in
+    /// NetFlow v9 it is a plain length, which no record can fit in a set.
+    fn new(
+        kind: TemplateKind,
+        fields: Vec<FieldSpec>,
+        scope_fields: usize,
+        variable: bool,
+    ) -> Self {
+        let fixed_len = if variable && fields.iter().any(|f| f.length == VARIABLE_LENGTH) {
+            None
+        } else {
+            Some(fields.iter().map(|f| usize::from(f.length)).sum())
+        };
+        Self { kind, fields, scope_fields, fixed_len }
     }
 
     pub fn from_v9(template: &v9::Template) -> Self {
@@ -45,7 +56,7 @@ impl Layout {
             .iter()
             .map(|f| FieldSpec { id: f.field_type_number, enterprise: 0, length: f.field_length })
             .collect();
-        Self::new(TemplateKind::Data, fields, 0)
+        Self::new(TemplateKind::Data, fields, 0, false)
     }
 
     pub fn from_v9_options(template: &v9::OptionsTemplate) -> Self {
@@ -63,6 +74,7 @@ impl Layout {
             TemplateKind::Options,
             scope.chain(options).collect(),
             template.scope_fields.len(),
+            false,
         )
     }
 
@@ -78,7 +90,7 @@ impl Layout {
     }
 
     pub fn from_ipfix(template: &ipfix::Template) -> Self {
-        Self::new(TemplateKind::Data, Self::ipfix_fields(&template.fields), 0)
+        Self::new(TemplateKind::Data, Self::ipfix_fields(&template.fields), 0, true)
     }
 
     pub fn from_ipfix_options(template: &ipfix::OptionsTemplate) -> Self {
@@ -86,12 +98,16 @@ impl Layout {
             TemplateKind::Options,
             Self::ipfix_fields(&template.fields),
             usize::from(template.scope_field_count),
+            true,
         )
     }
 
     /// Length of the record at the start of `data`, or `None` when it is not all there.
     /// Variable-length fields may be empty (length 0): RFC 7011 §7 allows it.
     pub fn record_len(&self, data: &[u8]) -> Option<usize> {
+        if let Some(len) = self.fixed_len {
+            return (len <= data.len()).then_some(len);
+        }
         let mut at = 0usize;
         for field in &self.fields {
             let (start, len) = field_extent(field.length, data, at)?;
@@ -103,9 +119,14 @@ impl Layout {
     /// Calls `apply` with each field of the record at the start of `data` (which
     /// [`Layout::record_len`] has measured).
     pub fn for_each_field(&self, data: &[u8], mut apply: impl FnMut(FieldSpec, &[u8])) {
+        let variable = self.fixed_len.is_none();
         let mut at = 0usize;
         for field in &self.fields {
-            let Some((start, len)) = field_extent(field.length, data, at) else {
+            let extent = match variable {
+                true => field_extent(field.length, data, at),
+                false => Some((at, usize::from(field.length))),
+            };
+            let Some((start, len)) = extent else {
                 return;
             };
             let Some(value) = data.get(start..start + len) else {
@@ -217,7 +238,7 @@ mod tests {
     fn layout(lengths: &[u16]) -> Layout {
         let fields =
             lengths.iter().map(|l| FieldSpec { id: 1, enterprise: 0, length: *l }).collect();
-        Layout::new(TemplateKind::Data, fields, 0)
+        Layout::new(TemplateKind::Data, fields, 0, true)
     }
 
     #[test]
