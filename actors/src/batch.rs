@@ -14,6 +14,7 @@ use flowpb::FlowMessage;
 
 use crate::budget::Credit;
 use crate::counters::{ListenerCounters, PublisherCounters, flow_drop};
+use crate::sink::Encoder;
 
 /// One datagram as received.
 #[derive(Debug, Clone)]
@@ -83,10 +84,29 @@ impl Drop for DatagramBatch {
     }
 }
 
-/// Decoded flows on their way to a publisher.
+/// Flows as a publisher holds them: decoded, or already encoded into the payloads a
+/// buffering sink publishes.
+#[derive(Debug)]
+pub(crate) enum Staged {
+    Decoded(Vec<FlowMessage>),
+    Encoded(Vec<Bytes>),
+}
+
+impl Staged {
+    pub(crate) fn len(&self) -> usize {
+        match self {
+            Staged::Decoded(flows) => flows.len(),
+            Staged::Encoded(payloads) => payloads.len(),
+        }
+    }
+}
+
+/// Flows on their way to a publisher, with when each one's datagram was received.
 #[derive(Debug)]
 pub(crate) struct FlowBatch {
-    flows: Vec<FlowMessage>,
+    flows: Staged,
+    /// `time_received_ns` of each flow, in order: the start of its flow latency.
+    received: Vec<u64>,
     credit: Credit,
     counters: Arc<PublisherCounters>,
 }
@@ -97,7 +117,21 @@ impl FlowBatch {
         credit: Credit,
         counters: Arc<PublisherCounters>,
     ) -> Self {
-        Self { flows, credit, counters }
+        let received = flows.iter().map(|flow| flow.time_received_ns).collect();
+        Self { flows: Staged::Decoded(flows), received, credit, counters }
+    }
+
+    /// A batch of payloads `encoder` made of `flows`. The exporter actor that decoded
+    /// them encodes them, so encoding runs beside decoding on every core instead of in
+    /// the one publisher actor of a subject.
+    pub(crate) fn encoded(
+        flows: Vec<FlowMessage>,
+        encoder: Encoder,
+        credit: Credit,
+        counters: Arc<PublisherCounters>,
+    ) -> Self {
+        let received = flows.iter().map(|flow| flow.time_received_ns).collect();
+        Self { flows: Staged::Encoded(encoder(&flows)), received, credit, counters }
     }
 
     /// Flows in the batch.
@@ -105,16 +139,18 @@ impl FlowBatch {
         self.flows.len()
     }
 
-    /// The publisher takes the flows into its batch: the datagrams' budget is given back.
-    pub(crate) fn accept(mut self) -> Vec<FlowMessage> {
+    /// The publisher takes the flows into its batch: the datagrams' budget is given
+    /// back. Returns the flows and their receipt times.
+    pub(crate) fn accept(mut self) -> (Staged, Vec<u64>) {
         drop(self.credit.take());
-        std::mem::take(&mut self.flows)
+        let flows = std::mem::replace(&mut self.flows, Staged::Decoded(Vec::new()));
+        (flows, std::mem::take(&mut self.received))
     }
 }
 
 impl Drop for FlowBatch {
     fn drop(&mut self) {
-        if !self.flows.is_empty() {
+        if self.flows.len() > 0 {
             let lost = u64::try_from(self.flows.len()).unwrap_or(u64::MAX);
             self.counters.flows_dropped.add(flow_drop::PUBLISHER_FAILED, lost);
         }
@@ -177,7 +213,7 @@ mod tests {
             Credit::adopt(budget, 0),
             Arc::clone(&counters),
         );
-        assert_eq!(accepted.accept().len(), 2);
+        assert_eq!(accepted.accept().0.len(), 2);
         assert_eq!(counters.flows_dropped.get(flow_drop::PUBLISHER_FAILED), 4);
     }
 }

@@ -27,7 +27,7 @@ use ractor::{Actor, ActorProcessingErr, ActorRef};
 use tokio::sync::{Mutex as AsyncMutex, Notify};
 use tokio::task::AbortHandle;
 
-use crate::batch::FlowBatch;
+use crate::batch::{FlowBatch, Staged};
 use crate::budget::Credit;
 use crate::counters::{LatencyHistogram, PublisherCounters, flow_drop};
 use crate::ratelimit::LogLimiter;
@@ -71,6 +71,8 @@ pub(crate) struct PublisherSlot {
     /// so that a task which panics mid-publish hands it back.
     lanes: Vec<Arc<AsyncMutex<Box<dyn FlowSink>>>>,
     queue: Mutex<Queue>,
+    /// How the sink wants flows held, applied by the senders (see [`FlowBatch::encoded`]).
+    encoder: Option<Encoder>,
     /// Signalled whenever a batch in flight is settled.
     settled: Notify,
     actor: RwLock<Option<ActorRef<PublisherMsg>>>,
@@ -100,6 +102,7 @@ impl PublisherSlot {
             counters: Arc::default(),
             lanes,
             queue: Mutex::new(queue),
+            encoder: buffering.as_ref().and_then(|b| b.encoder),
             settled: Notify::new(),
             actor: RwLock::new(None),
         })
@@ -120,7 +123,11 @@ impl PublisherSlot {
     /// Sends flows to whichever publisher actor is current. If there is none (it failed
     /// and is being restarted), the batch is dropped and counted.
     pub(crate) fn send(&self, flows: Vec<FlowMessage>, credit: Credit) {
-        let batch = FlowBatch::new(flows, credit, Arc::clone(&self.counters));
+        let counters = Arc::clone(&self.counters);
+        let batch = match self.encoder {
+            Some(encoder) => FlowBatch::encoded(flows, encoder, credit, counters),
+            None => FlowBatch::new(flows, credit, counters),
+        };
         if let Some(actor) = self.current() {
             // On failure the batch comes back inside the error and is dropped: counted.
             let _ = actor.send_message(PublisherMsg::Flows(batch));
@@ -298,21 +305,6 @@ impl Drop for Flight {
     }
 }
 
-/// A batch on its way to a sink.
-enum Staged {
-    Decoded(Vec<FlowMessage>),
-    Encoded(Vec<Bytes>),
-}
-
-impl Staged {
-    fn len(&self) -> usize {
-        match self {
-            Staged::Decoded(flows) => flows.len(),
-            Staged::Encoded(payloads) => payloads.len(),
-        }
-    }
-}
-
 /// Flows waiting for a batch, as the sink wants them held.
 enum Waiting {
     Decoded(VecDeque<FlowMessage>),
@@ -327,10 +319,21 @@ impl Waiting {
         }
     }
 
-    fn push(&mut self, flows: Vec<FlowMessage>) {
-        match self {
-            Waiting::Decoded(waiting) => waiting.extend(flows),
-            Waiting::Encoded { payloads, encoder } => payloads.extend(encoder(&flows)),
+    /// Appends flows. Their slot encodes them for a queue of payloads; flows that come
+    /// decoded anyway are encoded here. Payloads never meet a queue of decoded flows (the
+    /// slot encodes only for a sink that takes payloads), so that case is not handled.
+    fn push(&mut self, flows: Staged) {
+        match (self, flows) {
+            (Waiting::Decoded(waiting), Staged::Decoded(flows)) => waiting.extend(flows),
+            (Waiting::Encoded { payloads, .. }, Staged::Encoded(encoded)) => {
+                payloads.extend(encoded)
+            }
+            (Waiting::Encoded { payloads, encoder }, Staged::Decoded(flows)) => {
+                payloads.extend(encoder(&flows))
+            }
+            (Waiting::Decoded(_), Staged::Encoded(payloads)) => {
+                debug_assert!(payloads.is_empty(), "payloads offered to a decoded-flow sink");
+            }
         }
     }
 
@@ -447,7 +450,7 @@ impl Queue {
             Overflow::Wait => self.enqueue(batch.accept()),
             Overflow::Drop if self.has_room() => self.enqueue(batch.accept()),
             Overflow::Drop => {
-                let dropped = to_u64(batch.accept().len());
+                let dropped = to_u64(batch.accept().0.len());
                 counters.flows_dropped.add(BUFFER_FULL, dropped);
                 if let Some(held_back) = self.log.allow(Instant::now()) {
                     tracing::warn!(subject = %to.subject, partition = %to.partition, flows = dropped, held = self.max_flows, held_back,
@@ -467,8 +470,8 @@ impl Queue {
     }
 
     /// Flows join the waiting queue, with their receipt times.
-    fn enqueue(&mut self, flows: Vec<FlowMessage>) {
-        self.received.extend(flows.iter().map(|flow| flow.time_received_ns));
+    fn enqueue(&mut self, (flows, received): (Staged, Vec<u64>)) {
+        self.received.extend(received);
         self.waiting.push(flows);
     }
 
@@ -597,7 +600,7 @@ impl Queue {
         self.waiting.clear();
         self.received.clear();
         for batch in self.held.drain(..) {
-            count += batch.accept().len();
+            count += batch.accept().0.len();
         }
         self.held_flows = 0;
         let tasks = self.in_flight.drain().filter_map(|(_, flight)| flight.task).collect();

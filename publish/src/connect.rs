@@ -20,7 +20,7 @@ use async_nats::rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use async_nats::rustls::{self, AlertDescription};
 use async_nats::{Client, ConnectErrorKind, ConnectOptions, Event, ServerAddr};
 use thiserror::Error;
-use tokio::sync::watch;
+use tokio::sync::{Semaphore, watch};
 use tracing::{info, warn};
 
 use crate::settings::{ClientCertificate, JetStreamSettings, TlsSettings};
@@ -115,6 +115,8 @@ pub struct JetStreamConnection {
     context: jetstream::Context,
     state: watch::Receiver<ConnectionState>,
     servers: String,
+    /// `max_in_flight` permits: publishes awaiting their ack, across every clone.
+    in_flight: Arc<Semaphore>,
 }
 
 impl JetStreamConnection {
@@ -138,7 +140,8 @@ impl JetStreamConnection {
             .max_ack_inflight(settings.max_in_flight)
             .backpressure_on_inflight(true)
             .build(client.clone());
-        Ok(JetStreamConnection { client, context, state, servers: servers.display })
+        let in_flight = Arc::new(Semaphore::new(settings.max_in_flight));
+        Ok(JetStreamConnection { client, context, state, servers: servers.display, in_flight })
     }
 
     pub fn client(&self) -> &Client {
@@ -147,6 +150,11 @@ impl JetStreamConnection {
 
     pub fn context(&self) -> &jetstream::Context {
         &self.context
+    }
+
+    /// The bound on publishes awaiting their ack (`max_in_flight`), shared by every clone.
+    pub fn in_flight(&self) -> &Arc<Semaphore> {
+        &self.in_flight
     }
 
     /// Whether the client holds a live connection right now.

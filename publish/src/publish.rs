@@ -8,17 +8,19 @@
 //! message of a batch ends up acked, a duplicate, or given up — never unaccounted.
 
 use std::collections::BTreeMap;
+use std::sync::PoisonError;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use async_nats::client::PublishErrorKind as ClientPublishErrorKind;
+use async_nats::header::NATS_MESSAGE_ID;
 use async_nats::jetstream::context::{PublishError, PublishErrorKind};
-use async_nats::jetstream::message::PublishMessage;
 use async_nats::jetstream::publish::PublishAck;
+use async_nats::jetstream::response::Response;
 use async_nats::jetstream::{self, ErrorCode};
-use async_nats::{Subject, SubjectError};
+use async_nats::{HeaderMap, Message, StatusCode, Subject, SubjectError, Subscriber};
 use bytes::Bytes;
 use futures_util::StreamExt;
-use futures_util::stream::FuturesUnordered;
 use thiserror::Error;
 use tokio::sync::Mutex;
 use tracing::{debug, error, info, warn};
@@ -124,7 +126,11 @@ pub struct JetStreamPublisher {
     connection: JetStreamConnection,
     stream: StreamSettings,
     publish_timeout: Duration,
+    /// Publishes awaiting their ack at most, over the whole connection.
+    max_in_flight: usize,
     retry_backoff: Backoff,
+    /// Reply subscriptions not in use (see [`ReplyInbox`]).
+    inboxes: std::sync::Mutex<Vec<ReplyInbox>>,
     /// One stream repair at a time when several batches find it missing.
     ensure_lock: Mutex<()>,
     /// The stream's duplicate window as last seen, in nanoseconds.
@@ -139,6 +145,8 @@ impl JetStreamPublisher {
             connection,
             stream: settings.stream,
             publish_timeout: settings.publish_timeout,
+            max_in_flight: settings.max_in_flight,
+            inboxes: std::sync::Mutex::new(Vec::new()),
             retry_backoff: settings.retry_backoff,
             ensure_lock: Mutex::new(()),
             duplicate_window_ns: AtomicU64::new(0),
@@ -292,7 +300,8 @@ impl JetStreamPublisher {
     }
 
     /// Sends the `pending` messages with acks in flight and waits for every ack. Returns
-    /// the messages that failed, with why.
+    /// the messages that failed, with why. At most `max_in_flight` messages of the whole
+    /// connection await their ack at a time: larger rounds go in slices.
     async fn send_round(
         &self,
         subject: &Subject,
@@ -300,50 +309,234 @@ impl JetStreamPublisher {
         pending: &[usize],
         outcome: &mut BatchOutcome,
     ) -> Vec<(usize, Failure)> {
-        let js = self.connection.context();
+        let in_flight = self.connection.in_flight();
+        let slice_len = self.max_in_flight.max(1);
         let mut failures = Vec::new();
-        let mut in_flight = FuturesUnordered::new();
-        let mut queue = pending.iter().copied();
+        let mut slices = pending.chunks(slice_len);
+        while let Some(slice) = slices.next() {
+            let permits = u32::try_from(slice.len()).unwrap_or(u32::MAX);
+            let Ok(_permits) = in_flight.acquire_many(permits).await else {
+                break;
+            };
+            let connection_lost =
+                self.send_slice(subject, messages, slice, outcome, &mut failures).await;
+            if let Some(failure) = connection_lost {
+                // The client is not getting messages out: every further send would wait
+                // its own timeout. Retry them all next round.
+                failures.extend(slices.by_ref().flatten().map(|rest| (*rest, failure)));
+            }
+        }
+        failures
+    }
+
+    /// Publishes `slice` with replies to an inbox of its own and collects the acks, as
+    /// one JetStream publish each (the ack or error reply JetStream sends to the reply
+    /// subject). One subscription per slice instead of one reply channel, timer and
+    /// semaphore permit per message: that bookkeeping cost more CPU than the message.
+    /// Returns the failure that cut the sending short, when the connection did.
+    async fn send_slice(
+        &self,
+        subject: &Subject,
+        messages: &[OutboundMessage],
+        slice: &[usize],
+        outcome: &mut BatchOutcome,
+        failures: &mut Vec<(usize, Failure)>,
+    ) -> Option<Failure> {
+        let client = self.connection.client();
+        let Some(mut inbox) = self.take_inbox().await else {
+            let failure = Failure::retryable(GiveUpReason::ConnectionClosed);
+            failures.extend(slice.iter().map(|index| (*index, failure)));
+            return None;
+        };
+        let tag = inbox.next_tag();
+        let replies = &mut inbox.replies;
+        let mut awaiting = AckWaits::new(messages.len());
+        let mut cut_short = None;
+        let mut queue = slice.iter().copied();
         while let Some(index) = queue.next() {
             let message = &messages[index];
-            let publish = PublishMessage::build()
-                .payload(message.payload.clone())
-                .message_id(&message.msg_id);
-            let mut send = std::pin::pin!(js.send_publish(subject.clone(), publish));
-            // While the send waits for an in-flight permit or room in the client's queue,
-            // keep collecting acks: they are what frees the permits.
+            let mut headers = HeaderMap::new();
+            headers.insert(NATS_MESSAGE_ID, message.msg_id.as_str());
+            let reply = format!("{tag}.{index}");
+            let publish = client.publish_with_reply_and_headers(
+                subject.clone(),
+                reply,
+                headers,
+                message.payload.clone(),
+            );
+            let mut send = std::pin::pin!(tokio::time::timeout(self.publish_timeout, publish));
+            // While the send waits for room in the client's queue, keep taking acks.
             let sent = loop {
                 tokio::select! {
                     biased;
                     sent = &mut send => break sent,
-                    Some((done, result)) = in_flight.next(), if !in_flight.is_empty() => {
-                        record(done, result, outcome, &mut failures);
-                    }
+                    Some(reply) = replies.next() => awaiting.settle(&reply, &tag, outcome, failures),
                 }
             };
-            match sent {
-                Ok(ack) => in_flight.push(async move { (index, ack.await) }),
-                Err(error) => {
-                    let failure = Failure::of(&error);
-                    failures.push((index, failure));
-                    if failure.connection_level() {
-                        // The client is not getting messages out: every further send
-                        // would wait its own timeout. Retry them all next round.
-                        failures.extend(queue.by_ref().map(|rest| (rest, failure)));
-                    }
+            let failure = match sent {
+                Ok(Ok(())) => {
+                    awaiting.expect(index);
+                    continue;
                 }
+                Ok(Err(error))
+                    if matches!(error.kind(), ClientPublishErrorKind::MaxPayloadExceeded) =>
+                {
+                    failures.push((index, Failure::permanent(GiveUpReason::MaxPayload)));
+                    continue;
+                }
+                Ok(Err(error))
+                    if matches!(error.kind(), ClientPublishErrorKind::InvalidSubject) =>
+                {
+                    failures.push((index, Failure::permanent(GiveUpReason::Rejected)));
+                    continue;
+                }
+                Ok(Err(_)) => Failure::retryable(GiveUpReason::ConnectionClosed),
+                Err(_elapsed) => Failure::retryable(GiveUpReason::AckTimeout),
+            };
+            failures.push((index, failure));
+            failures.extend(queue.by_ref().map(|rest| (rest, failure)));
+            cut_short = Some(failure);
+        }
+        let deadline = tokio::time::Instant::now() + self.publish_timeout;
+        while awaiting.count() > 0 {
+            match tokio::time::timeout_at(deadline, replies.next()).await {
+                Ok(Some(reply)) => awaiting.settle(&reply, &tag, outcome, failures),
+                Ok(None) => {
+                    inbox.ended = true;
+                    awaiting.give_up(PublishErrorKind::BrokenPipe, outcome, failures);
+                }
+                Err(_elapsed) => awaiting.give_up(PublishErrorKind::TimedOut, outcome, failures),
             }
         }
-        while let Some((done, result)) = in_flight.next().await {
-            record(done, result, outcome, &mut failures);
+        self.return_inbox(inbox);
+        cut_short
+    }
+
+    /// A reply inbox from the pool, or a new subscription when every one is in use.
+    async fn take_inbox(&self) -> Option<ReplyInbox> {
+        let pooled = self.inboxes.lock().unwrap_or_else(PoisonError::into_inner).pop();
+        if pooled.is_some() {
+            return pooled;
         }
-        failures
+        let client = self.connection.client();
+        let prefix = client.new_inbox();
+        let replies = client.subscribe(format!("{prefix}.>")).await.ok()?;
+        Some(ReplyInbox { prefix, replies, uses: 0, ended: false })
+    }
+
+    fn return_inbox(&self, inbox: ReplyInbox) {
+        if !inbox.ended {
+            self.inboxes.lock().unwrap_or_else(PoisonError::into_inner).push(inbox);
+        }
     }
 
     /// Drains the connection: flushes what is buffered and closes it.
     pub async fn close(&self) {
         if let Err(e) = self.connection.client().drain().await {
             warn!(error = %e, "draining the NATS connection failed");
+        }
+    }
+}
+
+/// A subscription for publish replies, kept from slice to slice: subscribing once per
+/// slice would make the server rework its subject cache twice a slice. Each use tags
+/// its reply subjects (`<prefix>.<use>.<index>`), so a late reply to an earlier use is
+/// told apart and ignored.
+#[derive(Debug)]
+struct ReplyInbox {
+    prefix: String,
+    replies: Subscriber,
+    uses: u64,
+    /// The subscription ended (the client is gone): not to be used again.
+    ended: bool,
+}
+
+impl ReplyInbox {
+    fn next_tag(&mut self) -> String {
+        self.uses += 1;
+        format!("{}.{}", self.prefix, self.uses)
+    }
+}
+
+/// The messages of a slice sent and not yet answered, by index in the batch.
+struct AckWaits {
+    waiting: Vec<bool>,
+    count: usize,
+}
+
+impl AckWaits {
+    fn new(messages: usize) -> Self {
+        Self { waiting: vec![false; messages], count: 0 }
+    }
+
+    fn count(&self) -> usize {
+        self.count
+    }
+
+    fn expect(&mut self, index: usize) {
+        if let Some(slot) = self.waiting.get_mut(index).filter(|waiting| !**waiting) {
+            *slot = true;
+            self.count += 1;
+        }
+    }
+
+    /// Takes JetStream's reply to the message its subject (`<tag>.<index>`) names;
+    /// replies to nothing awaited (or to an earlier use of the inbox) are ignored.
+    fn settle(
+        &mut self,
+        reply: &Message,
+        tag: &str,
+        outcome: &mut BatchOutcome,
+        failures: &mut Vec<(usize, Failure)>,
+    ) {
+        let index = reply
+            .subject
+            .strip_prefix(tag)
+            .and_then(|rest| rest.strip_prefix('.'))
+            .and_then(|index| index.parse::<usize>().ok());
+        let Some(index) = index else {
+            return;
+        };
+        if let Some(slot) = self.waiting.get_mut(index).filter(|waiting| **waiting) {
+            *slot = false;
+            self.count -= 1;
+            record(index, publish_reply(reply), outcome, failures);
+        }
+    }
+
+    /// Every message still awaited failed with `kind` (no reply in time, or the
+    /// subscription ended with the client).
+    fn give_up(
+        &mut self,
+        kind: PublishErrorKind,
+        outcome: &mut BatchOutcome,
+        failures: &mut Vec<(usize, Failure)>,
+    ) {
+        for (index, waiting) in self.waiting.iter_mut().enumerate() {
+            if std::mem::take(waiting) {
+                record(index, Err(PublishError::new(kind)), outcome, failures);
+            }
+        }
+        self.count = 0;
+    }
+}
+
+/// What JetStream's reply to one publish says, read as async-nats reads a publish ack.
+fn publish_reply(reply: &Message) -> Result<PublishAck, PublishError> {
+    if reply.status == Some(StatusCode::NO_RESPONDERS) {
+        return Err(PublishError::new(PublishErrorKind::StreamNotFound));
+    }
+    let response = serde_json::from_slice(reply.payload.as_ref())
+        .map_err(|error| PublishError::with_source(PublishErrorKind::Other, error))?;
+    match response {
+        Response::Ok(ack) => Ok(ack),
+        Response::Err { error } => {
+            let kind = match error.error_code() {
+                ErrorCode::STREAM_WRONG_LAST_MESSAGE_ID => PublishErrorKind::WrongLastMessageId,
+                ErrorCode::STREAM_WRONG_LAST_SEQUENCE => PublishErrorKind::WrongLastSequence,
+                _ => PublishErrorKind::Other,
+            };
+            Err(PublishError::with_source(kind, error))
         }
     }
 }
@@ -481,13 +674,6 @@ impl Failure {
             ErrorCode::STREAM_STORE_FAILED => Failure::retryable(GiveUpReason::Rejected),
             _ => Failure::permanent(GiveUpReason::Rejected),
         }
-    }
-
-    /// Failing to hand a message to the client at all (its queue stayed full, or it is
-    /// gone) says nothing about this message and everything about the next ones.
-    fn connection_level(&self) -> bool {
-        self.retry
-            && matches!(self.reason, GiveUpReason::AckTimeout | GiveUpReason::ConnectionClosed)
     }
 }
 
