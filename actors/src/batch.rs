@@ -121,17 +121,17 @@ impl FlowBatch {
         Self { flows: Staged::Decoded(flows), received, credit, counters }
     }
 
-    /// A batch of payloads `encoder` made of `flows`. The exporter actor that decoded
-    /// them encodes them, so encoding runs beside decoding on every core instead of in
-    /// the one publisher actor of a subject.
+    /// A batch of payloads `encoder` made of `flows`, each followed by `shared` (see
+    /// [`Encoder`]). The exporter actor that decoded them encodes them, so encoding runs
+    /// beside decoding on every core instead of in the one publisher actor of a subject.
     pub(crate) fn encoded(
         flows: Vec<FlowMessage>,
-        encoder: Encoder,
+        (encoder, shared): (Encoder, &[u8]),
         credit: Credit,
         counters: Arc<PublisherCounters>,
     ) -> Self {
         let received = flows.iter().map(|flow| flow.time_received_ns).collect();
-        Self { flows: Staged::Encoded(encoder(&flows)), received, credit, counters }
+        Self { flows: Staged::Encoded(encoder(&flows, shared)), received, credit, counters }
     }
 
     /// Flows in the batch.

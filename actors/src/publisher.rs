@@ -32,6 +32,7 @@ use crate::budget::Credit;
 use crate::counters::{LatencyHistogram, PublisherCounters, flow_drop};
 use crate::ratelimit::LogLimiter;
 use crate::sink::{BUFFER_FULL, Buffering, Delivery, Encoder, FlowSink, SinkError};
+use crate::tenancy::ExporterIdentity;
 
 /// The longest a flow waits for its batch to fill: bounds latency at low rates, while at
 /// high rates batches fill long before it.
@@ -120,13 +121,25 @@ impl PublisherSlot {
         &self.counters
     }
 
-    /// Sends flows to whichever publisher actor is current. If there is none (it failed
-    /// and is being restarted), the batch is dropped and counted.
-    pub(crate) fn send(&self, flows: Vec<FlowMessage>, credit: Credit) {
+    /// Sends an exporter's flows, with its identity put on each (stamped, or appended
+    /// encoded when the sink takes payloads), to whichever publisher actor is current.
+    /// If there is none (it failed and is being restarted), the batch is dropped and
+    /// counted.
+    pub(crate) fn send(
+        &self,
+        mut flows: Vec<FlowMessage>,
+        from: &ExporterIdentity,
+        credit: Credit,
+    ) {
         let counters = Arc::clone(&self.counters);
         let batch = match self.encoder {
-            Some(encoder) => FlowBatch::encoded(flows, encoder, credit, counters),
-            None => FlowBatch::new(flows, credit, counters),
+            Some(encoder) => {
+                FlowBatch::encoded(flows, (encoder, from.encoded_fields()), credit, counters)
+            }
+            None => {
+                flows.iter_mut().for_each(|flow| from.stamp(flow));
+                FlowBatch::new(flows, credit, counters)
+            }
         };
         if let Some(actor) = self.current() {
             // On failure the batch comes back inside the error and is dropped: counted.
@@ -329,7 +342,7 @@ impl Waiting {
                 payloads.extend(encoded)
             }
             (Waiting::Encoded { payloads, encoder }, Staged::Decoded(flows)) => {
-                payloads.extend(encoder(&flows))
+                payloads.extend(encoder(&flows, &[]))
             }
             (Waiting::Decoded(_), Staged::Encoded(payloads)) => {
                 debug_assert!(payloads.is_empty(), "payloads offered to a decoded-flow sink");

@@ -17,6 +17,7 @@ use std::net::IpAddr;
 
 use flow_decode::prefix::{IpNet, contains};
 use flowpb::FlowMessage;
+use prost::Message;
 
 /// The placeholder a subject template holds.
 pub const PARTITION_PLACEHOLDER: &str = "{partition}";
@@ -47,6 +48,9 @@ pub struct ExporterIdentity {
     pub site: String,
     pub role: String,
     pub tags: BTreeMap<String, String>,
+    /// The fields above as protobuf (see [`ExporterIdentity::encoded_fields`]), made
+    /// with them by [`Registry::identify`].
+    encoded: Vec<u8>,
 }
 
 impl Registry {
@@ -84,17 +88,29 @@ impl Registry {
         for entry in matching.iter().rev() {
             tags.extend(entry.tags.iter().map(|(k, v)| (k.clone(), v.clone())));
         }
-        ExporterIdentity {
+        let mut identity = ExporterIdentity {
             partition,
             name: first(|e| e.name.as_ref()),
             site: first(|e| e.site.as_ref()),
             role: first(|e| e.role.as_ref()),
             tags,
-        }
+            encoded: Vec::new(),
+        };
+        let mut fields = FlowMessage::default();
+        identity.stamp(&mut fields);
+        identity.encoded = fields.encode_to_vec();
+        identity
     }
 }
 
 impl ExporterIdentity {
+    /// The identity as the protobuf fields of a `FlowMessage`. A message's fields may
+    /// come in any order, so these bytes appended to a flow encoded without them decode
+    /// as the stamped flow: sinks that encode skip copying the strings onto each flow.
+    pub fn encoded_fields(&self) -> &[u8] {
+        &self.encoded
+    }
+
     /// Writes the partition and tags onto `flow`.
     pub fn stamp(&self, flow: &mut FlowMessage) {
         flow.partition.clone_from(&self.partition);
@@ -169,7 +185,9 @@ mod tests {
         assert_eq!(registry().partition_of(ip("10.1.2.3"), "default"), "acme");
         assert_eq!(registry().partition_of(ip("192.0.2.1"), "site-b"), "site-b");
         let unknown = registry().identify(ip("192.0.2.1"), "site-b");
-        assert_eq!(unknown, ExporterIdentity { partition: "site-b".into(), ..Default::default() });
+        assert_eq!(unknown, Registry::default().identify(ip("192.0.2.1"), "site-b"));
+        assert_eq!(unknown.partition, "site-b");
+        assert!(unknown.name.is_empty() && unknown.tags.is_empty());
     }
 
     #[test]
@@ -180,6 +198,17 @@ mod tests {
         assert_eq!(flow.partition, "acme");
         assert_eq!(flow.exporter_name, "edge-1");
         assert_eq!(flow.exporter_tags.get("account").map(String::as_str), Some("A-1"));
+    }
+
+    #[test]
+    fn encoded_fields_after_a_flow_decode_as_the_stamped_flow() {
+        let identity = registry().identify(ip("10.1.2.3"), "default");
+        let flow = FlowMessage { src_port: 53, bytes: 1200, ..Default::default() };
+        let mut wire = flow.encode_to_vec();
+        wire.extend_from_slice(identity.encoded_fields());
+        let mut stamped = flow;
+        identity.stamp(&mut stamped);
+        assert_eq!(FlowMessage::decode(wire.as_slice()).expect("decodes"), stamped);
     }
 
     #[test]

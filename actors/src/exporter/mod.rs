@@ -157,10 +157,7 @@ impl ExporterState {
         tally.add_to(&self.ctx.counters);
         self.report_figures(&tally.figures());
         if !flows.is_empty() {
-            for flow in &mut flows {
-                self.identity.stamp(flow);
-            }
-            self.publisher.send(flows, credit);
+            self.publisher.send(flows, &self.identity, credit);
         }
     }
 

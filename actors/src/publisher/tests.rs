@@ -101,7 +101,7 @@ impl FlowSink for Scripted {
 }
 
 /// One-byte payloads: the flow's source port.
-fn port_bytes(flows: &[FlowMessage]) -> Vec<Bytes> {
+fn port_bytes(flows: &[FlowMessage], _shared: &[u8]) -> Vec<Bytes> {
     flows.iter().map(|f| Bytes::from(vec![u8::try_from(f.src_port).unwrap_or(0)])).collect()
 }
 

@@ -44,8 +44,10 @@ pub type SinkFuture<'a, T = ()> = Pin<Box<dyn Future<Output = Result<T, SinkErro
 /// Flows dropped by a publisher whose buffer ([`Buffering::max_flows`]) was full.
 pub const BUFFER_FULL: &str = "buffer_full";
 
-/// Turns flows into the payloads a sink publishes, one per flow, in order.
-pub type Encoder = fn(&[FlowMessage]) -> Vec<Bytes>;
+/// Turns flows into the payloads a sink publishes, one per flow, in order, each
+/// followed by the given bytes: encoded fields all its flows share (the exporter's
+/// identity, see `ExporterIdentity::encoded_fields`; empty for flows stamped already).
+pub type Encoder = fn(&[FlowMessage], &[u8]) -> Vec<Bytes>;
 
 /// What became of a batch: `delivered + given_up_total()` is the batch size.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
