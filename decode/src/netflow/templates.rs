@@ -1,12 +1,14 @@
-//! Our record of each template netflow_parser holds (its layout), and the walker that
-//! splits records of variable-length templates.
+//! Our record of each template netflow_parser holds (its layout), compiled into the
+//! walker that splits data records straight from the wire.
 //!
 //! netflow_parser's caches are private and its events carry no template id (and fire
 //! `Learned` on every refresh), so a scope keeps the layout of every template the parser
 //! accepted. Comparing an arriving template with it tells new from refreshed from
 //! reused-with-a-new-layout; asking the parser which ids it still holds after an
-//! eviction tells which one went. The layouts also give each decoded value its
-//! Information Element id: netflow_parser's IPFIX field enums do not convert back.
+//! eviction tells which one went. The layouts also give each value its Information
+//! Element id (netflow_parser's IPFIX field enums do not convert back), and split data
+//! records field by field with no per-record allocation: a fixed-length template's
+//! record length is computed once, when the template is installed.
 
 use std::collections::HashMap;
 
