@@ -47,18 +47,7 @@ fn settings() -> NetflowSettings {
 
 /// Every `*.pcap` under the directory, sorted.
 fn captures(dir: &Path) -> Vec<PathBuf> {
-    let mut found = Vec::new();
-    let entries = std::fs::read_dir(dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
-    for entry in entries {
-        let path = entry.expect("directory entry").path();
-        if path.is_dir() {
-            found.extend(captures(&path));
-        } else if path.extension().is_some_and(|e| e == "pcap") {
-            found.push(path);
-        }
-    }
-    found.sort();
-    found
+    flow_replay::capture_files(dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
 }
 
 fn reference_for(pcap: &Path) -> PathBuf {

@@ -83,17 +83,7 @@ fn every_regression_input_passes_the_fuzz_checks() {
 
 /// Every `*.pcap` under `dir`, sorted.
 fn captures(dir: &Path) -> Vec<PathBuf> {
-    let mut found = Vec::new();
-    for entry in std::fs::read_dir(dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display())) {
-        let path = entry.expect("directory entry").path();
-        if path.is_dir() {
-            found.extend(captures(&path));
-        } else if path.extension().is_some_and(|e| e == "pcap") {
-            found.push(path);
-        }
-    }
-    found.sort();
-    found
+    flow_replay::capture_files(dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
 }
 
 #[test]

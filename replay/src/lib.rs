@@ -18,7 +18,7 @@ pub mod write;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-pub use pcap::{Capture, DatagramReader, PcapError, SkipCounts, read_file};
+pub use pcap::{Capture, DatagramReader, PcapError, SkipCounts, capture_files, read_file};
 pub use send::{Replayer, SendError, SourcePlan, SourceReport};
 
 /// One UDP datagram of a capture.

@@ -90,6 +90,21 @@ pub struct Capture {
     pub skipped: SkipCounts,
 }
 
+/// Every `*.pcap` file under `dir`, in its subfolders too, sorted by path.
+pub fn capture_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(dir)? {
+        let path = entry?.path();
+        if path.is_dir() {
+            found.extend(capture_files(&path)?);
+        } else if path.extension().is_some_and(|e| e == "pcap") {
+            found.push(path);
+        }
+    }
+    found.sort();
+    Ok(found)
+}
+
 /// Reads every UDP datagram of the capture at `path`.
 pub fn read_file(path: &Path) -> Result<Capture, PcapError> {
     let mut reader = DatagramReader::open(path)?;

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use flow_replay::{UdpDatagram, read_file};
+use flow_replay::{UdpDatagram, capture_files, read_file};
 
 fn shared_pcaps() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/pcaps")
@@ -16,14 +16,7 @@ fn shared_pcaps() -> PathBuf {
 /// Every `*.pcap` under the shared captures folder, sorted.
 fn captures() -> Vec<PathBuf> {
     let root = shared_pcaps();
-    let dirs = std::fs::read_dir(&root).unwrap_or_else(|e| panic!("{}: {e}", root.display()));
-    let mut files: Vec<PathBuf> = dirs
-        .flatten()
-        .filter_map(|dir| std::fs::read_dir(dir.path()).ok())
-        .flat_map(|entries| entries.flatten().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|e| e == "pcap"))
-        .collect();
-    files.sort();
+    let files = capture_files(&root).unwrap_or_else(|e| panic!("{}: {e}", root.display()));
     assert!(!files.is_empty(), "no captures under {}", root.display());
     files
 }

@@ -6,7 +6,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use netflow_parser::variable_versions::{ipfix, v9};
 use netflow_parser::{FieldValue, NetflowPacket, NetflowParser};
@@ -18,20 +18,6 @@ use super::wire::{ExportHeader, SetWalk};
 
 /// One record: each field's value as wire bytes, in template order.
 type Values = Vec<Vec<u8>>;
-
-fn capture_files(dir: &Path) -> Vec<PathBuf> {
-    let mut found = Vec::new();
-    for entry in std::fs::read_dir(dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display())) {
-        let path = entry.expect("directory entry").path();
-        if path.is_dir() {
-            found.extend(capture_files(&path));
-        } else if path.extension().is_some_and(|e| e == "pcap") {
-            found.push(path);
-        }
-    }
-    found.sort();
-    found
-}
 
 fn wire_bytes<'v>(values: impl Iterator<Item = &'v FieldValue>) -> Values {
     values
@@ -204,7 +190,8 @@ fn compiled_layouts_split_every_capture_record_as_netflow_parser_does() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/pcaps");
     let (mut total, mut mutated, mut normalized) = (Compared::default(), 0usize, 0usize);
     let mut rng = 0x9e37_79b9_7f4a_7c15;
-    for path in capture_files(&dir) {
+    let captures = flow_replay::capture_files(&dir).unwrap_or_else(|e| panic!("{e}"));
+    for path in captures {
         let capture = flow_replay::read_file(&path).unwrap_or_else(|e| panic!("{e}"));
         // One parser per exporter socket, as netflow_parser's own cache sees it.
         let mut exporters: HashMap<SocketAddr, (NetflowParser, HashMap<u16, Layout>)> =
