@@ -329,11 +329,12 @@ impl JetStreamPublisher {
         failures
     }
 
-    /// Publishes `slice` with replies to an inbox of its own and collects the acks, as
-    /// one JetStream publish each (the ack or error reply JetStream sends to the reply
-    /// subject). One subscription per slice instead of one reply channel, timer and
-    /// semaphore permit per message: that bookkeeping cost more CPU than the message.
-    /// Returns the failure that cut the sending short, when the connection did.
+    /// Publishes `slice` as core NATS publishes whose reply subject is a pooled reply
+    /// subscription ([`ReplyInbox`]), and collects JetStream's ack or error reply to
+    /// each, read as async-nats reads them. One subscription and one deadline for the
+    /// slice instead of async-nats' reply channel, timer and permit per message: that
+    /// bookkeeping cost more CPU than the message. Returns the failure that cut the
+    /// sending short, when the connection did.
     async fn send_slice(
         &self,
         subject: &Subject,
