@@ -682,6 +682,79 @@ impl Failure {
 mod tests {
     use super::*;
 
+    fn reply(subject: &str, payload: &str, status: Option<StatusCode>) -> Message {
+        Message {
+            subject: Subject::from(subject),
+            reply: None,
+            payload: Bytes::from(payload.to_owned()),
+            headers: None,
+            status,
+            description: None,
+            length: payload.len(),
+        }
+    }
+
+    #[test]
+    fn replies_settle_only_the_messages_their_subject_names() {
+        let (mut outcome, mut failures) = (BatchOutcome::default(), Vec::new());
+        let mut awaiting = AckWaits::new(4);
+        for index in [0, 1, 2] {
+            awaiting.expect(index);
+        }
+        let ack = r#"{"stream":"events","seq":1}"#;
+        // Another use of the inbox, an index not sent, a subject that is no index: ignored.
+        for stale in ["_INBOX.x.1.0", "_INBOX.x.2.3", "_INBOX.x.2.zero", "_INBOX.x.20"] {
+            awaiting.settle(&reply(stale, ack, None), "_INBOX.x.2", &mut outcome, &mut failures);
+        }
+        assert_eq!((awaiting.count(), outcome.acked), (3, 0));
+        let duplicate = r#"{"stream":"events","seq":1,"duplicate":true}"#;
+        awaiting.settle(
+            &reply("_INBOX.x.2.0", ack, None),
+            "_INBOX.x.2",
+            &mut outcome,
+            &mut failures,
+        );
+        awaiting.settle(
+            &reply("_INBOX.x.2.0", ack, None),
+            "_INBOX.x.2",
+            &mut outcome,
+            &mut failures,
+        );
+        awaiting.settle(
+            &reply("_INBOX.x.2.1", duplicate, None),
+            "_INBOX.x.2",
+            &mut outcome,
+            &mut failures,
+        );
+        let none = reply("_INBOX.x.2.2", "", Some(StatusCode::NO_RESPONDERS));
+        awaiting.settle(&none, "_INBOX.x.2", &mut outcome, &mut failures);
+        assert_eq!((outcome.acked, outcome.duplicates), (1, 1), "a second reply counts once");
+        assert_eq!(failures, vec![(2, Failure::retryable(GiveUpReason::NoResponders))]);
+        assert_eq!(awaiting.count(), 0);
+    }
+
+    #[test]
+    fn jetstream_error_replies_keep_their_code() {
+        let full =
+            r#"{"error":{"code":503,"err_code":10077,"description":"maximum messages exceeded"}}"#;
+        let error = publish_reply(&reply("i.1.0", full, None)).expect_err("an error reply");
+        assert_eq!(Failure::of(&error), Failure::retryable(GiveUpReason::StreamFull));
+        let garbage = publish_reply(&reply("i.1.0", "not json", None)).expect_err("unreadable");
+        assert_eq!(garbage.kind(), PublishErrorKind::Other);
+    }
+
+    #[test]
+    fn messages_left_unanswered_fail_with_the_given_kind() {
+        let (mut outcome, mut failures) = (BatchOutcome::default(), Vec::new());
+        let mut awaiting = AckWaits::new(3);
+        awaiting.expect(1);
+        awaiting.expect(2);
+        awaiting.give_up(PublishErrorKind::TimedOut, &mut outcome, &mut failures);
+        let timeout = Failure::retryable(GiveUpReason::AckTimeout);
+        assert_eq!(failures, vec![(1, timeout), (2, timeout)]);
+        assert_eq!(awaiting.count(), 0);
+    }
+
     #[test]
     fn publish_errors_map_to_reasons() {
         let of = |kind| Failure::of(&PublishError::new(kind));
