@@ -129,16 +129,13 @@ pub(crate) struct ExporterState {
     cache_reported: TemplateCacheTotals,
     /// Whether the latest batch with flows had flows of unknown sampling rate.
     sampling_rate_unknown: bool,
-    /// Flows of the latest batch: the next batch's output is sized for as many, so
-    /// flows are not moved again and again as it grows.
-    last_batch_flows: usize,
 }
 
 impl ExporterState {
     /// Decodes a batch and hands its flows to the publisher in one message.
     fn decode(&mut self, batch: DatagramBatch) {
         let now = Instant::now();
-        let mut flows: Vec<FlowMessage> = Vec::with_capacity(self.last_batch_flows);
+        let mut flows: Vec<FlowMessage> = Vec::new();
         let mut tally = Tally::default();
         for raw in batch.datagrams() {
             self.source = raw.source;
@@ -152,7 +149,6 @@ impl ExporterState {
             self.account(report, now);
         }
         let credit = batch.finish();
-        self.last_batch_flows = flows.len();
         tally.flows = to_u64(flows.len());
         tally.add_to(&self.ctx.counters);
         self.report_figures(&tally.figures());
@@ -329,7 +325,6 @@ impl Actor for ExporterActor {
             owner: myself.get_id().pid(),
             cache_reported: TemplateCacheTotals::default(),
             sampling_rate_unknown: false,
-            last_batch_flows: 0,
         })
     }
 
