@@ -275,3 +275,22 @@ fn an_override_replaces_what_the_exporter_announced() {
     let (flows, _) = decode(&mut other, from, EXPORT_NS, &v5_with_interval(0));
     assert_eq!(flows[0].sampling_rate, 2);
 }
+
+#[test]
+fn options_records_after_an_empty_variable_length_value_still_apply() {
+    // samplerName (84) is variable-length and empty in both records: netflow_parser alone
+    // stops the set at the first empty value (RFC 7011 §7 allows them).
+    let options = [
+        Rec::new().u32(5).u8(0).u32(1).u32(999).done(),
+        Rec::new().u32(6).u8(0).u32(1).u32(99).done(),
+    ]
+    .concat();
+    let (flows, report) = ipfix_options_then_flows(
+        &[(84, 65535), (305, 4), (306, 4)],
+        options,
+        &[ipfix_flow(5, 0), ipfix_flow(6, 0)],
+    );
+    assert!(report.errors.is_empty(), "{:?}", report.errors);
+    assert_eq!(rates(&flows), vec![1000, 100], "both selectors' rates apply");
+    assert_eq!(report.non_flow_records, 2);
+}

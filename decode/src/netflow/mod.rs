@@ -25,8 +25,8 @@
 //!   reduced-size integers of any width decode, empty variable-length values (where
 //!   netflow_parser stops a set) do not end the set, flags keep every bit the
 //!   exporter sent. `layout_equivalence` proves the split equal to netflow_parser's
-//!   decode on every record of the shared router captures. Options records still go
-//!   through netflow_parser (it knows the v9 scope types).
+//!   decode on every record of the shared router captures. v9 options records still
+//!   go through netflow_parser (it knows the v9 scope types).
 //! - **Options data** is consumed (sampling rates, system init time), never emitted.
 //!
 //! Decode fidelity (see each module): sampling rates from the v5 header, options data

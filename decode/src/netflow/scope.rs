@@ -301,11 +301,12 @@ impl Scope {
     /// Decodes one data set, given as a synthetic single-set datagram, with the header
     /// it came with. Flows go to `emit`; options records update the scope.
     ///
-    /// Data records are split by our compiled [`Layout`] straight from the wire;
+    /// Records are split by our compiled [`Layout`] straight from the wire;
     /// netflow_parser is still asked, with the set emptied, whether it holds the
     /// template (so it stays the authority on which templates exist, and its LRU order
-    /// follows their use). Options records go through netflow_parser, which knows the
-    /// v9 scope types.
+    /// follows their use). v9 options records go through netflow_parser, which knows
+    /// the v9 scope types (system, interface, ...; IPFIX scopes are Information
+    /// Elements like any field).
     pub fn decode_data_set(
         &mut self,
         datagram: &[u8],
@@ -319,12 +320,16 @@ impl Scope {
             .get(header.header_len()..header.header_len() + 2)
             .map_or(0, |b| u16::from_be_bytes([b[0], b[1]]));
         let kind = self.layouts.get(set_id).map(|layout| layout.kind);
-        let parsed = match kind {
-            Some(TemplateKind::Data) => {
-                self.confirm_template(datagram, header.header_len())?;
-                None
-            }
-            _ => Some(self.parse_set(datagram, set_id)?),
+        let compiled = match kind {
+            Some(TemplateKind::Data) => true,
+            Some(TemplateKind::Options) => self.protocol == Protocol::Ipfix,
+            None => false,
+        };
+        let parsed = if compiled {
+            self.confirm_template(datagram, header.header_len())?;
+            None
+        } else {
+            Some(self.parse_set(datagram, set_id)?)
         };
         let flow_type = self.flow_type();
         let key = self.key;
@@ -382,10 +387,12 @@ impl Scope {
                 NetflowPacket::V9(packet) => {
                     packet.flowsets.iter().any(|set| matches!(set.body, v9::FlowSetBody::Data(_)))
                 }
-                NetflowPacket::IPFix(packet) => packet
-                    .flowsets
-                    .iter()
-                    .any(|set| matches!(set.body, ipfix::FlowSetBody::Data(_))),
+                NetflowPacket::IPFix(packet) => packet.flowsets.iter().any(|set| {
+                    matches!(
+                        set.body,
+                        ipfix::FlowSetBody::Data(_) | ipfix::FlowSetBody::OptionsData(_)
+                    )
+                }),
                 _ => false,
             });
         if holds { Ok(()) } else { Err(SetFailure::MissingTemplate) }
@@ -474,35 +481,32 @@ struct RecordSink<'s, 'a, 'e> {
 }
 
 impl RecordSink<'_, '_, '_> {
-    /// The records of a data set, split by the template's layout: each field's wire
-    /// bytes go to the record as they are. Bytes too few for one more record are
-    /// padding (RFC 3954 §5.3, RFC 7011 §3.3.1).
+    /// The records of a set, split by the template's layout: each field's wire bytes
+    /// go to the record as they are (IPFIX options scope fields marked as scope). Bytes
+    /// too few for one more record are padding (RFC 3954 §5.3, RFC 7011 §3.3.1).
     fn wire_records(&mut self, body: &[u8]) {
+        let scope_fields = self.layout.scope_fields;
         let mut rest = body;
         while let Some(len) = self.layout.record_len(rest).filter(|len| *len > 0) {
-            let (record, tail) = rest.split_at(len);
-            let mut fields = FlowFields::default();
-            self.layout.for_each_field(record, |spec, value| fields.apply(spec, value));
-            self.finish(Record::Flow(fields));
+            let (wire, tail) = rest.split_at(len);
+            let mut record = Record::new(self.layout.kind);
+            let mut index = 0;
+            self.layout.for_each_field(wire, |spec, value| {
+                record.apply(spec, value, index < scope_fields);
+                index += 1;
+            });
+            self.finish(record);
             rest = tail;
         }
     }
 
-    /// The options records netflow_parser decoded from one set.
+    /// The v9 options records netflow_parser decoded from one set.
     fn parsed_packets(&mut self, packets: &[NetflowPacket]) -> Result<(), SetFailure> {
         for packet in packets {
-            match packet {
-                NetflowPacket::V9(packet) => {
-                    for flowset in &packet.flowsets {
-                        self.v9_options(&flowset.body)?;
-                    }
+            if let NetflowPacket::V9(packet) = packet {
+                for flowset in &packet.flowsets {
+                    self.v9_options(&flowset.body)?;
                 }
-                NetflowPacket::IPFix(packet) => {
-                    for flowset in &packet.flowsets {
-                        self.ipfix_options(&flowset.body)?;
-                    }
-                }
-                _ => {}
             }
         }
         Ok(())
@@ -523,19 +527,6 @@ impl RecordSink<'_, '_, '_> {
             }
             v9::FlowSetBody::NoTemplate(_) => return Err(SetFailure::MissingTemplate),
             _ => {}
-        }
-        Ok(())
-    }
-
-    fn ipfix_options(&mut self, body: &ipfix::FlowSetBody) -> Result<(), SetFailure> {
-        let records = match body {
-            ipfix::FlowSetBody::OptionsData(data) => &data.fields,
-            ipfix::FlowSetBody::NoTemplate(_) => return Err(SetFailure::MissingTemplate),
-            _ => return Ok(()),
-        };
-        for record in records {
-            let values = record.iter().map(|(_, v)| v);
-            self.parsed_record(Record::new(self.layout.kind), values, record.len(), 0)?;
         }
         Ok(())
     }
