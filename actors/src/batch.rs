@@ -99,6 +99,10 @@ impl Staged {
             Staged::Encoded(payloads) => payloads.len(),
         }
     }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
 }
 
 /// Flows on their way to a publisher, with when each one's datagram was received.
@@ -150,7 +154,7 @@ impl FlowBatch {
 
 impl Drop for FlowBatch {
     fn drop(&mut self) {
-        if self.flows.len() > 0 {
+        if !self.flows.is_empty() {
             let lost = u64::try_from(self.flows.len()).unwrap_or(u64::MAX);
             self.counters.flows_dropped.add(flow_drop::PUBLISHER_FAILED, lost);
         }
@@ -215,5 +219,32 @@ mod tests {
         );
         assert_eq!(accepted.accept().0.len(), 2);
         assert_eq!(counters.flows_dropped.get(flow_drop::PUBLISHER_FAILED), 4);
+    }
+
+    #[test]
+    fn an_encoded_batch_keeps_each_flows_receipt_time_and_counts_when_dropped() {
+        let budget = InFlight::new(10, Arc::new(ListenerCounters::default()));
+        let counters = Arc::new(PublisherCounters::default());
+        let flows =
+            |n: u64| (1..=n).map(|t| FlowMessage { time_received_ns: t, ..Default::default() });
+        let encoder: Encoder = crate::sink::encode_flows;
+        let dropped = FlowBatch::encoded(
+            flows(3).collect(),
+            (encoder, &[]),
+            Credit::adopt(Arc::clone(&budget), 0),
+            Arc::clone(&counters),
+        );
+        drop(dropped);
+        assert_eq!(counters.flows_dropped.get(flow_drop::PUBLISHER_FAILED), 3);
+        let batch = FlowBatch::encoded(
+            flows(2).collect(),
+            (encoder, &[]),
+            Credit::adopt(budget, 0),
+            Arc::clone(&counters),
+        );
+        let (staged, received) = batch.accept();
+        assert!(matches!(staged, Staged::Encoded(ref payloads) if payloads.len() == 2));
+        assert_eq!(received, vec![1, 2]);
+        assert_eq!(counters.flows_dropped.get(flow_drop::PUBLISHER_FAILED), 3);
     }
 }

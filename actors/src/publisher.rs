@@ -333,8 +333,9 @@ impl Waiting {
     }
 
     /// Appends flows. Their slot encodes them for a queue of payloads; flows that come
-    /// decoded anyway are encoded here. Payloads never meet a queue of decoded flows (the
-    /// slot encodes only for a sink that takes payloads), so that case is not handled.
+    /// decoded anyway are encoded here. Payloads never meet a queue of decoded flows: the
+    /// slot encodes only for a sink that takes payloads (should that ever break, the
+    /// flows are logged as lost).
     fn push(&mut self, flows: Staged) {
         match (self, flows) {
             (Waiting::Decoded(waiting), Staged::Decoded(flows)) => waiting.extend(flows),
@@ -346,6 +347,12 @@ impl Waiting {
             }
             (Waiting::Decoded(_), Staged::Encoded(payloads)) => {
                 debug_assert!(payloads.is_empty(), "payloads offered to a decoded-flow sink");
+                if !payloads.is_empty() {
+                    tracing::error!(
+                        flows = payloads.len(),
+                        "Encoded flows offered to a sink of decoded flows, dropping them"
+                    );
+                }
             }
         }
     }
