@@ -134,12 +134,9 @@ impl JetStreamConnection {
         let state_tx = Arc::new(state_tx);
         let client = connect_with_retry(settings, &servers, &auth, &state_tx).await?;
         state_tx.send_replace(ConnectionState::Connected);
-        let context = ContextBuilder::new()
-            .timeout(settings.publish_timeout)
-            .ack_timeout(settings.publish_timeout)
-            .max_ack_inflight(settings.max_in_flight)
-            .backpressure_on_inflight(true)
-            .build(client.clone());
+        // The context serves stream management; publishes and their acks are ours
+        // (`publish.rs`), bounded by `in_flight`.
+        let context = ContextBuilder::new().timeout(settings.publish_timeout).build(client.clone());
         let in_flight = Arc::new(Semaphore::new(settings.max_in_flight));
         Ok(JetStreamConnection { client, context, state, servers: servers.display, in_flight })
     }

@@ -9,6 +9,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::Path;
 
+use flow_replay::generate::flow::Rng;
 use netflow_parser::variable_versions::{ipfix, v9};
 use netflow_parser::{FieldValue, NetflowPacket, NetflowParser};
 
@@ -168,7 +169,7 @@ fn compare_packet(
 
 /// `payload` with `flips` random bytes of its data set bodies changed (template sets
 /// and set headers kept, so the parser's state is not touched).
-fn mutate_data_sets(payload: &[u8], rng: &mut u64, flips: usize) -> Vec<u8> {
+fn mutate_data_sets(payload: &[u8], rng: &mut Rng, flips: usize) -> Vec<u8> {
     let mut out = payload.to_vec();
     let version = u16::from_be_bytes([payload[0], payload[1]]);
     let Ok((header, sets)) = ExportHeader::parse(payload, version) else {
@@ -184,11 +185,8 @@ fn mutate_data_sets(payload: &[u8], rng: &mut u64, flips: usize) -> Vec<u8> {
         at += set.whole.len();
     }
     for _ in 0..flips.min(positions.len()) {
-        *rng ^= *rng << 13;
-        *rng ^= *rng >> 7;
-        *rng ^= *rng << 17;
-        let position = positions[(*rng % positions.len() as u64) as usize];
-        out[position] = (*rng >> 32) as u8;
+        let position = rng.pick(&positions);
+        out[position] = rng.next_u64() as u8;
     }
     out
 }
@@ -197,7 +195,7 @@ fn mutate_data_sets(payload: &[u8], rng: &mut u64, flips: usize) -> Vec<u8> {
 fn compiled_layouts_split_every_capture_record_as_netflow_parser_does() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/pcaps");
     let (mut total, mut mutated, mut normalized) = (Compared::default(), 0usize, 0usize);
-    let mut rng = 0x9e37_79b9_7f4a_7c15;
+    let mut rng = Rng::new(0x9e37_79b9_7f4a_7c15);
     let captures = flow_replay::capture_files(&dir).unwrap_or_else(|e| panic!("{e}"));
     for path in captures {
         let capture = flow_replay::read_file(&path).unwrap_or_else(|e| panic!("{e}"));
