@@ -129,13 +129,18 @@ pub(crate) struct ExporterState {
     cache_reported: TemplateCacheTotals,
     /// Whether the latest batch with flows had flows of unknown sampling rate.
     sampling_rate_unknown: bool,
+    /// How many flows the latest batch gave: room made for the next batch's at once.
+    last_batch_flows: usize,
 }
+
+/// The most flows room is made for ahead of a batch (a `FlowMessage` is 768 bytes).
+const MAX_FLOWS_AHEAD: usize = 4096;
 
 impl ExporterState {
     /// Decodes a batch and hands its flows to the publisher in one message.
     fn decode(&mut self, batch: DatagramBatch) {
         let now = Instant::now();
-        let mut flows: Vec<FlowMessage> = Vec::new();
+        let mut flows: Vec<FlowMessage> = Vec::with_capacity(self.last_batch_flows);
         let mut tally = Tally::default();
         for raw in batch.datagrams() {
             self.source = raw.source;
@@ -149,6 +154,7 @@ impl ExporterState {
             self.account(report, now);
         }
         let credit = batch.finish();
+        self.last_batch_flows = flows.len().min(MAX_FLOWS_AHEAD);
         tally.flows = to_u64(flows.len());
         tally.add_to(&self.ctx.counters);
         self.report_figures(&tally.figures());
@@ -325,6 +331,7 @@ impl Actor for ExporterActor {
             owner: myself.get_id().pid(),
             cache_reported: TemplateCacheTotals::default(),
             sampling_rate_unknown: false,
+            last_batch_flows: 0,
         })
     }
 

@@ -486,6 +486,13 @@ impl RecordSink<'_, '_, '_> {
     /// too few for one more record are padding (RFC 3954 §5.3, RFC 7011 §3.3.1).
     fn wire_records(&mut self, body: &[u8]) {
         let scope_fields = self.layout.scope_fields;
+        if self.layout.kind == TemplateKind::Data
+            && let Some(records) = self.layout.fixed_records_in(body)
+        {
+            // Room for the set's flows at once: a `FlowMessage` is 768 bytes, and
+            // growing the vector record by record copied each several times.
+            self.emit.out.reserve(records);
+        }
         let mut rest = body;
         while let Some(len) = self.layout.record_len(rest).filter(|len| *len > 0) {
             let (wire, tail) = rest.split_at(len);

@@ -118,6 +118,12 @@ impl Layout {
         Some(at)
     }
 
+    /// How many whole records `body` holds, when every record has the same length (a
+    /// fixed-length template of non-zero length); `None` otherwise.
+    pub fn fixed_records_in(&self, body: &[u8]) -> Option<usize> {
+        self.fixed_len.filter(|len| *len > 0).map(|len| body.len() / len)
+    }
+
     /// Calls `apply` with each field of the record at the start of `data` (which
     /// [`Layout::record_len`] has measured).
     pub fn for_each_field(&self, data: &[u8], mut apply: impl FnMut(FieldSpec, &[u8])) {
