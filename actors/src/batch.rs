@@ -129,13 +129,13 @@ impl FlowBatch {
     /// [`Encoder`]). The exporter actor that decoded them encodes them, so encoding runs
     /// beside decoding on every core instead of in the one publisher actor of a subject.
     pub(crate) fn encoded(
-        flows: Vec<FlowMessage>,
+        flows: &[FlowMessage],
         (encoder, shared): (Encoder, &[u8]),
         credit: Credit,
         counters: Arc<PublisherCounters>,
     ) -> Self {
         let received = flows.iter().map(|flow| flow.time_received_ns).collect();
-        Self { flows: Staged::Encoded(encoder(&flows, shared)), received, credit, counters }
+        Self { flows: Staged::Encoded(encoder(flows, shared)), received, credit, counters }
     }
 
     /// Flows in the batch.
@@ -229,7 +229,7 @@ mod tests {
             |n: u64| (1..=n).map(|t| FlowMessage { time_received_ns: t, ..Default::default() });
         let encoder: Encoder = crate::sink::encode_flows;
         let dropped = FlowBatch::encoded(
-            flows(3).collect(),
+            &flows(3).collect::<Vec<_>>(),
             (encoder, &[]),
             Credit::adopt(Arc::clone(&budget), 0),
             Arc::clone(&counters),
@@ -237,7 +237,7 @@ mod tests {
         drop(dropped);
         assert_eq!(counters.flows_dropped.get(flow_drop::PUBLISHER_FAILED), 3);
         let batch = FlowBatch::encoded(
-            flows(2).collect(),
+            &flows(2).collect::<Vec<_>>(),
             (encoder, &[]),
             Credit::adopt(budget, 0),
             Arc::clone(&counters),

@@ -22,6 +22,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
+use flow_decode::FlowBuffer;
 use flowpb::FlowMessage;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use tokio::sync::{Mutex as AsyncMutex, Notify};
@@ -41,6 +42,10 @@ pub const LINGER: Duration = Duration::from_millis(50);
 /// At most one "sink failed" or "buffer full" warning per subject this often (every
 /// occurrence is counted).
 const SINK_ERROR_LOG_INTERVAL: Duration = Duration::from_secs(10);
+
+/// The most decoded messages a runtime thread keeps for reuse after encoding a batch
+/// (a `FlowMessage` is 768 bytes: ~3 MiB a thread at most).
+const KEPT_MESSAGES: usize = 4096;
 
 /// Messages of a [`PublisherActor`].
 pub(crate) enum PublisherMsg {
@@ -124,19 +129,19 @@ impl PublisherSlot {
     /// Sends an exporter's flows, with its identity put on each (stamped, or appended
     /// encoded when the sink takes payloads), to whichever publisher actor is current.
     /// If there is none (it failed and is being restarted), the batch is dropped and
-    /// counted.
-    pub(crate) fn send(
-        &self,
-        mut flows: Vec<FlowMessage>,
-        from: &ExporterIdentity,
-        credit: Credit,
-    ) {
+    /// counted. Encoded flows leave their messages in `flows` for the next ones
+    /// (at most [`KEPT_MESSAGES`]); decoded ones are taken along.
+    pub(crate) fn send(&self, flows: &mut FlowBuffer, from: &ExporterIdentity, credit: Credit) {
         let counters = Arc::clone(&self.counters);
         let batch = match self.encoder {
             Some(encoder) => {
-                FlowBatch::encoded(flows, (encoder, from.encoded_fields()), credit, counters)
+                let shared = (encoder, from.encoded_fields());
+                let batch = FlowBatch::encoded(flows, shared, credit, counters);
+                flows.clear(KEPT_MESSAGES);
+                batch
             }
             None => {
+                let mut flows = flows.take();
                 flows.iter_mut().for_each(|flow| from.stamp(flow));
                 FlowBatch::new(flows, credit, counters)
             }

@@ -657,7 +657,7 @@ mod tests {
                 vec![exporter.datagram(ids.take(5), true), exporter.datagram(ids.take(7), false)];
             exporter.reboot(Layout::B);
             sent.push(exporter.datagram(ids.take(4), true));
-            let mut flows = Vec::new();
+            let mut flows = flow_decode::FlowBuffer::new();
             let mut restarts = 0;
             for datagram in &sent {
                 let report = session.decode(
@@ -672,7 +672,7 @@ mod tests {
                     .count();
             }
             assert_eq!(flows.len(), 16, "{protocol:?}");
-            for flow in &flows {
+            for flow in flows.iter() {
                 let id = flow_id(flow).expect("an id");
                 let layout = if id >= 112 { Layout::B } else { Layout::A };
                 let wrong = mismatch(flow, source.ip(), protocol, &Expected::of(id, layout));

@@ -15,11 +15,10 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use flow_decode::{
-    Datagram, ExporterSession, NetflowSession, NetflowSettings, SamplingPolicy, SflowSession,
-    SflowSettings,
+    Datagram, ExporterSession, FlowBuffer, NetflowSession, NetflowSettings, SamplingPolicy,
+    SflowSession, SflowSettings,
 };
 use flow_replay::generate::{Exporter, Protocol, Settings};
-use flowpb::FlowMessage;
 
 const START_MS: u64 = 1_700_000_000_000;
 const AGENT: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 10);
@@ -69,7 +68,7 @@ fn source() -> SocketAddr {
     SocketAddr::new(IpAddr::V4(AGENT), 2055)
 }
 
-fn decode(session: &mut dyn ExporterSession, payload: &[u8], out: &mut Vec<FlowMessage>) -> usize {
+fn decode(session: &mut dyn ExporterSession, payload: &[u8], out: &mut FlowBuffer) -> usize {
     let datagram = Datagram { source: source(), received_ns: START_MS * 1_000_000, payload };
     session.decode(datagram, out).flows
 }
@@ -78,11 +77,11 @@ fn decode(session: &mut dyn ExporterSession, payload: &[u8], out: &mut Vec<FlowM
 /// ring twice over with every record a flow.
 fn warmed(protocol: Protocol, stream: &Stream) -> Box<dyn ExporterSession> {
     let mut session = session(protocol);
-    let mut out = Vec::new();
+    let mut out = FlowBuffer::new();
     decode(session.as_mut(), &stream.first, &mut out);
     for _ in 0..2 {
         for payload in &stream.ring {
-            out.clear();
+            out.clear(usize::MAX);
             let flows = decode(session.as_mut(), payload, &mut out) as u64;
             assert_eq!(flows, stream.records, "{protocol}: every record decodes");
         }
@@ -95,12 +94,12 @@ fn bench_protocol(c: &mut Criterion, protocol: Protocol) {
     for records in [protocol.default_records(), 1] {
         let stream = stream(protocol, records);
         let mut session = warmed(protocol, &stream);
-        let mut out = Vec::with_capacity(usize::from(records));
+        let mut out = FlowBuffer::new();
         let mut next = 0;
         group.throughput(Throughput::Elements(stream.records));
         group.bench_function(format!("datagram_of_{records}_records"), |b| {
             b.iter(|| {
-                out.clear();
+                out.clear(usize::MAX);
                 let payload = &stream.ring[next % RING];
                 next += 1;
                 black_box(decode(session.as_mut(), black_box(payload), &mut out))
@@ -113,7 +112,7 @@ fn bench_protocol(c: &mut Criterion, protocol: Protocol) {
     group.throughput(Throughput::Elements(stream.records));
     group.bench_function("first_datagram_fresh_session", |b| {
         b.iter_batched_ref(
-            || (session(protocol), Vec::with_capacity(64)),
+            || (session(protocol), FlowBuffer::new()),
             |(session, out)| black_box(decode(session.as_mut(), black_box(&stream.first), out)),
             BatchSize::SmallInput,
         )

@@ -5,6 +5,7 @@
 //! exporter's state (templates, pending flows, sequence tracking) and turns each of its
 //! datagrams into flows, lifecycle events and counted errors.
 
+pub mod buffer;
 pub mod event;
 pub mod netflow;
 pub mod packet;
@@ -13,6 +14,7 @@ pub mod report;
 pub mod sampling;
 pub mod sflow;
 
+pub use buffer::FlowBuffer;
 pub use event::{LifecycleEvent, Protocol};
 pub use netflow::{NetflowSession, NetflowSettings, PendingFlowSettings};
 pub use report::{DatagramReport, DecodeError, FidelityStats, SessionStats};
@@ -47,11 +49,7 @@ pub struct Datagram<'a> {
 /// The decoder state of one exporter, whatever protocol it speaks.
 pub trait ExporterSession: Send {
     /// Decodes one datagram, appending its flows to `out`.
-    fn decode(
-        &mut self,
-        datagram: Datagram<'_>,
-        out: &mut Vec<flowpb::FlowMessage>,
-    ) -> DatagramReport;
+    fn decode(&mut self, datagram: Datagram<'_>, out: &mut FlowBuffer) -> DatagramReport;
     /// Ages out state that timed out (templates past their TTL, pending flows past
     /// `ttl_secs`), returning the lifecycle events that caused.
     fn expire(&mut self, now_ns: u64) -> Vec<LifecycleEvent>;

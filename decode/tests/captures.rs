@@ -19,7 +19,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use flow_decode::{
-    Datagram, ExporterSession, NetflowSession, NetflowSettings, PendingFlowSettings, SamplingPolicy,
+    Datagram, ExporterSession, FlowBuffer, NetflowSession, NetflowSettings, PendingFlowSettings,
+    SamplingPolicy,
 };
 use support::capture::udp_datagrams;
 use support::reference::{ReferenceStream, compare, to_object};
@@ -77,7 +78,7 @@ fn replay(pcap: &Path) -> usize {
             .next_packet(&exporter.to_string(), line)
             .unwrap_or_else(|e| panic!("{}: {e}", reference_path.display()));
         let session = sessions.entry(exporter).or_insert_with(|| NetflowSession::new(&settings()));
-        let mut flows = Vec::new();
+        let mut flows = FlowBuffer::new();
         let report = session.decode(
             Datagram {
                 source: datagram.source,
@@ -137,7 +138,7 @@ fn mutated_and_truncated_captures_never_panic() {
                 if round % 3 == 0 {
                     payload.truncate(rng.below(payload.len() + 1));
                 }
-                let mut flows = Vec::new();
+                let mut flows = FlowBuffer::new();
                 let report = session.decode(
                     Datagram {
                         source: datagram.source,
@@ -154,4 +155,36 @@ fn mutated_and_truncated_captures_never_panic() {
         }
     }
     assert!(decoded > 1000);
+}
+
+/// Flows decoded into messages kept from earlier flows (what exporter actors do when
+/// they encode) equal flows decoded into fresh messages, on every capture: nothing of
+/// an earlier flow is left in a reused message.
+#[test]
+fn reused_messages_decode_every_capture_as_fresh_ones() {
+    let mut checked = 0;
+    for pcap in captures(&pcaps_dir()) {
+        let mut fresh_sessions: HashMap<IpAddr, NetflowSession> = HashMap::new();
+        let mut reused_sessions: HashMap<IpAddr, NetflowSession> = HashMap::new();
+        let mut reused = FlowBuffer::new();
+        for datagram in udp_datagrams(&pcap) {
+            let exporter = datagram.source.ip();
+            let input = Datagram {
+                source: datagram.source,
+                received_ns: datagram.timestamp_ns(),
+                payload: &datagram.payload,
+            };
+            let mut fresh = FlowBuffer::new();
+            let session =
+                fresh_sessions.entry(exporter).or_insert_with(|| NetflowSession::new(&settings()));
+            session.decode(input, &mut fresh);
+            reused.clear(usize::MAX);
+            let session =
+                reused_sessions.entry(exporter).or_insert_with(|| NetflowSession::new(&settings()));
+            session.decode(input, &mut reused);
+            assert_eq!(*reused, *fresh, "{}", pcap.display());
+            checked += fresh.len();
+        }
+    }
+    assert!(checked > 200, "the captures hold {checked} flows");
 }

@@ -10,7 +10,8 @@ use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
 use flow_decode::{
-    Datagram, DatagramReport, ExporterSession, FidelityStats, LifecycleEvent, NetflowSession,
+    Datagram, DatagramReport, ExporterSession, FidelityStats, FlowBuffer, LifecycleEvent,
+    NetflowSession,
 };
 use flowpb::FlowMessage;
 use support::capture::udp_datagrams;
@@ -30,7 +31,7 @@ fn replay(name: &str) -> Replay {
     let path = capture(name);
     let datagrams = udp_datagrams(&path);
     let mut sessions: HashMap<IpAddr, NetflowSession> = HashMap::new();
-    let (mut flows, mut reports) = (Vec::new(), Vec::new());
+    let (mut flows, mut reports) = (FlowBuffer::new(), Vec::new());
     for datagram in &datagrams {
         let session = sessions
             .entry(datagram.source.ip())
@@ -46,7 +47,7 @@ fn replay(name: &str) -> Replay {
         reports.push(report);
     }
     let fidelity = sessions.values().map(|s| s.stats().fidelity).collect();
-    Replay { flows, reports, fidelity }
+    Replay { flows: flows.take(), reports, fidelity }
 }
 
 fn restarts(replay: &Replay) -> usize {

@@ -14,7 +14,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use flow_decode::{Datagram, ExporterSession, SflowSession, SflowSettings};
+use flow_decode::{Datagram, ExporterSession, FlowBuffer, SflowSession, SflowSettings};
 use flow_replay::write::write_frames_file;
 use flowpb::FlowMessage;
 use serde_json::Value;
@@ -255,7 +255,7 @@ fn pmacct_sfprobe_export_decodes_like_the_packets_and_like_tshark() {
 
     // Decode.
     let mut session = SflowSession::new(&SflowSettings::default());
-    let mut flows = Vec::new();
+    let mut flows = FlowBuffer::new();
     let mut counter_samples = 0;
     for payload in &datagrams {
         let report = session.decode(

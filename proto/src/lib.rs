@@ -8,6 +8,7 @@ mod generated {
 }
 
 pub mod json;
+mod reuse;
 
 pub use generated::FlowMessage;
 pub use generated::flow_message::{FlowType, LayerStack};

@@ -8,8 +8,8 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::num::NonZeroU32;
 
 use flow_decode::{
-    Datagram, DatagramReport, ExporterSession, LifecycleEvent, NetflowSession, NetflowSettings,
-    SamplingPolicy, SflowSession, SflowSettings,
+    Datagram, DatagramReport, ExporterSession, FlowBuffer, LifecycleEvent, NetflowSession,
+    NetflowSettings, SamplingPolicy, SflowSession, SflowSettings,
 };
 use flow_replay::generate::{Exporter, Protocol, Settings};
 use flowpb::FlowMessage;
@@ -32,7 +32,7 @@ fn session(protocol: Protocol) -> Box<dyn ExporterSession> {
 /// What decoding a run of datagrams gave, summed.
 #[derive(Debug, Default)]
 struct Totals {
-    flows: Vec<FlowMessage>,
+    flows: FlowBuffer,
     sequence_gap: u64,
     lost_records: u64,
     errors: usize,

@@ -8,14 +8,14 @@
 
 mod report;
 
+use std::cell::RefCell;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use flow_decode::report::CacheStats;
-use flow_decode::{Datagram, DatagramReport, ExporterSession};
-use flowpb::FlowMessage;
+use flow_decode::{Datagram, DatagramReport, ExporterSession, FlowBuffer};
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 
 use crate::batch::DatagramBatch;
@@ -129,18 +129,23 @@ pub(crate) struct ExporterState {
     cache_reported: TemplateCacheTotals,
     /// Whether the latest batch with flows had flows of unknown sampling rate.
     sampling_rate_unknown: bool,
-    /// How many flows the latest batch gave: room made for the next batch's at once.
-    last_batch_flows: usize,
 }
 
-/// The most flows room is made for ahead of a batch (a `FlowMessage` is 768 bytes).
-const MAX_FLOWS_AHEAD: usize = 4096;
+thread_local! {
+    /// The flows of the batch an exporter actor is decoding on this thread. Its
+    /// messages are kept from batch to batch (see [`FlowBuffer`]) when the flows are
+    /// encoded here, one buffer per runtime thread whatever the number of exporters.
+    static DECODED: RefCell<FlowBuffer> = RefCell::new(FlowBuffer::new());
+}
 
 impl ExporterState {
     /// Decodes a batch and hands its flows to the publisher in one message.
     fn decode(&mut self, batch: DatagramBatch) {
+        DECODED.with_borrow_mut(|flows| self.decode_into(batch, flows));
+    }
+
+    fn decode_into(&mut self, batch: DatagramBatch, flows: &mut FlowBuffer) {
         let now = Instant::now();
-        let mut flows: Vec<FlowMessage> = Vec::with_capacity(self.last_batch_flows);
         let mut tally = Tally::default();
         for raw in batch.datagrams() {
             self.source = raw.source;
@@ -149,12 +154,11 @@ impl ExporterState {
                 received_ns: raw.received_ns,
                 payload: &raw.payload,
             };
-            let report = self.session.decode(datagram, &mut flows);
+            let report = self.session.decode(datagram, flows);
             tally.add(&report, raw.payload.len());
             self.account(report, now);
         }
         let credit = batch.finish();
-        self.last_batch_flows = flows.len().min(MAX_FLOWS_AHEAD);
         tally.flows = to_u64(flows.len());
         tally.add_to(&self.ctx.counters);
         self.report_figures(&tally.figures());
@@ -331,7 +335,6 @@ impl Actor for ExporterActor {
             owner: myself.get_id().pid(),
             cache_reported: TemplateCacheTotals::default(),
             sampling_rate_unknown: false,
-            last_batch_flows: 0,
         })
     }
 

@@ -16,7 +16,8 @@ use flow_actors::{
 };
 use flow_decode::report::CacheStats;
 use flow_decode::{
-    Datagram, DatagramReport, DecodeError, ExporterSession, LifecycleEvent, Protocol, SessionStats,
+    Datagram, DatagramReport, DecodeError, ExporterSession, FlowBuffer, LifecycleEvent, Protocol,
+    SessionStats,
 };
 use flowpb::FlowMessage;
 use tokio::net::UdpSocket;
@@ -69,7 +70,7 @@ pub struct EchoSession {
 }
 
 impl ExporterSession for EchoSession {
-    fn decode(&mut self, datagram: Datagram<'_>, out: &mut Vec<FlowMessage>) -> DatagramReport {
+    fn decode(&mut self, datagram: Datagram<'_>, out: &mut FlowBuffer) -> DatagramReport {
         let Some((&tag, rest)) = datagram.payload.split_first() else {
             return DatagramReport {
                 errors: vec![DecodeError::TruncatedHeader { protocol: Protocol::V9, len: 0 }],

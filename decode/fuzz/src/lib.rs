@@ -15,9 +15,9 @@ use flow_decode::decode_flags::{
 };
 use flow_decode::netflow::PendingMemory;
 use flow_decode::{
-    Datagram, DatagramReport, ExporterSession, FidelityStats, LifecycleEvent, NetflowSession,
-    NetflowSettings, PendingFlowSettings, SamplingOverride, SamplingPolicy, SflowSession,
-    SflowSettings,
+    Datagram, DatagramReport, ExporterSession, FidelityStats, FlowBuffer, LifecycleEvent,
+    NetflowSession, NetflowSettings, PendingFlowSettings, SamplingOverride, SamplingPolicy,
+    SflowSession, SflowSettings,
 };
 use flowpb::FlowMessage;
 
@@ -202,7 +202,7 @@ fn scope_of(payload: &[u8], port: u16) -> Option<(u16, u16, u32)> {
 pub fn run_netflow(case: &NetflowCase, frames: &[Frame<'_>], final_advance_secs: u64) {
     let mut session = NetflowSession::new(&case.settings);
     let mut now = START_NS;
-    let mut out = Vec::new();
+    let mut out = FlowBuffer::new();
     let (mut bytes_in, mut flows_out) = (0usize, 0usize);
     let mut fidelity = FidelityStats::default();
     let mut scopes = HashSet::new();
@@ -214,7 +214,7 @@ pub fn run_netflow(case: &NetflowCase, frames: &[Frame<'_>], final_advance_secs:
             check_expired(&expired);
             events.add(&expired);
         }
-        out.clear();
+        out.clear(usize::MAX);
         let source = SocketAddr::new(case.exporter, frame.port);
         let datagram = Datagram { source, received_ns: now, payload: frame.payload };
         let report = session.decode(datagram, &mut out);
@@ -324,18 +324,18 @@ fn check_netflow_stats(
 pub fn run_sflow(case: &SflowCase, frames: &[Frame<'_>], final_advance_secs: u64) {
     let mut session = SflowSession::new(&case.settings);
     let mut now = START_NS;
-    let mut out = Vec::new();
+    let mut out = FlowBuffer::new();
     for frame in frames {
         now += frame.advance_secs * SECOND_NS;
         if frame.expire_first {
             assert!(session.expire(now).is_empty(), "sFlow keeps nothing that expires");
         }
-        out.clear();
+        out.clear(usize::MAX);
         let source = SocketAddr::new(case.exporter, frame.port);
         let datagram = Datagram { source, received_ns: now, payload: frame.payload };
         let report = session.decode(datagram, &mut out);
         check_report(&report, &out, now);
-        for flow in &out {
+        for flow in out.iter() {
             assert_eq!(flow.time_received_ns, now, "sFlow flows are received with their datagram");
         }
         let samples = report.flows + report.non_flow_records;

@@ -377,10 +377,17 @@ fn non_zero_first(pair: ByFamily<[u8; 4], [u8; 16]>) -> Option<Result<[u8; 4], [
 }
 
 fn address_vec(value: Option<Result<[u8; 4], [u8; 16]>>) -> Vec<u8> {
+    let mut bytes = Vec::new();
+    write_address(&mut bytes, value);
+    bytes
+}
+
+/// Writes an address into a field's buffer, which is empty (a reset message's).
+fn write_address(field: &mut Vec<u8>, value: Option<Result<[u8; 4], [u8; 16]>>) {
     match value {
-        Some(Ok(v4)) => v4.to_vec(),
-        Some(Err(v6)) => v6.to_vec(),
-        None => Vec::new(),
+        Some(Ok(v4)) => field.extend_from_slice(&v4),
+        Some(Err(v6)) => field.extend_from_slice(&v6),
+        None => {}
     }
 }
 
@@ -641,9 +648,10 @@ impl FlowFields {
         }
     }
 
-    /// Writes the `FlowMessage`; `sampling_rate` is the rate resolved for the record
+    /// Writes the record into `msg`, a message at its defaults (a fresh one, or one
+    /// reset keeping its buffers); `sampling_rate` is the rate resolved for the record
     /// (0 when unknown).
-    pub fn finish(self, ctx: &RecordContext<'_>, sampling_rate: u64) -> FlowMessage {
+    pub fn finish_into(self, ctx: &RecordContext<'_>, sampling_rate: u64, msg: &mut FlowMessage) {
         let family = self.family();
         let src = self.src_addr.pick(family);
         let dst = self.dst_addr.pick(family);
@@ -652,37 +660,32 @@ impl FlowFields {
             (Some(Err(_)), _) => Some(Family::V6),
             (None, family) => family,
         };
-        let etype = match address_family {
+        msg.etype = match address_family {
             Some(Family::V4) => u32::from(ETHERTYPE_IPV4),
             Some(Family::V6) => u32::from(ETHERTYPE_IPV6),
             None => self.ethernet_type.map_or(0, u32::from),
         };
-        let mut msg = FlowMessage {
-            r#type: ctx.flow_type as i32,
-            time_received_ns: ctx.received_ns,
-            sequence_num: ctx.sequence,
-            sampling_rate,
-            sampler_address: ctx.sampler_address.to_vec(),
-            src_addr: address_vec(src),
-            dst_addr: address_vec(dst),
-            etype,
-            next_hop: address_vec(self.next_hop.pick(address_family)),
-            bgp_next_hop: address_vec(self.bgp_next_hop.pick(address_family)),
-            observation_domain_id: ctx.domain,
-            ..Default::default()
-        };
-        self.write_counters(&mut msg);
-        self.write_times(ctx, &mut msg);
-        self.write_l3_l4(address_family, &mut msg);
-        self.write_l2(&mut msg);
-        self.write_nat_and_firewall(&mut msg);
-        self.write_routing(address_family, &mut msg);
-        msg
+        msg.r#type = ctx.flow_type as i32;
+        msg.time_received_ns = ctx.received_ns;
+        msg.sequence_num = ctx.sequence;
+        msg.sampling_rate = sampling_rate;
+        msg.sampler_address.extend_from_slice(ctx.sampler_address);
+        write_address(&mut msg.src_addr, src);
+        write_address(&mut msg.dst_addr, dst);
+        write_address(&mut msg.next_hop, self.next_hop.pick(address_family));
+        write_address(&mut msg.bgp_next_hop, self.bgp_next_hop.pick(address_family));
+        msg.observation_domain_id = ctx.domain;
+        self.write_counters(msg);
+        self.write_times(ctx, msg);
+        self.write_l3_l4(address_family, msg);
+        self.write_l2(msg);
+        self.write_nat_and_firewall(msg);
+        self.write_routing(address_family, msg);
     }
 
     fn write_nat_and_firewall(&self, msg: &mut FlowMessage) {
-        msg.post_nat_src_addr = address_vec(non_zero_first(self.post_nat_src));
-        msg.post_nat_dst_addr = address_vec(non_zero_first(self.post_nat_dst));
+        write_address(&mut msg.post_nat_src_addr, non_zero_first(self.post_nat_src));
+        write_address(&mut msg.post_nat_dst_addr, non_zero_first(self.post_nat_dst));
         msg.post_nat_src_port = self.post_nat_src_port.map_or(0, u32::from);
         msg.post_nat_dst_port = self.post_nat_dst_port.map_or(0, u32::from);
         msg.firewall_event = self.firewall_event.map_or(0, u32::from);
@@ -741,7 +744,7 @@ impl FlowFields {
     fn write_l3_l4(&self, family: Option<Family>, msg: &mut FlowMessage) {
         if let Some(proto) = self.proto {
             msg.proto = u32::from(proto);
-            msg.protocol_name = protocol_name(proto).to_owned();
+            msg.protocol_name.push_str(protocol_name(proto));
         }
         msg.src_port = self.src_port.map_or(0, u32::from);
         msg.dst_port = self.dst_port.map_or(0, u32::from);
@@ -811,6 +814,12 @@ mod tests {
         FieldSpec { id, enterprise: 0, length }
     }
 
+    fn finish(fields: FlowFields) -> FlowMessage {
+        let mut msg = FlowMessage::default();
+        fields.finish_into(&ctx(), 0, &mut msg);
+        msg
+    }
+
     fn ctx() -> RecordContext<'static> {
         RecordContext {
             flow_type: FlowType::Ipfix,
@@ -840,7 +849,7 @@ mod tests {
         f.apply(spec(28, 16), &[0; 16]);
         f.apply(spec(8, 4), &[10, 0, 0, 1]);
         f.apply(spec(12, 4), &[10, 0, 0, 2]);
-        let msg = f.finish(&ctx(), 0);
+        let msg = finish(f);
         assert_eq!(msg.src_addr, vec![10, 0, 0, 1]);
         assert_eq!(msg.dst_addr, vec![10, 0, 0, 2]);
         assert_eq!(msg.etype, 0x0800);
@@ -854,7 +863,7 @@ mod tests {
         f.apply(spec(4, 1), &[41]);
         f.apply(spec(8, 4), &[10, 0, 0, 1]);
         f.apply(spec(4, 1), &[1]);
-        let msg = f.finish(&ctx(), 0);
+        let msg = finish(f);
         assert_eq!(msg.src_addr, outer.to_vec());
         assert_eq!(msg.proto, 41);
         assert_eq!(msg.protocol_name, "IPv6");
@@ -867,7 +876,7 @@ mod tests {
         f.apply(spec(71, 3), &[3, 234, 17]);
         f.apply(spec(70, 3), &[3, 236, 16]);
         f.apply(spec(72, 3), &[0, 0, 0]);
-        let msg = f.finish(&ctx(), 0);
+        let msg = finish(f);
         assert_eq!(msg.mpls_label, vec![0x03EC1, 0x03EA1]);
         assert!(msg.mpls_ttl.is_empty());
     }
@@ -879,7 +888,7 @@ mod tests {
         f.apply(spec(232, 8), &40u64.to_be_bytes());
         f.apply(spec(298, 4), &3u32.to_be_bytes());
         f.apply(spec(299, 4), &2u32.to_be_bytes());
-        let msg = f.finish(&ctx(), 0);
+        let msg = finish(f);
         assert_eq!((msg.bytes_out, msg.bytes_in, msg.bytes), (100, 40, 140));
         assert_eq!((msg.packets_out, msg.packets_in, msg.packets), (3, 2, 5));
     }
@@ -888,7 +897,7 @@ mod tests {
     fn icmp_type_code_splits_high_and_low_byte() {
         let mut f = FlowFields::default();
         f.apply(spec(139, 2), &[128, 3]);
-        let msg = f.finish(&ctx(), 0);
+        let msg = finish(f);
         assert_eq!((msg.icmp_type, msg.icmp_code), (128, 3));
     }
 
@@ -900,7 +909,7 @@ mod tests {
         list[31] = 2;
         f.apply(spec(497, VARIABLE_LENGTH), &list);
         f.apply(spec(498, 1), &[1]);
-        let msg = f.finish(&ctx(), 0);
+        let msg = finish(f);
         assert_eq!(msg.ipv6_routing_header_addresses.len(), 2);
         assert_eq!(msg.ipv6_routing_header_addresses[1][15], 2);
         assert_eq!(msg.ipv6_routing_header_seg_left, 1);
@@ -911,7 +920,7 @@ mod tests {
         let mut f = FlowFields::default();
         f.apply(FieldSpec { id: 1, enterprise: 9, length: 4 }, &[0, 0, 0, 9]);
         f.apply(spec(60000, 2), &[1, 2]);
-        let msg = f.finish(&ctx(), 0);
+        let msg = finish(f);
         assert_eq!(msg.bytes, 0);
     }
 }

@@ -63,7 +63,7 @@ use netflow_parser::{NetflowParser, NetflowParserBuilder};
 
 use crate::event::{LifecycleEvent, Protocol};
 use crate::report::{CacheStats, DatagramReport, DecodeError, FidelityStats, SessionStats};
-use crate::{Datagram, ExporterSession, address_bytes};
+use crate::{Datagram, ExporterSession, FlowBuffer, address_bytes};
 
 pub use crate::sampling::{SamplingOverride, SamplingPolicy, SamplingPolicyError};
 
@@ -235,7 +235,7 @@ impl NetflowSession {
     fn decode_v5(
         &mut self,
         datagram: Datagram<'_>,
-        out: &mut Vec<FlowMessage>,
+        out: &mut FlowBuffer,
         report: &mut DatagramReport,
     ) {
         self.counters(Protocol::V5).seen = true;
@@ -667,7 +667,7 @@ impl NetflowSession {
 }
 
 impl ExporterSession for NetflowSession {
-    fn decode(&mut self, datagram: Datagram<'_>, out: &mut Vec<FlowMessage>) -> DatagramReport {
+    fn decode(&mut self, datagram: Datagram<'_>, out: &mut FlowBuffer) -> DatagramReport {
         let mut report = DatagramReport::default();
         self.tick += 1;
         let first = out.len();

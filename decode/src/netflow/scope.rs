@@ -16,6 +16,7 @@ use flowpb::{FlowMessage, FlowType};
 use netflow_parser::variable_versions::{ipfix, v9};
 use netflow_parser::{FieldValue, NetflowPacket, NetflowParser};
 
+use crate::buffer::FlowBuffer;
 use crate::event::{LifecycleEvent, Protocol};
 use crate::report::{DatagramReport, DecodeError};
 
@@ -82,7 +83,7 @@ impl Unresolved {
 /// Where decoding one datagram writes: flows, the report, flows awaiting a rate or
 /// times, and the session's datagram tick (which dates templates and announced rates).
 pub(crate) struct Emit<'e> {
-    pub out: &'e mut Vec<FlowMessage>,
+    pub out: &'e mut FlowBuffer,
     pub report: &'e mut DatagramReport,
     pub unresolved: &'e mut Vec<Unresolved>,
     pub tick: u64,
@@ -578,7 +579,7 @@ impl RecordSink<'_, '_, '_> {
                     let sampler = rate.is_none().then_some(sampler);
                     emit.unresolved.push(Unresolved { index, scope, sampler, times });
                 }
-                emit.out.push(fields.finish(&self.ctx, rate.unwrap_or(0)));
+                fields.finish_into(&self.ctx, rate.unwrap_or(0), emit.out.next_slot());
                 self.outcome.flows += 1;
                 emit.report.flows += 1;
             }

@@ -8,10 +8,10 @@ use flowpb::{FlowMessage, FlowType};
 use netflow_parser::static_versions::v5::{FlowSet, Header};
 use netflow_parser::{NetflowPacket, NetflowParser};
 
-use crate::Datagram;
 use crate::event::Protocol;
 use crate::packet::{ETHERTYPE_IPV4, protocol_name};
 use crate::report::{DatagramReport, DecodeError};
+use crate::{Datagram, FlowBuffer};
 
 use super::sequence::HeaderClock;
 use super::time::v5_time_ns;
@@ -54,7 +54,7 @@ pub(crate) fn decode(
     parser: &mut NetflowParser,
     datagram: Datagram<'_>,
     sampler_address: &[u8],
-    out: &mut Vec<FlowMessage>,
+    out: &mut FlowBuffer,
     report: &mut DatagramReport,
 ) {
     let payload = datagram.payload;

@@ -38,6 +38,7 @@ pub use error::SflowError;
 
 use std::net::IpAddr;
 
+use crate::buffer::FlowBuffer;
 use crate::event::{LifecycleEvent, Protocol};
 use crate::report::{DatagramReport, DecodeError, SessionStats};
 use crate::sampling::{PolicyCache, SamplingPolicy};
@@ -101,7 +102,7 @@ impl SflowSession {
     fn decode_datagram(
         &mut self,
         datagram: Datagram<'_>,
-        out: &mut Vec<flowpb::FlowMessage>,
+        out: &mut FlowBuffer,
         report: &mut DatagramReport,
     ) -> Result<(), DecodeError> {
         let mut cur = Cursor::new(datagram.payload);
@@ -167,11 +168,7 @@ impl SflowSession {
 }
 
 impl ExporterSession for SflowSession {
-    fn decode(
-        &mut self,
-        datagram: Datagram<'_>,
-        out: &mut Vec<flowpb::FlowMessage>,
-    ) -> DatagramReport {
+    fn decode(&mut self, datagram: Datagram<'_>, out: &mut FlowBuffer) -> DatagramReport {
         let mut report = DatagramReport::default();
         if let Err(error) = self.decode_datagram(datagram, out, &mut report) {
             report.errors.push(error);
@@ -214,7 +211,7 @@ fn decode_samples(
     declared: u32,
     budget: u32,
     context: &DatagramContext,
-    out: &mut Vec<flowpb::FlowMessage>,
+    out: &mut FlowBuffer,
     report: &mut DatagramReport,
 ) {
     for found in 0..budget {

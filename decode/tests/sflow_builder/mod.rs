@@ -6,7 +6,9 @@ pub mod tools;
 
 use std::net::{IpAddr, SocketAddr};
 
-use flow_decode::{Datagram, DatagramReport, ExporterSession, SflowSession, SflowSettings};
+use flow_decode::{
+    Datagram, DatagramReport, ExporterSession, FlowBuffer, SflowSession, SflowSettings,
+};
 use flowpb::FlowMessage;
 
 /// An XDR writer.
@@ -396,10 +398,10 @@ pub fn decode_with(
     payload: &[u8],
 ) -> (Vec<FlowMessage>, DatagramReport) {
     let source: SocketAddr = SOURCE.parse().expect("valid socket address");
-    let mut out = Vec::new();
+    let mut out = FlowBuffer::new();
     let report = session.decode(Datagram { source, received_ns: RECEIVED_NS, payload }, &mut out);
     assert_eq!(report.flows, out.len(), "report.flows counts the flows appended");
-    (out, report)
+    (out.take(), report)
 }
 
 pub fn decode(payload: &[u8]) -> (Vec<FlowMessage>, DatagramReport) {

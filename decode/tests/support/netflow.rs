@@ -8,8 +8,8 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use flow_decode::{
-    Datagram, DatagramReport, ExporterSession, LifecycleEvent, NetflowSession, NetflowSettings,
-    PendingFlowSettings, SamplingPolicy,
+    Datagram, DatagramReport, ExporterSession, FlowBuffer, LifecycleEvent, NetflowSession,
+    NetflowSettings, PendingFlowSettings, SamplingPolicy,
 };
 use flowpb::FlowMessage;
 
@@ -49,9 +49,9 @@ pub fn decode(
     received_ns: u64,
     payload: &[u8],
 ) -> (Vec<FlowMessage>, DatagramReport) {
-    let mut out = Vec::new();
+    let mut out = FlowBuffer::new();
     let report = session.decode(Datagram { source: from, received_ns, payload }, &mut out);
-    (out, report)
+    (out.take(), report)
 }
 
 /// A set: id, length, body, padded to 4 bytes.
