@@ -33,9 +33,13 @@ impl FlowBuffer {
         &mut self.messages[last]
     }
 
-    /// Appends a flow built elsewhere.
+    /// Appends a flow built elsewhere (in the place of a kept message, if any).
     pub fn push(&mut self, flow: FlowMessage) {
-        *self.next_slot() = flow;
+        match self.messages.get_mut(self.live) {
+            Some(kept) => *kept = flow,
+            None => self.messages.push(flow),
+        }
+        self.live += 1;
     }
 
     /// Makes room for `additional` more flows.
