@@ -118,3 +118,31 @@ async fn a_failed_exporter_is_restarted_fresh_and_its_loss_counted() {
     // the first session learned a template.
     assert_eq!(c.lifecycle_events.get("template_learned"), Some(&2));
 }
+
+/// A decoder that panics half-way through a batch leaves nothing behind: the flows it
+/// had appended are not published with the next batch decoded on that thread (one
+/// runtime thread here, so the next batch is decoded into the same kept messages).
+#[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+async fn a_decode_that_panics_leaves_no_flow_for_the_next_batch() {
+    let recorder = Recorder::open();
+    let collector = start(settings(vec![listener("flows.a")]), &recorder, Arc::default()).await;
+    let to = collector.local_addrs()[0];
+    let (victim, bystander) = (sender(2).await, sender(3).await);
+
+    send(&victim, to, 1, 0..3).await;
+    wait_until("the victim's first flows are published", || recorder.len() == 3).await;
+    send(&victim, to, TAG_PANIC, [3]).await;
+    wait_until("the victim is restarted", || {
+        listener0(&collector.counters()).exporters_restarted == 1
+    })
+    .await;
+    send(&bystander, to, 1, 0..5).await;
+    wait_until("the bystander's flows are published", || recorder.len() >= 8).await;
+
+    let report = collector.shutdown().await.unwrap();
+    assert_accounted(&report.counters);
+    let by_source = recorder.by_source();
+    assert_eq!(by_source[&("flows.a".to_owned(), ip(2))], vec![0, 1, 2], "no flow of the panic");
+    assert_eq!(by_source[&("flows.a".to_owned(), ip(3))], (0..5).collect::<Vec<u32>>());
+    assert_eq!(recorder.len(), 8);
+}

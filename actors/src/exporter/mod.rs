@@ -141,7 +141,11 @@ thread_local! {
 impl ExporterState {
     /// Decodes a batch and hands its flows to the publisher in one message.
     fn decode(&mut self, batch: DatagramBatch) {
-        DECODED.with_borrow_mut(|flows| self.decode_into(batch, flows));
+        DECODED.with_borrow_mut(|flows| {
+            // Empty even if a decode on this thread panicked half-way through a batch.
+            flows.clear(usize::MAX);
+            self.decode_into(batch, flows);
+        });
     }
 
     fn decode_into(&mut self, batch: DatagramBatch, flows: &mut FlowBuffer) {

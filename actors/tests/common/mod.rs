@@ -25,6 +25,9 @@ use tokio::sync::watch;
 
 /// Payload tag that makes [`EchoSession`] block until the [`DecodeGate`] is opened.
 pub const TAG_BLOCK: u8 = 0xEE;
+/// Payload tag that makes [`EchoSession`] append its flow and then panic (a decoder
+/// bug, half-way through a batch).
+pub const TAG_PANIC: u8 = 0xEF;
 /// Payload tag that makes [`EchoSession`] report data for a missing template 300
 /// instead of a flow.
 pub const TAG_MISSING_TEMPLATE: u8 = 3;
@@ -99,6 +102,7 @@ impl ExporterSession for EchoSession {
             time_received_ns: datagram.received_ns,
             ..Default::default()
         });
+        assert_ne!(tag, TAG_PANIC, "decoder bug, as asked (seq {seq})");
         DatagramReport {
             flows: 1,
             events: if seq == 0 {
