@@ -15,8 +15,9 @@ Rows (each a separate process start, so counters and peak RSS are per row):
               from the collector's counters (first to last change), the stream's
               message count from the server's /jsz.
   latency     the publish-latency histogram of the collector at half its acked rate.
-  batched     publish_framing "delimited" (many FlowMessages per NATS message), when
-              the collector accepts it.
+  batched     publish_framing "delimited" with batch_size 1000 (up to 1000 FlowMessages
+              per NATS message), when the collector accepts it; each step's note splits
+              CPU per flow between the collector, nats-server and the sender.
   memory      peak RSS (VmHWM) after N exporters each sent templates and data.
   reuseport   several sockets on one port: "not supported yet" unless the collector
               accepts it.
