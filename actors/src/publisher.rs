@@ -43,10 +43,6 @@ pub const LINGER: Duration = Duration::from_millis(50);
 /// occurrence is counted).
 const SINK_ERROR_LOG_INTERVAL: Duration = Duration::from_secs(10);
 
-/// The most decoded messages a runtime thread keeps for reuse after encoding a batch
-/// (a `FlowMessage` is 768 bytes: ~3 MiB a thread at most).
-const KEPT_MESSAGES: usize = 4096;
-
 /// Messages of a [`PublisherActor`].
 pub(crate) enum PublisherMsg {
     /// Flows from an exporter.
@@ -129,16 +125,13 @@ impl PublisherSlot {
     /// Sends an exporter's flows, with its identity put on each (stamped, or appended
     /// encoded when the sink takes payloads), to whichever publisher actor is current.
     /// If there is none (it failed and is being restarted), the batch is dropped and
-    /// counted. Encoded flows leave their messages in `flows` for the next ones
-    /// (at most [`KEPT_MESSAGES`]); decoded ones are taken along.
+    /// counted. Flows encoded here stay in `flows` (their messages are reused for the
+    /// next ones); decoded flows are taken along.
     pub(crate) fn send(&self, flows: &mut FlowBuffer, from: &ExporterIdentity, credit: Credit) {
         let counters = Arc::clone(&self.counters);
         let batch = match self.encoder {
             Some(encoder) => {
-                let shared = (encoder, from.encoded_fields());
-                let batch = FlowBatch::encoded(flows, shared, credit, counters);
-                flows.clear(KEPT_MESSAGES);
-                batch
+                FlowBatch::encoded(flows, (encoder, from.encoded_fields()), credit, counters)
             }
             None => {
                 let mut flows = flows.take();

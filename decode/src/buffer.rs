@@ -7,6 +7,10 @@ use std::ops::{Deref, DerefMut};
 
 use flowpb::FlowMessage;
 
+/// The most spent messages [`FlowBuffer::clear`] keeps (a `FlowMessage` is 768 bytes:
+/// ~3 MiB at most, plus the buffers each holds).
+pub const KEPT_MESSAGES: usize = 4096;
+
 /// Flows decoded so far (`live`), followed by spent messages kept for reuse.
 #[derive(Debug, Default)]
 pub struct FlowBuffer {
@@ -48,9 +52,9 @@ impl FlowBuffer {
         self.messages.reserve(additional.saturating_sub(spare));
     }
 
-    /// Forgets the flows, keeping at most `keep` messages for the next ones.
-    pub fn clear(&mut self, keep: usize) {
-        self.messages.truncate(keep);
+    /// Forgets the flows, keeping at most [`KEPT_MESSAGES`] messages for the next ones.
+    pub fn clear(&mut self) {
+        self.messages.truncate(KEPT_MESSAGES);
         self.live = 0;
     }
 
@@ -91,7 +95,7 @@ mod tests {
         buffer.push(flow(1));
         buffer.push(flow(2));
         assert_eq!(buffer.iter().map(|f| f.src_port).collect::<Vec<_>>(), [1, 2]);
-        buffer.clear(8);
+        buffer.clear();
         assert!(buffer.is_empty());
         let slot = buffer.next_slot();
         assert_eq!(*slot, FlowMessage::default(), "nothing of the spent flow is left");
@@ -100,20 +104,20 @@ mod tests {
     }
 
     #[test]
-    fn clearing_keeps_at_most_the_messages_asked_for() {
+    fn clearing_keeps_at_most_the_bounded_number_of_messages() {
         let mut buffer = FlowBuffer::new();
-        (0..10).for_each(|port| buffer.push(flow(port)));
-        buffer.clear(3);
-        assert_eq!(buffer.messages.len(), 3);
-        buffer.reserve(5);
-        assert!(buffer.messages.capacity() >= 5);
+        (0..KEPT_MESSAGES + 10).for_each(|_| buffer.push(flow(1)));
+        buffer.clear();
+        assert_eq!(buffer.messages.len(), KEPT_MESSAGES);
+        buffer.reserve(KEPT_MESSAGES + 5);
+        assert!(buffer.messages.capacity() >= KEPT_MESSAGES + 5);
     }
 
     #[test]
     fn taking_hands_over_only_the_flows() {
         let mut buffer = FlowBuffer::new();
         (0..4).for_each(|port| buffer.push(flow(port)));
-        buffer.clear(4);
+        buffer.clear();
         buffer.push(flow(7));
         let flows = buffer.take();
         assert_eq!(flows, [flow(7)]);

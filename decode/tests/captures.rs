@@ -178,7 +178,7 @@ fn reused_messages_decode_every_capture_as_fresh_ones() {
             let session =
                 fresh_sessions.entry(exporter).or_insert_with(|| NetflowSession::new(&settings()));
             session.decode(input, &mut fresh);
-            reused.clear(usize::MAX);
+            reused.clear();
             let session =
                 reused_sessions.entry(exporter).or_insert_with(|| NetflowSession::new(&settings()));
             session.decode(input, &mut reused);

@@ -143,8 +143,9 @@ impl ExporterState {
     fn decode(&mut self, batch: DatagramBatch) {
         DECODED.with_borrow_mut(|flows| {
             // Empty even if a decode on this thread panicked half-way through a batch.
-            flows.clear(usize::MAX);
+            flows.clear();
             self.decode_into(batch, flows);
+            flows.clear();
         });
     }
 

@@ -214,7 +214,7 @@ pub fn run_netflow(case: &NetflowCase, frames: &[Frame<'_>], final_advance_secs:
             check_expired(&expired);
             events.add(&expired);
         }
-        out.clear(usize::MAX);
+        out.clear();
         let source = SocketAddr::new(case.exporter, frame.port);
         let datagram = Datagram { source, received_ns: now, payload: frame.payload };
         let report = session.decode(datagram, &mut out);
@@ -330,7 +330,7 @@ pub fn run_sflow(case: &SflowCase, frames: &[Frame<'_>], final_advance_secs: u64
         if frame.expire_first {
             assert!(session.expire(now).is_empty(), "sFlow keeps nothing that expires");
         }
-        out.clear(usize::MAX);
+        out.clear();
         let source = SocketAddr::new(case.exporter, frame.port);
         let datagram = Datagram { source, received_ns: now, payload: frame.payload };
         let report = session.decode(datagram, &mut out);
