@@ -6,6 +6,7 @@
 use std::ops::{Deref, DerefMut};
 
 use flowpb::FlowMessage;
+use prost::Message as _;
 
 /// The most spent messages [`FlowBuffer::clear`] keeps (a `FlowMessage` is 768 bytes:
 /// ~3 MiB at most, plus the buffers each holds).
@@ -24,13 +25,14 @@ impl FlowBuffer {
         Self::default()
     }
 
-    /// A message for the next flow, every field at its default (a kept message's
-    /// buffers emptied, not freed).
+    /// A message for the next flow, every field at its default (a kept message
+    /// cleared field by field in place: prost's `clear` empties its byte, string,
+    /// repeated and map fields without freeing them).
     pub fn next_slot(&mut self) -> &mut FlowMessage {
         if self.live == self.messages.len() {
             self.messages.push(FlowMessage::default());
         } else if let Some(kept) = self.messages.get_mut(self.live) {
-            kept.reset_keeping_buffers();
+            kept.clear();
         }
         self.live += 1;
         let last = self.live - 1;
@@ -86,7 +88,16 @@ mod tests {
     use super::*;
 
     fn flow(src_port: u32) -> FlowMessage {
-        FlowMessage { src_port, src_addr: vec![10, 0, 0, 1], ..Default::default() }
+        let mut flow = FlowMessage {
+            src_port,
+            src_addr: vec![10, 0, 0, 1],
+            protocol_name: "TCP".into(),
+            as_path: vec![64512, 64513],
+            bytes: 1500,
+            ..Default::default()
+        };
+        flow.exporter_tags.insert("zone".into(), "b".into());
+        flow
     }
 
     #[test]
@@ -100,6 +111,7 @@ mod tests {
         let slot = buffer.next_slot();
         assert_eq!(*slot, FlowMessage::default(), "nothing of the spent flow is left");
         assert!(slot.src_addr.capacity() >= 4, "its address buffer is kept");
+        assert!(slot.protocol_name.capacity() >= 3 && slot.as_path.capacity() >= 2);
         assert_eq!(buffer.len(), 1);
     }
 

@@ -23,6 +23,12 @@ pub use sflow::{SflowSession, SflowSettings};
 
 use std::net::SocketAddr;
 
+/// The maps a session keeps per exporter (scopes, templates, sampling rates, pending
+/// sets, sequence streams), looked up for every data set and record: hashed with
+/// foldhash, several times faster than SipHash for these small keys and still seeded
+/// per process. Each map is one exporter's own and bounded by its settings.
+pub(crate) type SessionMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
+
 /// Bits of `FlowMessage::decode_flags`: the values of the proto's `DecodeFlag` enum.
 pub mod decode_flags {
     /// `time_flow_start_ns` is later than `time_flow_end_ns`.

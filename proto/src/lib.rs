@@ -8,7 +8,6 @@ mod generated {
 }
 
 pub mod json;
-mod reuse;
 
 pub use generated::FlowMessage;
 pub use generated::flow_message::{FlowType, LayerStack};

@@ -53,7 +53,6 @@ mod wire;
 #[cfg(test)]
 mod layout_equivalence;
 
-use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -63,7 +62,7 @@ use netflow_parser::{NetflowParser, NetflowParserBuilder};
 
 use crate::event::{LifecycleEvent, Protocol};
 use crate::report::{CacheStats, DatagramReport, DecodeError, FidelityStats, SessionStats};
-use crate::{Datagram, ExporterSession, FlowBuffer, address_bytes};
+use crate::{Datagram, ExporterSession, FlowBuffer, SessionMap, address_bytes};
 
 pub use crate::sampling::{SamplingOverride, SamplingPolicy, SamplingPolicyError};
 
@@ -155,7 +154,7 @@ pub struct NetflowSession {
     settings: NetflowSettings,
     parser_builder: NetflowParserBuilder,
     v5_parser: NetflowParser,
-    scopes: HashMap<ScopeKey, Scope>,
+    scopes: SessionMap<ScopeKey, Scope>,
     pending: Option<PendingCache>,
     /// Counters of V5, V9 and IPFIX, in that order.
     counters: [ProtocolCounters; 3],
@@ -163,7 +162,7 @@ pub struct NetflowSession {
     /// Datagrams decoded, as a clock for least-recently-used scopes and to date
     /// templates, announced rates and pending data (a restart drops older ones).
     tick: u64,
-    v5_streams: HashMap<V5Key, V5Stream>,
+    v5_streams: SessionMap<V5Key, V5Stream>,
     /// Flows of the current datagram still without a sampling rate or times.
     unresolved: Vec<Unresolved>,
     /// The policy as it applies to this exporter, worked out on its first datagram.
@@ -198,12 +197,12 @@ impl NetflowSession {
             settings: settings.clone(),
             parser_builder,
             v5_parser: build_parser(NetflowParser::builder().with_allowed_versions(&[5])),
-            scopes: HashMap::new(),
+            scopes: SessionMap::default(),
             pending: settings.pending.clone().map(PendingCache::new),
             counters: Default::default(),
             buffers: Buffers::default(),
             tick: 0,
-            v5_streams: HashMap::new(),
+            v5_streams: SessionMap::default(),
             unresolved: Vec::new(),
             exporter_policy: PolicyCache::default(),
             fidelity: FidelityStats::default(),

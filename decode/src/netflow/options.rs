@@ -23,9 +23,9 @@
 //! selectorId, of its samplerId, of its ingressInterface, the domain's rate; else it
 //! is unknown.
 
-use std::collections::HashMap;
-
 use netflow_parser::variable_versions::v9::ScopeDataField;
+
+use crate::SessionMap;
 
 use super::fields::{FieldSpec, be_uint};
 
@@ -213,7 +213,7 @@ struct Announced {
 /// Sampling rates announced by one scope's options data.
 #[derive(Debug, Default)]
 pub(crate) struct SamplingTable {
-    rates: HashMap<SamplerKey, Announced>,
+    rates: SessionMap<SamplerKey, Announced>,
 }
 
 impl SamplingTable {

@@ -15,11 +15,12 @@
 //! would let one exporter hold 256 × 1024 × 64 KiB; the byte bounds are what keep a
 //! flood of template-less data from spoofed sources within a known size.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use super::{PendingFlowSettings, ScopeKey};
+use crate::SessionMap;
 use crate::report::PendingMemoryCap;
 
 /// What one held entry costs beyond its bytes (the entry, its queue slot, allocator).
@@ -113,7 +114,7 @@ pub(crate) enum Held {
 #[derive(Debug)]
 pub(crate) struct PendingCache {
     settings: PendingFlowSettings,
-    queues: HashMap<(ScopeKey, u16), Queue>,
+    queues: SessionMap<(ScopeKey, u16), Queue>,
     next_order: u64,
     /// Bytes held, as reserved in `settings.memory`.
     bytes: usize,
@@ -121,7 +122,7 @@ pub(crate) struct PendingCache {
 
 impl PendingCache {
     pub fn new(settings: PendingFlowSettings) -> Self {
-        Self { settings, queues: HashMap::new(), next_order: 0, bytes: 0 }
+        Self { settings, queues: SessionMap::default(), next_order: 0, bytes: 0 }
     }
 
     /// Bytes held for scopes that `matches`.

@@ -10,9 +10,9 @@
 //! records field by field with no per-record allocation: a fixed-length template's
 //! record length is computed once, when the template is installed.
 
-use std::collections::HashMap;
-
 use netflow_parser::variable_versions::{ipfix, v9};
+
+use crate::SessionMap;
 
 use super::fields::{FieldSpec, VARIABLE_LENGTH};
 
@@ -182,7 +182,7 @@ struct Defined {
 /// The layouts of one scope's templates, by template id.
 #[derive(Debug, Default)]
 pub(crate) struct Layouts {
-    by_id: HashMap<u16, Defined>,
+    by_id: SessionMap<u16, Defined>,
 }
 
 impl Layouts {

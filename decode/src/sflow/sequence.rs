@@ -9,8 +9,9 @@
 //! than [`UPTIME_TOLERANCE_MS`], or a sequence number more than
 //! [`LATE_LIMIT`] below the highest seen.
 
-use std::collections::HashMap;
 use std::net::IpAddr;
+
+use crate::SessionMap;
 
 /// Datagrams a late arrival may trail the highest sequence number by and still fill
 /// its slot.
@@ -44,7 +45,7 @@ pub(crate) struct Observation {
 /// Sequence windows of every sub-agent seen by one session.
 #[derive(Debug, Default)]
 pub(crate) struct SequenceTracker {
-    agents: HashMap<AgentKey, SequenceWindow>,
+    agents: SessionMap<AgentKey, SequenceWindow>,
     /// Increments on every observation; orders entries for eviction.
     clock: u64,
     lost_total: u64,
