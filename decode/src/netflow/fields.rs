@@ -651,7 +651,12 @@ impl FlowFields {
     /// Writes the record into `msg`, a message at its defaults (a fresh one, or one
     /// reset keeping its buffers); `sampling_rate` is the rate resolved for the record
     /// (0 when unknown).
-    pub fn finish_into(self, ctx: &RecordContext<'_>, sampling_rate: u64, msg: &mut FlowMessage) {
+    pub fn finish_into(
+        &mut self,
+        ctx: &RecordContext<'_>,
+        sampling_rate: u64,
+        msg: &mut FlowMessage,
+    ) {
         let family = self.family();
         let src = self.src_addr.pick(family);
         let dst = self.dst_addr.pick(family);
@@ -778,7 +783,7 @@ impl FlowFields {
         msg.vlan_id = self.vlan.or(self.dot1q_vlan).map_or(0, u32::from);
     }
 
-    fn write_routing(self, family: Option<Family>, msg: &mut FlowMessage) {
+    fn write_routing(&mut self, family: Option<Family>, msg: &mut FlowMessage) {
         msg.in_if = self.in_if.unwrap_or(0);
         msg.out_if = self.out_if.unwrap_or(0);
         msg.src_as = self.src_as.unwrap_or(0);
@@ -800,8 +805,8 @@ impl FlowFields {
         if top_addr.is_some() {
             msg.mpls_ip.push(address_vec(top_addr));
         }
-        msg.bgp_communities = self.communities;
-        msg.ipv6_routing_header_addresses = self.srh_segments;
+        msg.bgp_communities = std::mem::take(&mut self.communities);
+        msg.ipv6_routing_header_addresses = std::mem::take(&mut self.srh_segments);
         msg.ipv6_routing_header_seg_left = self.srh_segments_left.map_or(0, u32::from);
     }
 }
@@ -814,7 +819,7 @@ mod tests {
         FieldSpec { id, enterprise: 0, length }
     }
 
-    fn finish(fields: FlowFields) -> FlowMessage {
+    fn finish(mut fields: FlowFields) -> FlowMessage {
         let mut msg = FlowMessage::default();
         fields.finish_into(&ctx(), 0, &mut msg);
         msg

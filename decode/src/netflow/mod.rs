@@ -477,10 +477,8 @@ impl NetflowSession {
         emit: &mut Emit<'_>,
     ) -> Option<u32> {
         let scope = self.scopes.get_mut(&key)?;
-        single_set_datagram(header_bytes, set.whole, &mut self.buffers.datagram);
         let outcome = if scope.layouts.get(set.id).is_some() {
-            let Buffers { datagram, value } = &mut self.buffers;
-            scope.decode_data_set(datagram, header, arrival, value, emit)
+            scope.decode_data_set(header_bytes, set.whole, header, arrival, &mut self.buffers, emit)
         } else {
             Err(SetFailure::MissingTemplate)
         };
@@ -496,7 +494,7 @@ impl NetflowSession {
             }
             Err(SetFailure::MissingTemplate) => {
                 self.counters(key.protocol).misses += 1;
-                self.missing_template(key, set, arrival, emit.report);
+                self.missing_template(key, header_bytes, set, arrival, emit.report);
                 None
             }
         }
@@ -507,6 +505,7 @@ impl NetflowSession {
     fn missing_template(
         &mut self,
         key: ScopeKey,
+        header_bytes: &[u8],
         set: SetRef<'_>,
         arrival: &Arrival<'_>,
         report: &mut DatagramReport,
@@ -524,8 +523,10 @@ impl NetflowSession {
             }
         }
         let held = self.pending.as_mut().map(|pending| {
+            let mut datagram = Vec::with_capacity(header_bytes.len() + set.whole.len());
+            single_set_datagram(header_bytes, set.whole, &mut datagram);
             let entry = PendingEntry {
-                datagram: self.buffers.datagram.clone(),
+                datagram,
                 received_ns: arrival.received_ns,
                 source: arrival.source,
                 tick: self.tick,
@@ -583,8 +584,9 @@ impl NetflowSession {
             };
             let decoded =
                 ExportHeader::parse(&entry.datagram, version).ok().and_then(|(header, _)| {
-                    let value = &mut self.buffers.value;
-                    scope.decode_data_set(&entry.datagram, &header, &arrival, value, emit).ok()
+                    let (header_bytes, set) = entry.datagram.split_at(header.header_len());
+                    let buffers = &mut self.buffers;
+                    scope.decode_data_set(header_bytes, set, &header, &arrival, buffers, emit).ok()
                 });
             match decoded {
                 Some(outcome) => records += outcome.flows + outcome.options,

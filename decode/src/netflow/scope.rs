@@ -299,8 +299,9 @@ impl Scope {
         gone.len() as u64
     }
 
-    /// Decodes one data set, given as a synthetic single-set datagram, with the header
-    /// it came with. Flows go to `emit`; options records update the scope.
+    /// Decodes one data set (`set`: its bytes with the set header) sent under the
+    /// export header `header_bytes`. Flows go to `emit`; options records update the
+    /// scope.
     ///
     /// Records are split by our compiled [`Layout`] straight from the wire;
     /// netflow_parser is still asked, with the set emptied, whether it holds the
@@ -310,16 +311,15 @@ impl Scope {
     /// Elements like any field).
     pub fn decode_data_set(
         &mut self,
-        datagram: &[u8],
+        header_bytes: &[u8],
+        set: &[u8],
         header: &ExportHeader,
         arrival: &Arrival<'_>,
-        value: &mut Vec<u8>,
+        buffers: &mut Buffers,
         emit: &mut Emit<'_>,
     ) -> Result<SetOutcome, SetFailure> {
-        let body = datagram.get(header.header_len() + 4..).unwrap_or_default();
-        let set_id = datagram
-            .get(header.header_len()..header.header_len() + 2)
-            .map_or(0, |b| u16::from_be_bytes([b[0], b[1]]));
+        let body = set.get(4..).unwrap_or_default();
+        let set_id = set.get(..2).map_or(0, |b| u16::from_be_bytes([b[0], b[1]]));
         let kind = self.layouts.get(set_id).map(|layout| layout.kind);
         let compiled = match kind {
             Some(TemplateKind::Data) => true,
@@ -327,10 +327,11 @@ impl Scope {
             None => false,
         };
         let parsed = if compiled {
-            self.confirm_template(datagram, header.header_len())?;
+            self.confirm_template(header_bytes, set)?;
             None
         } else {
-            Some(self.parse_set(datagram, set_id)?)
+            single_set_datagram(header_bytes, set, &mut buffers.datagram);
+            Some(self.parse_set(&buffers.datagram, set_id)?)
         };
         let flow_type = self.flow_type();
         let key = self.key;
@@ -356,7 +357,7 @@ impl Scope {
             restart_requested,
             layout,
             ctx,
-            value,
+            value: &mut buffers.value,
             emit,
             outcome: SetOutcome::default(),
         };
@@ -367,17 +368,18 @@ impl Scope {
         Ok(sink.outcome)
     }
 
-    /// Whether netflow_parser holds the template of the set in `datagram`, asked with
-    /// the set emptied (its header alone): an empty data set costs the parser a lookup,
-    /// not a decode.
-    fn confirm_template(&mut self, datagram: &[u8], header_len: usize) -> Result<(), SetFailure> {
+    /// Whether netflow_parser holds the template of `set`, asked with the set emptied
+    /// (its header alone): an empty data set costs the parser a lookup, not a decode.
+    fn confirm_template(&mut self, header_bytes: &[u8], set: &[u8]) -> Result<(), SetFailure> {
+        let header_len = header_bytes.len();
         let len = header_len + 4;
         // The v9 header is the longer of the two.
         let mut probe = [0u8; V9_HEADER_LEN + 4];
-        let (Some(prefix), Some(out)) = (datagram.get(..len), probe.get_mut(..len)) else {
+        let (Some(set_header), Some(out)) = (set.get(..4), probe.get_mut(..len)) else {
             return Err(SetFailure::MissingTemplate);
         };
-        out.copy_from_slice(prefix);
+        out[..header_len].copy_from_slice(header_bytes);
+        out[header_len..header_len + 2].copy_from_slice(&set_header[..2]);
         out[len - 2..].copy_from_slice(&4u16.to_be_bytes());
         if self.protocol == Protocol::Ipfix {
             out[2..4].copy_from_slice(&(len as u16).to_be_bytes());
@@ -503,7 +505,7 @@ impl RecordSink<'_, '_, '_> {
                 record.apply(spec, value, index < scope_fields);
                 index += 1;
             });
-            self.finish(record);
+            self.finish(&mut record);
             rest = tail;
         }
     }
@@ -562,11 +564,13 @@ impl RecordSink<'_, '_, '_> {
                 record.apply(*spec, self.value, skip + index < scope_fields);
             }
         }
-        self.finish(record);
+        self.finish(&mut record);
         Ok(())
     }
 
-    fn finish(&mut self, record: Record) {
+    /// Takes a record's flow (or options) where it lies: a record is hundreds of
+    /// bytes, and moving it into each step copied it every time.
+    fn finish(&mut self, record: &mut Record) {
         match record {
             Record::Flow(fields) => {
                 self.observe_system_init(fields.system_init_ms());
@@ -584,7 +588,7 @@ impl RecordSink<'_, '_, '_> {
                 emit.report.flows += 1;
             }
             Record::Options(options) => {
-                self.sampling.learn(&options, self.emit.tick);
+                self.sampling.learn(options, self.emit.tick);
                 self.observe_system_init(options.system_init_ms);
                 self.outcome.options += 1;
                 self.emit.report.non_flow_records += 1;
