@@ -32,7 +32,9 @@ use crate::batch::{FlowBatch, Staged};
 use crate::budget::Credit;
 use crate::counters::{LatencyHistogram, PublisherCounters, flow_drop};
 use crate::ratelimit::LogLimiter;
-use crate::sink::{BUFFER_FULL, Buffering, Delivery, Encoder, FlowSink, SinkError};
+use crate::sink::{
+    BUFFER_FULL, Buffering, Delivery, Encoder, Encoding, FlowSink, IdentityFields, SinkError,
+};
 use crate::tenancy::ExporterIdentity;
 
 /// The longest a flow waits for its batch to fill: bounds latency at low rates, while at
@@ -73,8 +75,9 @@ pub(crate) struct PublisherSlot {
     /// so that a task which panics mid-publish hands it back.
     lanes: Vec<Arc<AsyncMutex<Box<dyn FlowSink>>>>,
     queue: Mutex<Queue>,
-    /// How the sink wants flows held, applied by the senders (see [`FlowBatch::encoded`]).
-    encoder: Option<Encoder>,
+    /// The form the sink takes flows in, applied by the senders (see
+    /// [`FlowBatch::encoded`]).
+    encoding: Option<Encoding>,
     /// Signalled whenever a batch in flight is settled.
     settled: Notify,
     actor: RwLock<Option<ActorRef<PublisherMsg>>>,
@@ -97,14 +100,16 @@ impl PublisherSlot {
             max_flows: (whole.max_flows / shares.max(1)).max(batch_size),
             ..whole
         });
+        let encoding = sink.encoding();
         let lanes = lanes_for(sink, buffering.as_ref());
-        let queue = Queue::new(batch_size, buffering.as_ref(), lanes.len());
+        let encoder = encoding.map(|encoding| encoding.encoder);
+        let queue = Queue::new(batch_size, buffering.as_ref(), encoder, lanes.len());
         Arc::new(Self {
             to: Destination { subject, partition },
             counters: Arc::default(),
             lanes,
             queue: Mutex::new(queue),
-            encoder: buffering.as_ref().and_then(|b| b.encoder),
+            encoding,
             settled: Notify::new(),
             actor: RwLock::new(None),
         })
@@ -123,25 +128,39 @@ impl PublisherSlot {
     }
 
     /// Sends an exporter's flows, with its identity put on each (stamped, or appended
-    /// encoded when the sink takes payloads), to whichever publisher actor is current.
+    /// encoded, as the sink's encoding says), to whichever publisher actor is current.
     /// If there is none (it failed and is being restarted), the batch is dropped and
     /// counted. Flows encoded here stay in `flows` (their messages are reused for the
     /// next ones); decoded flows are taken along.
     pub(crate) fn send(&self, flows: &mut FlowBuffer, from: &ExporterIdentity, credit: Credit) {
+        let batch = self.batch_of(flows, from, credit);
+        if let Some(actor) = self.current() {
+            // On failure the batch comes back inside the error and is dropped: counted.
+            let _ = actor.send_message(PublisherMsg::Flows(batch));
+        }
+    }
+
+    /// An exporter's flows as the sink takes them, its identity on each.
+    fn batch_of(
+        &self,
+        flows: &mut FlowBuffer,
+        from: &ExporterIdentity,
+        credit: Credit,
+    ) -> FlowBatch {
         let counters = Arc::clone(&self.counters);
-        let batch = match self.encoder {
-            Some(encoder) => {
+        match self.encoding {
+            Some(Encoding { encoder, identity: IdentityFields::Appended }) => {
                 FlowBatch::encoded(flows, (encoder, from.encoded_fields()), credit, counters)
+            }
+            Some(Encoding { encoder, identity: IdentityFields::Stamped }) => {
+                flows.iter_mut().for_each(|flow| from.stamp(flow));
+                FlowBatch::encoded(flows, (encoder, &[]), credit, counters)
             }
             None => {
                 let mut flows = flows.take();
                 flows.iter_mut().for_each(|flow| from.stamp(flow));
                 FlowBatch::new(flows, credit, counters)
             }
-        };
-        if let Some(actor) = self.current() {
-            // On failure the batch comes back inside the error and is dropped: counted.
-            let _ = actor.send_message(PublisherMsg::Flows(batch));
         }
     }
 
@@ -422,18 +441,19 @@ struct Queue {
 }
 
 impl Queue {
-    fn new(batch_size: usize, buffering: Option<&Buffering>, lanes: usize) -> Self {
-        let (max_flows, overflow, waiting) = match buffering {
-            None => (batch_size, Overflow::Wait, Waiting::Decoded(VecDeque::new())),
-            Some(Buffering { max_flows, encoder, .. }) => {
-                let waiting = match encoder {
-                    Some(encoder) => {
-                        Waiting::Encoded { payloads: VecDeque::new(), encoder: *encoder }
-                    }
-                    None => Waiting::Decoded(VecDeque::new()),
-                };
-                ((*max_flows).max(1), Overflow::Drop, waiting)
-            }
+    fn new(
+        batch_size: usize,
+        buffering: Option<&Buffering>,
+        encoder: Option<Encoder>,
+        lanes: usize,
+    ) -> Self {
+        let (max_flows, overflow) = match buffering {
+            None => (batch_size, Overflow::Wait),
+            Some(Buffering { max_flows, .. }) => ((*max_flows).max(1), Overflow::Drop),
+        };
+        let waiting = match encoder {
+            Some(encoder) => Waiting::Encoded { payloads: VecDeque::new(), encoder },
+            None => Waiting::Decoded(VecDeque::new()),
         };
         Self {
             batch_size,

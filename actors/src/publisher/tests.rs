@@ -58,6 +58,7 @@ impl Script {
 struct Scripted {
     script: Script,
     buffering: Option<Buffering>,
+    encoder: Option<Encoder>,
 }
 
 impl Scripted {
@@ -92,10 +93,14 @@ impl FlowSink for Scripted {
         self.buffering
     }
 
+    fn encoding(&self) -> Option<Encoding> {
+        self.encoder.map(|encoder| Encoding { encoder, identity: IdentityFields::Appended })
+    }
+
     fn fork(&self) -> Option<Box<dyn FlowSink>> {
         self.buffering.map(|buffering| {
-            Box::new(Scripted { script: self.script.clone(), buffering: Some(buffering) })
-                as Box<dyn FlowSink>
+            let (script, encoder) = (self.script.clone(), self.encoder);
+            Box::new(Scripted { script, buffering: Some(buffering), encoder }) as Box<dyn FlowSink>
         })
     }
 }
@@ -106,7 +111,7 @@ fn port_bytes(flows: &[FlowMessage], _shared: &[u8]) -> Vec<Bytes> {
 }
 
 fn slot(batch_size: usize, script: &Script, buffering: Option<Buffering>) -> Arc<PublisherSlot> {
-    let sink = Scripted { script: script.clone(), buffering };
+    let sink = Scripted { script: script.clone(), buffering, encoder: None };
     PublisherSlot::new(("flows.test".into(), "default".into()), 1, batch_size, Box::new(sink))
 }
 
@@ -146,8 +151,8 @@ async fn wait_until(what: &str, mut condition: impl FnMut() -> bool) {
     }
 }
 
-fn buffered(max_flows: usize, lanes: usize, encoder: Option<Encoder>) -> Option<Buffering> {
-    Some(Buffering { max_flows, max_batches_in_flight: lanes, encoder })
+fn buffered(max_flows: usize, lanes: usize) -> Option<Buffering> {
+    Some(Buffering { max_flows, max_batches_in_flight: lanes })
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -197,7 +202,7 @@ async fn an_inline_sink_holds_flows_back_with_their_budget() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_buffer_drops_newest_and_gives_the_budget_back() {
     let script = Script::new(false);
-    let slot = slot(3, &script, buffered(5, 1, None));
+    let slot = slot(3, &script, buffered(5, 1));
     let budget = Budget::new();
     for i in 0..4 {
         slot.offer(budget.batch(&slot, i * 2..i * 2 + 2));
@@ -216,7 +221,12 @@ async fn a_full_buffer_drops_newest_and_gives_the_budget_back() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_buffered_sink_has_its_lanes_in_flight_at_once() {
     let script = Script::new(false);
-    let slot = slot(10, &script, buffered(1000, 4, Some(port_bytes)));
+    let sink = Scripted {
+        script: script.clone(),
+        buffering: buffered(1000, 4),
+        encoder: Some(port_bytes),
+    };
+    let slot = PublisherSlot::new(("flows.test".into(), "default".into()), 1, 10, Box::new(sink));
     assert_eq!(slot.lanes.len(), 4);
     let budget = Budget::new();
     slot.offer(budget.batch(&slot, 0..100));
@@ -283,7 +293,7 @@ async fn a_sink_that_panics_loses_its_batch_not_its_lane() {
 #[test]
 fn partial_deliveries_are_counted_by_reason_and_unreported_flows_as_dropped() {
     let counters = PublisherCounters::default();
-    let mut queue = Queue::new(10, None, 1);
+    let mut queue = Queue::new(10, None, None, 1);
     let mut delivery = Delivery { delivered: 6, ..Default::default() };
     delivery.give_up("ack_timeout", 3);
     let to = Destination { subject: "s".into(), partition: "p".into() };
@@ -299,8 +309,11 @@ fn partial_deliveries_are_counted_by_reason_and_unreported_flows_as_dropped() {
 #[test]
 fn partitions_on_one_subject_split_its_buffer() {
     let script = Script::new(true);
-    let sink =
-        |max_flows| Scripted { script: script.clone(), buffering: buffered(max_flows, 2, None) };
+    let sink = |max_flows| Scripted {
+        script: script.clone(),
+        buffering: buffered(max_flows, 2),
+        encoder: None,
+    };
     let to = || ("flows.test".to_owned(), "acme".to_owned());
     let shared = PublisherSlot::new(to(), 4, 10, Box::new(sink(1000)));
     assert_eq!(shared.queue().max_flows, 250, "a quarter of the subject's buffer");
@@ -308,4 +321,49 @@ fn partitions_on_one_subject_split_its_buffer() {
     assert_eq!(alone.queue().max_flows, 1000);
     let tiny = PublisherSlot::new(to(), 4, 10, Box::new(sink(20)));
     assert_eq!(tiny.queue().max_flows, 10, "never below one batch");
+}
+
+/// The identity of an exporter the registry names.
+fn named_exporter() -> ExporterIdentity {
+    let entry = crate::tenancy::RegistryEntry {
+        prefix: "192.0.2.0/24".parse().unwrap(),
+        partition: Some("acme".into()),
+        name: Some("edge-1".into()),
+        site: None,
+        role: None,
+        tags: Default::default(),
+    };
+    crate::tenancy::Registry::new(vec![entry]).identify("192.0.2.7".parse().unwrap(), "default")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_lines_are_written_where_flows_are_decoded_with_their_exporter_stamped() {
+    let out = Arc::new(AsyncMutex::new(Vec::<u8>::new()));
+    let sink = crate::sink::JsonLinesSink::new(Arc::clone(&out));
+    let slot = PublisherSlot::new(("flows.test".into(), "acme".into()), 1, 10, Box::new(sink));
+    let budget = Budget::new();
+    let mut flows = FlowBuffer::new();
+    for port in [53, 443] {
+        flows.next_slot().src_port = port;
+    }
+    assert!(budget.budget.try_acquire());
+    let credit = Credit::adopt(Arc::clone(&budget.budget), 1);
+    let batch = slot.batch_of(&mut flows, &named_exporter(), credit);
+    assert!(matches!(batch.accept().0, Staged::Encoded(ref lines) if lines.len() == 2));
+
+    assert!(budget.budget.try_acquire());
+    let credit = Credit::adopt(Arc::clone(&budget.budget), 1);
+    slot.offer(slot.batch_of(&mut flows, &named_exporter(), credit));
+    slot.drain().await;
+    assert_eq!(slot.counters().snapshot().flows_published, 2);
+    let text = String::from_utf8(out.lock().await.clone()).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 2);
+    for (line, port) in lines.iter().zip([53, 443]) {
+        let mut want = FlowMessage { src_port: port, ..Default::default() };
+        named_exporter().stamp(&mut want);
+        assert_eq!(*line, flowpb::json::to_json_line(&want));
+        assert!(line.contains(r#""exporter_name":"edge-1""#), "{line}");
+    }
+    assert_eq!(budget.in_flight(), 0);
 }

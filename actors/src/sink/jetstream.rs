@@ -18,7 +18,7 @@ use flowpb::FlowMessage;
 use prost::Message;
 use tokio::sync::watch;
 
-use super::{Buffering, Delivery, FlowSink, SinkFuture};
+use super::{Buffering, Delivery, Encoding, FlowSink, IdentityFields, SinkFuture};
 use crate::settings::{Framing, JetStreamSinkSettings};
 
 /// The largest delimited frame: under NATS's default 1 MiB `max_payload`, with room for
@@ -189,7 +189,6 @@ impl JetStreamSink {
         let buffering = Buffering {
             max_flows: settings.buffer_flows.max(1),
             max_batches_in_flight: settings.batches_in_flight.max(1),
-            encoder: Some(encode_flows),
         };
         Self {
             subject: subject.to_owned(),
@@ -285,6 +284,12 @@ impl FlowSink for JetStreamSink {
 
     fn buffering(&self) -> Option<Buffering> {
         Some(self.buffering)
+    }
+
+    /// Protobuf payloads, the exporter's identity appended: a decoded `FlowMessage` is
+    /// several times larger than its encoding, and the buffer holds payloads.
+    fn encoding(&self) -> Option<Encoding> {
+        Some(Encoding { encoder: encode_flows, identity: IdentityFields::Appended })
     }
 
     fn fork(&self) -> Option<Box<dyn FlowSink>> {
@@ -402,7 +407,7 @@ mod tests {
         let sink = JetStreamSink::new("flows.a", &settings.link, &settings, Arc::default());
         let buffering = sink.buffering().expect("a buffered sink");
         assert_eq!((buffering.max_flows, buffering.max_batches_in_flight), (600_000, 40));
-        assert!(buffering.encoder.is_some());
+        assert!(sink.encoding().is_some_and(|e| e.identity == IdentityFields::Appended));
         assert!(sink.fork().is_some());
     }
 }

@@ -5,19 +5,44 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
+use bytes::Bytes;
 use flowpb::FlowMessage;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::sync::Mutex;
 
-use super::{Delivery, FlowSink, SinkFuture};
+use super::{Delivery, Encoding, FlowSink, IdentityFields, SinkFuture};
 
-/// Writes one JSON object per flow per line (`flowpb::json::write_json`, into one buffer
-/// reused batch after batch), one write and one flush per batch. The writer is shared
-/// behind an async mutex so several subjects can write to the same stream without
-/// interleaving lines.
+/// Writes one JSON object per flow per line (`flowpb::json::write_json`), one write and
+/// one flush per batch. The exporter actors write the lines ([`encode_json_lines`]), so
+/// the JSON work runs on every core; the sink gathers a batch's lines into one buffer,
+/// reused batch after batch. The writer is shared behind an async mutex so several
+/// subjects can write to the same stream without interleaving lines.
 pub struct JsonLinesSink<W> {
     writer: Arc<Mutex<W>>,
-    buffer: String,
+    buffer: Vec<u8>,
+}
+
+/// The JSON line of each flow, newline included, in order. The flows carry their
+/// exporter's identity already ([`IdentityFields::Stamped`]): `_stamped` is empty. The
+/// lines share one buffer, each a slice of it.
+pub fn encode_json_lines(flows: &[FlowMessage], _stamped: &[u8]) -> Vec<Bytes> {
+    const TYPICAL_LINE_BYTES: usize = 1_400;
+    let mut text = String::with_capacity(flows.len() * TYPICAL_LINE_BYTES);
+    let mut ends = Vec::with_capacity(flows.len());
+    for flow in flows {
+        flowpb::json::write_json(flow, &mut text);
+        text.push('\n');
+        ends.push(text.len());
+    }
+    let text = Bytes::from(text.into_bytes());
+    let mut start = 0;
+    ends.into_iter()
+        .map(|end| {
+            let line = text.slice(start..end);
+            start = end;
+            line
+        })
+        .collect()
 }
 
 /// The embedded default sink: JSON lines on standard output.
@@ -53,7 +78,19 @@ impl AsyncWrite for Stdout {
 impl<W> JsonLinesSink<W> {
     /// A sink writing to `writer`, which other sinks may share.
     pub fn new(writer: Arc<Mutex<W>>) -> Self {
-        Self { writer, buffer: String::new() }
+        Self { writer, buffer: Vec::new() }
+    }
+}
+
+impl<W: AsyncWrite + Unpin + Send + 'static> JsonLinesSink<W> {
+    /// Writes a batch's lines at once.
+    async fn write_lines(&mut self, lines: &[Bytes]) -> Result<Delivery, super::SinkError> {
+        self.buffer.clear();
+        lines.iter().for_each(|line| self.buffer.extend_from_slice(line));
+        let mut writer = self.writer.lock().await;
+        writer.write_all(&self.buffer).await?;
+        writer.flush().await?;
+        Ok(Delivery::all(lines.len()))
     }
 }
 
@@ -67,16 +104,18 @@ impl StdoutSink {
 impl<W: AsyncWrite + Unpin + Send + 'static> FlowSink for JsonLinesSink<W> {
     fn publish<'a>(&'a mut self, flows: &'a [FlowMessage]) -> SinkFuture<'a, Delivery> {
         Box::pin(async move {
-            self.buffer.clear();
-            for flow in flows {
-                flowpb::json::write_json(flow, &mut self.buffer);
-                self.buffer.push('\n');
-            }
-            let mut writer = self.writer.lock().await;
-            writer.write_all(self.buffer.as_bytes()).await?;
-            writer.flush().await?;
-            Ok(Delivery::all(flows.len()))
+            let lines = encode_json_lines(flows, &[]);
+            self.write_lines(&lines).await
         })
+    }
+
+    fn publish_encoded(&mut self, lines: Vec<Bytes>) -> SinkFuture<'_, Delivery> {
+        Box::pin(async move { self.write_lines(&lines).await })
+    }
+
+    /// JSON lines, the exporter's identity stamped on each flow first.
+    fn encoding(&self) -> Option<Encoding> {
+        Some(Encoding { encoder: encode_json_lines, identity: IdentityFields::Stamped })
     }
 
     fn flush(&mut self) -> SinkFuture<'_> {
@@ -104,6 +143,7 @@ mod tests {
         sink.publish(&flows[..1]).await.map_err(|e| e.to_string()).unwrap();
         sink.flush().await.map_err(|e| e.to_string()).unwrap();
         assert!(sink.buffering().is_none(), "stdout publishes inline");
+        assert!(sink.encoding().is_some_and(|e| e.identity == IdentityFields::Stamped));
 
         let text = String::from_utf8(out.lock().await.clone()).unwrap();
         let lines: Vec<&str> = text.lines().collect();

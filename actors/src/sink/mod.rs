@@ -11,7 +11,9 @@
 //! A sink also tells the publisher how to hold flows for it ([`FlowSink::buffering`]):
 //! inline (one batch at a time, the listener's budget is the only buffer) or a bounded
 //! buffer of its own with several batches in flight, which is what rides out a NATS
-//! outage.
+//! outage; and in what form the exporter actors hand flows over
+//! ([`FlowSink::encoding`]): encoded where they were decoded, so encoding runs on every
+//! core and the decoded messages stay with the exporter actors for the next flows.
 
 mod jetstream;
 mod json_lines;
@@ -33,7 +35,7 @@ pub use flow_publish::{
     JetStreamSettings, PublisherError, StreamSettings, TlsSettings, redact_servers,
 };
 pub use jetstream::{CONNECT_FAILED, JetStreamLink, JetStreamSink, LinkStatus, encode_flows};
-pub use json_lines::{JsonLinesSink, StdoutSink};
+pub use json_lines::{JsonLinesSink, StdoutSink, encode_json_lines};
 
 use crate::settings::SinkSettings;
 
@@ -48,6 +50,25 @@ pub const BUFFER_FULL: &str = "buffer_full";
 /// followed by the given bytes: encoded fields all its flows share (the exporter's
 /// identity, see `ExporterIdentity::encoded_fields`; empty for flows stamped already).
 pub type Encoder = fn(&[FlowMessage], &[u8]) -> Vec<Bytes>;
+
+/// The form in which a sink takes flows: payloads made by `encoder` in the exporter
+/// actor that decoded them, and handed over with [`FlowSink::publish_encoded`].
+#[derive(Debug, Clone, Copy)]
+pub struct Encoding {
+    pub encoder: Encoder,
+    pub identity: IdentityFields,
+}
+
+/// How the exporter's identity (partition, name, site, role, tags) gets into a payload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IdentityFields {
+    /// Appended after each flow, encoded once per exporter (protobuf: fields appended to
+    /// a message decode as if they were part of it).
+    Appended,
+    /// Stamped onto each flow before it is encoded (JSON: the fields sit among the
+    /// flow's own keys).
+    Stamped,
+}
 
 /// What became of a batch: `delivered + given_up_total()` is the batch size.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -125,10 +146,6 @@ pub struct Buffering {
     pub max_flows: usize,
     /// Batches published at once, each through its own [`FlowSink::fork`].
     pub max_batches_in_flight: usize,
-    /// Set when the sink publishes encoded payloads: flows are encoded as they enter the
-    /// buffer (a decoded `FlowMessage` is several times larger than its encoding) and
-    /// handed over with [`FlowSink::publish_encoded`].
-    pub encoder: Option<Encoder>,
 }
 
 /// A destination for batches of flows.
@@ -137,9 +154,14 @@ pub trait FlowSink: Send + 'static {
     /// or given up.
     fn publish<'a>(&'a mut self, flows: &'a [FlowMessage]) -> SinkFuture<'a, Delivery>;
 
-    /// Delivers one batch already encoded by [`Buffering::encoder`].
+    /// Delivers one batch already encoded as [`FlowSink::encoding`] asks.
     fn publish_encoded(&mut self, _payloads: Vec<Bytes>) -> SinkFuture<'_, Delivery> {
         Box::pin(async { Err(SinkError::Unsupported("encoded payloads")) })
+    }
+
+    /// `None` (the default): flows come decoded, to [`FlowSink::publish`].
+    fn encoding(&self) -> Option<Encoding> {
+        None
     }
 
     /// `None` (the default): the publisher holds one batch at a time and flows beyond it
