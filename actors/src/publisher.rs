@@ -7,9 +7,12 @@
 //! - inline (stdout, the default): one batch in flight and at most `batch_size` flows
 //!   held; flows beyond that wait in the mailbox with their listener's budget, so a slow
 //!   sink fills the budget and the listener drops newest (`channel_full`);
-//! - buffered (JetStream): up to `max_flows` held, encoded, with several batches in
-//!   flight; the listener's budget is given back as flows enter the buffer, and flows
-//!   arriving at the bound are dropped and counted (`buffer_full`).
+//! - buffered (JetStream): up to `max_flows` held, with several batches in flight; the
+//!   listener's budget is given back as flows enter the buffer, and flows arriving at
+//!   the bound are dropped and counted (`buffer_full`).
+//!
+//! Both sinks take flows encoded ([`FlowSink::encoding`]: JSON lines, protobuf) by the
+//! exporter actors that decoded them; a sink without an encoding takes them decoded.
 //!
 //! The queue, the sink lanes and the batches in flight live in a [`PublisherSlot`] owned
 //! by the root supervisor and handed to the actor as its argument, and batches are
