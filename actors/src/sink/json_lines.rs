@@ -23,10 +23,11 @@ pub struct JsonLinesSink<W> {
 }
 
 /// The JSON line of each flow, newline included, in order. The flows carry their
-/// exporter's identity already ([`IdentityFields::Stamped`]): `_stamped` is empty. The
+/// exporter's identity already ([`IdentityFields::Stamped`]): `stamped` is empty. The
 /// lines share one buffer, each a slice of it.
-pub fn encode_json_lines(flows: &[FlowMessage], _stamped: &[u8]) -> Vec<Bytes> {
+pub fn encode_json_lines(flows: &[FlowMessage], stamped: &[u8]) -> Vec<Bytes> {
     const TYPICAL_LINE_BYTES: usize = 1_400;
+    debug_assert!(stamped.is_empty(), "JSON lines carry the identity stamped, not appended");
     let mut text = String::with_capacity(flows.len() * TYPICAL_LINE_BYTES);
     let mut ends = Vec::with_capacity(flows.len());
     for flow in flows {

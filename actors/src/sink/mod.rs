@@ -13,7 +13,7 @@
 //! buffer of its own with several batches in flight, which is what rides out a NATS
 //! outage; and in what form the exporter actors hand flows over
 //! ([`FlowSink::encoding`]): encoded where they were decoded, so encoding runs on every
-//! core and the decoded messages stay with the exporter actors for the next flows.
+//! core and the decoded messages stay on their runtime thread for the next flows.
 
 mod jetstream;
 mod json_lines;

@@ -584,7 +584,8 @@ impl NetflowSession {
             };
             let decoded =
                 ExportHeader::parse(&entry.datagram, version).ok().and_then(|(header, _)| {
-                    let (header_bytes, set) = entry.datagram.split_at(header.header_len());
+                    let (header_bytes, set) =
+                        entry.datagram.split_at_checked(header.header_len())?;
                     let buffers = &mut self.buffers;
                     scope.decode_data_set(header_bytes, set, &header, &arrival, buffers, emit).ok()
                 });
