@@ -9,77 +9,85 @@ use std::net::Ipv6Addr;
 use crate::generated::flow_message::DecodeFlag;
 use crate::{FlowMessage, FlowType, LayerStack};
 
+/// `,"name":`: the separator and key written before a field's value, as one literal, so
+/// writing it is one copy of a length the compiler knows.
+macro_rules! key {
+    ($name:literal) => {
+        concat!(",\"", $name, "\":")
+    };
+}
+
 /// Appends `flow` to `out` as one JSON object, without a trailing newline.
 pub fn write_json(flow: &FlowMessage, out: &mut String) {
     let mut o = Object::open(out);
-    o.u32s("as_path", &flow.as_path);
-    o.u32s("bgp_communities", &flow.bgp_communities);
-    o.address("bgp_next_hop", &flow.bgp_next_hop);
-    o.u64("bytes", flow.bytes);
-    o.u64("bytes_in", flow.bytes_in);
-    o.u64("bytes_out", flow.bytes_out);
-    o.decode_flags("decode_flags", flow.decode_flags);
-    o.address("dst_addr", &flow.dst_addr);
-    o.u64("dst_as", flow.dst_as.into());
-    o.mac("dst_mac", flow.dst_mac);
-    o.u64("dst_net", flow.dst_net.into());
-    o.u64("dst_port", flow.dst_port.into());
-    o.u64("dst_vlan", flow.dst_vlan.into());
-    o.u64("etype", flow.etype.into());
-    o.str("exporter_name", &flow.exporter_name);
-    o.str("exporter_role", &flow.exporter_role);
-    o.str("exporter_site", &flow.exporter_site);
-    o.tags("exporter_tags", &flow.exporter_tags);
-    o.u64("firewall_event", flow.firewall_event.into());
-    o.u64("flow_id", flow.flow_id);
-    o.u64("forwarding_status", flow.forwarding_status.into());
-    o.u64("fragment_id", flow.fragment_id.into());
-    o.u64("fragment_offset", flow.fragment_offset.into());
-    o.u64("icmp_code", flow.icmp_code.into());
-    o.u64("icmp_type", flow.icmp_type.into());
-    o.u64("in_if", flow.in_if.into());
-    o.u64("ip_flags", flow.ip_flags.into());
-    o.u64("ip_tos", flow.ip_tos.into());
-    o.u64("ip_ttl", flow.ip_ttl.into());
-    o.u64("ipv6_flow_label", flow.ipv6_flow_label.into());
-    o.addresses("ipv6_routing_header_addresses", &flow.ipv6_routing_header_addresses);
-    o.u64("ipv6_routing_header_seg_left", flow.ipv6_routing_header_seg_left.into());
-    o.u32s("layer_size", &flow.layer_size);
-    o.layers("layer_stack", &flow.layer_stack);
-    o.addresses("mpls_ip", &flow.mpls_ip);
-    o.u32s("mpls_label", &flow.mpls_label);
-    o.u32s("mpls_ttl", &flow.mpls_ttl);
-    o.address("next_hop", &flow.next_hop);
-    o.u64("next_hop_as", flow.next_hop_as.into());
-    o.u64("observation_domain_id", flow.observation_domain_id.into());
-    o.u64("observation_point_id", flow.observation_point_id.into());
-    o.u64("out_if", flow.out_if.into());
-    o.u64("packets", flow.packets);
-    o.u64("packets_in", flow.packets_in);
-    o.u64("packets_out", flow.packets_out);
-    o.str("partition", &flow.partition);
-    o.address("post_nat_dst_addr", &flow.post_nat_dst_addr);
-    o.u64("post_nat_dst_port", flow.post_nat_dst_port.into());
-    o.address("post_nat_src_addr", &flow.post_nat_src_addr);
-    o.u64("post_nat_src_port", flow.post_nat_src_port.into());
-    o.u64("proto", flow.proto.into());
-    o.str("protocol_name", &flow.protocol_name);
-    o.address("sampler_address", &flow.sampler_address);
-    o.u64("sampling_rate", flow.sampling_rate);
-    o.u64("sequence_num", flow.sequence_num.into());
-    o.address("src_addr", &flow.src_addr);
-    o.u64("src_as", flow.src_as.into());
-    o.mac("src_mac", flow.src_mac);
-    o.u64("src_net", flow.src_net.into());
-    o.u64("src_port", flow.src_port.into());
-    o.u64("src_vlan", flow.src_vlan.into());
-    o.u64("tcp_flags", flow.tcp_flags.into());
-    o.u64("time_flow_end_ns", flow.time_flow_end_ns);
-    o.u64("time_flow_start_ns", flow.time_flow_start_ns);
-    o.u64("time_received_ns", flow.time_received_ns);
+    o.u32s(key!("as_path"), &flow.as_path);
+    o.u32s(key!("bgp_communities"), &flow.bgp_communities);
+    o.address(key!("bgp_next_hop"), &flow.bgp_next_hop);
+    o.u64(key!("bytes"), flow.bytes);
+    o.u64(key!("bytes_in"), flow.bytes_in);
+    o.u64(key!("bytes_out"), flow.bytes_out);
+    o.decode_flags(key!("decode_flags"), flow.decode_flags);
+    o.address(key!("dst_addr"), &flow.dst_addr);
+    o.u64(key!("dst_as"), flow.dst_as.into());
+    o.mac(key!("dst_mac"), flow.dst_mac);
+    o.u64(key!("dst_net"), flow.dst_net.into());
+    o.u64(key!("dst_port"), flow.dst_port.into());
+    o.u64(key!("dst_vlan"), flow.dst_vlan.into());
+    o.u64(key!("etype"), flow.etype.into());
+    o.str(key!("exporter_name"), &flow.exporter_name);
+    o.str(key!("exporter_role"), &flow.exporter_role);
+    o.str(key!("exporter_site"), &flow.exporter_site);
+    o.tags(key!("exporter_tags"), &flow.exporter_tags);
+    o.u64(key!("firewall_event"), flow.firewall_event.into());
+    o.u64(key!("flow_id"), flow.flow_id);
+    o.u64(key!("forwarding_status"), flow.forwarding_status.into());
+    o.u64(key!("fragment_id"), flow.fragment_id.into());
+    o.u64(key!("fragment_offset"), flow.fragment_offset.into());
+    o.u64(key!("icmp_code"), flow.icmp_code.into());
+    o.u64(key!("icmp_type"), flow.icmp_type.into());
+    o.u64(key!("in_if"), flow.in_if.into());
+    o.u64(key!("ip_flags"), flow.ip_flags.into());
+    o.u64(key!("ip_tos"), flow.ip_tos.into());
+    o.u64(key!("ip_ttl"), flow.ip_ttl.into());
+    o.u64(key!("ipv6_flow_label"), flow.ipv6_flow_label.into());
+    o.addresses(key!("ipv6_routing_header_addresses"), &flow.ipv6_routing_header_addresses);
+    o.u64(key!("ipv6_routing_header_seg_left"), flow.ipv6_routing_header_seg_left.into());
+    o.u32s(key!("layer_size"), &flow.layer_size);
+    o.layers(key!("layer_stack"), &flow.layer_stack);
+    o.addresses(key!("mpls_ip"), &flow.mpls_ip);
+    o.u32s(key!("mpls_label"), &flow.mpls_label);
+    o.u32s(key!("mpls_ttl"), &flow.mpls_ttl);
+    o.address(key!("next_hop"), &flow.next_hop);
+    o.u64(key!("next_hop_as"), flow.next_hop_as.into());
+    o.u64(key!("observation_domain_id"), flow.observation_domain_id.into());
+    o.u64(key!("observation_point_id"), flow.observation_point_id.into());
+    o.u64(key!("out_if"), flow.out_if.into());
+    o.u64(key!("packets"), flow.packets);
+    o.u64(key!("packets_in"), flow.packets_in);
+    o.u64(key!("packets_out"), flow.packets_out);
+    o.str(key!("partition"), &flow.partition);
+    o.address(key!("post_nat_dst_addr"), &flow.post_nat_dst_addr);
+    o.u64(key!("post_nat_dst_port"), flow.post_nat_dst_port.into());
+    o.address(key!("post_nat_src_addr"), &flow.post_nat_src_addr);
+    o.u64(key!("post_nat_src_port"), flow.post_nat_src_port.into());
+    o.u64(key!("proto"), flow.proto.into());
+    o.str(key!("protocol_name"), &flow.protocol_name);
+    o.address(key!("sampler_address"), &flow.sampler_address);
+    o.u64(key!("sampling_rate"), flow.sampling_rate);
+    o.u64(key!("sequence_num"), flow.sequence_num.into());
+    o.address(key!("src_addr"), &flow.src_addr);
+    o.u64(key!("src_as"), flow.src_as.into());
+    o.mac(key!("src_mac"), flow.src_mac);
+    o.u64(key!("src_net"), flow.src_net.into());
+    o.u64(key!("src_port"), flow.src_port.into());
+    o.u64(key!("src_vlan"), flow.src_vlan.into());
+    o.u64(key!("tcp_flags"), flow.tcp_flags.into());
+    o.u64(key!("time_flow_end_ns"), flow.time_flow_end_ns);
+    o.u64(key!("time_flow_start_ns"), flow.time_flow_start_ns);
+    o.u64(key!("time_received_ns"), flow.time_received_ns);
     let flow_type = FlowType::try_from(flow.r#type).map_or("FLOWUNKNOWN", |t| t.as_str_name());
-    o.str("type", flow_type);
-    o.u64("vlan_id", flow.vlan_id.into());
+    o.str(key!("type"), flow_type);
+    o.u64(key!("vlan_id"), flow.vlan_id.into());
     o.close();
 }
 
@@ -99,48 +107,56 @@ impl<'a> Object<'a> {
         self.out.push('}');
     }
 
-    /// Writes `"key":` (keys are plain identifiers: nothing to escape).
-    fn key(&mut self, key: &str) {
-        if !self.first {
-            self.out.push(',');
-        }
+    /// Writes a [`key!`] (keys are plain identifiers: nothing to escape), the first one
+    /// without its comma.
+    #[inline(always)]
+    fn key(&mut self, key: &'static str) {
+        let key = match self.first {
+            true => key.get(1..).unwrap_or(key),
+            false => key,
+        };
         self.first = false;
-        self.out.push('"');
         self.out.push_str(key);
-        self.out.push_str("\":");
     }
 
-    fn u64(&mut self, key: &str, value: u64) {
+    #[inline(always)]
+    fn u64(&mut self, key: &'static str, value: u64) {
         self.key(key);
         push_u64(self.out, value);
     }
 
-    fn str(&mut self, key: &str, value: &str) {
+    #[inline(always)]
+    fn str(&mut self, key: &'static str, value: &str) {
         self.key(key);
         push_str(self.out, value);
     }
 
-    fn address(&mut self, key: &str, bytes: &[u8]) {
+    #[inline(always)]
+    fn address(&mut self, key: &'static str, bytes: &[u8]) {
         self.key(key);
         push_address(self.out, bytes);
     }
 
-    fn mac(&mut self, key: &str, value: u64) {
+    #[inline(always)]
+    fn mac(&mut self, key: &'static str, value: u64) {
         self.key(key);
         push_mac(self.out, value);
     }
 
-    fn u32s(&mut self, key: &str, values: &[u32]) {
+    #[inline(always)]
+    fn u32s(&mut self, key: &'static str, values: &[u32]) {
         self.key(key);
         push_array(self.out, values, |out, v| push_u64(out, (*v).into()));
     }
 
-    fn addresses(&mut self, key: &str, values: &[Vec<u8>]) {
+    #[inline(always)]
+    fn addresses(&mut self, key: &'static str, values: &[Vec<u8>]) {
         self.key(key);
         push_array(self.out, values, |out, v| push_address(out, v));
     }
 
-    fn layers(&mut self, key: &str, values: &[i32]) {
+    #[inline(always)]
+    fn layers(&mut self, key: &'static str, values: &[i32]) {
         self.key(key);
         push_array(self.out, values, |out, v| {
             push_str(out, LayerStack::try_from(*v).map_or("Custom", |l| l.as_str_name()));
@@ -149,7 +165,8 @@ impl<'a> Object<'a> {
 
     /// The set bits of `decode_flags` by their `DecodeFlag` name, lowest bit first; a
     /// bit the schema does not name as its hex value.
-    fn decode_flags(&mut self, key: &str, flags: u32) {
+    #[inline(always)]
+    fn decode_flags(&mut self, key: &'static str, flags: u32) {
         self.key(key);
         self.out.push('[');
         let mut first = true;
@@ -169,7 +186,8 @@ impl<'a> Object<'a> {
     }
 
     /// A string map, keys in byte order.
-    fn tags(&mut self, key: &str, tags: &std::collections::HashMap<String, String>) {
+    #[inline(always)]
+    fn tags(&mut self, key: &'static str, tags: &std::collections::HashMap<String, String>) {
         self.key(key);
         let mut sorted: Vec<(&String, &String)> = tags.iter().collect();
         sorted.sort_unstable_by(|a, b| a.0.cmp(b.0));
@@ -187,6 +205,11 @@ impl<'a> Object<'a> {
 }
 
 fn push_u64(out: &mut String, value: u64) {
+    // Most fields of most flows are 0.
+    if value == 0 {
+        out.push('0');
+        return;
+    }
     out.push_str(itoa::Buffer::new().format(value));
 }
 
@@ -204,6 +227,10 @@ fn push_array<T>(out: &mut String, values: &[T], mut item: impl FnMut(&mut Strin
 /// A JSON string, escaped as serde_json does: `"` and `\` backslashed, the C0 controls
 /// as `\b \t \n \f \r` or `\u00xx`, everything else (DEL and non-ASCII included) as is.
 fn push_str(out: &mut String, value: &str) {
+    if value.is_empty() {
+        out.push_str("\"\"");
+        return;
+    }
     out.push('"');
     let mut start = 0;
     for (i, byte) in value.bytes().enumerate() {
