@@ -200,6 +200,33 @@ def jsz_stream_messages(monitor_addr, stream):
     return None
 
 
+def delete_stream(nats_url, stream):
+    """Deletes a JetStream stream through the NATS protocol (a request on
+    $JS.API.STREAM.DELETE.<stream>), so each run's stream gives its disk and its
+    reservation back: nats-server caps the storage all streams may reserve at a share of
+    the free disk, and a full run makes a dozen 1 GiB streams. Returns whether the server
+    said so; a failure only leaves the stream behind."""
+    host, port = nats_url.rsplit("//", 1)[-1].rsplit(":", 1)
+    try:
+        with socket.create_connection((host, int(port)), timeout=5) as conn:
+            conn.recv(4096)  # INFO
+            request = (b'CONNECT {"verbose":false,"pedantic":false}\r\n'
+                       b"SUB _INBOX.bench.delete 1\r\n"
+                       + f"PUB $JS.API.STREAM.DELETE.{stream} _INBOX.bench.delete 0\r\n\r\n".encode()
+                       + b"PING\r\n")
+            conn.sendall(request)
+            reply = b""
+            deadline = time.monotonic() + 5
+            while b'"success"' not in reply and b"error" not in reply and time.monotonic() < deadline:
+                chunk = conn.recv(4096)
+                if not chunk:
+                    break
+                reply += chunk
+            return b'"success":true' in reply
+    except OSError:
+        return False
+
+
 # ---------------------------------------------------------------- result rows
 
 
@@ -352,7 +379,10 @@ class Bench:
         ready = "JetStream stream ready" if "nats_url" in cfg else "listener bound"
         if not proc.wait_for_log(ready, 30):
             proc.stop(5)
-            raise RuntimeError(f"collector did not start ({name}): {proc.log_text()[-2000:]}")
+            text = proc.log_text()
+            errors = [line for line in text.splitlines() if " ERROR " in line]
+            raise RuntimeError(f"collector did not start ({name}): "
+                               + ("; ".join(errors)[-2000:] if errors else text[-2000:]))
         return proc
 
     def config_accepted(self, cfg):
@@ -591,6 +621,7 @@ class Bench:
         span = (moving[-1] - t0) if moving else None
         achieved = published / span if span else None
         messages = jsz_stream_messages(monitor, stream)
+        delete_stream(nats_url, stream)
         return dict(sent=sent, published=published, achieved=achieved, cpu=cpu,
                     nats_cpu=nats_cpu,
                     wall=(moving[-1] - t0) if moving else None, rss=rss, messages=messages,
