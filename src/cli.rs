@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 
 use clap::{Parser, ValueEnum};
+use flow_actors::SinkSettings;
 
 /// NetFlow v5/v9/IPFIX and sFlow v5 collector publishing FlowMessage protobufs to NATS
 /// JetStream, or printing them as JSON lines.
@@ -22,9 +23,27 @@ pub struct Cli {
     #[arg(long)]
     pub stdout: bool,
 
+    /// Decode and count flows, then discard them: nothing is published or printed. For
+    /// measuring the decode path (flows count as published).
+    #[arg(long, conflicts_with = "stdout")]
+    pub discard_flows: bool,
+
     /// Log format on stderr. Filter with RUST_LOG (default: info).
     #[arg(long, value_enum, default_value_t = LogFormat::Text, env = "FLOW_COLLECTOR_LOG_FORMAT")]
     pub log_format: LogFormat,
+}
+
+impl Cli {
+    /// The sink the command line asks for instead of the config's, if any.
+    pub fn sink_override(&self) -> Option<SinkSettings> {
+        if self.discard_flows {
+            Some(SinkSettings::Discard)
+        } else if self.stdout {
+            Some(SinkSettings::Stdout)
+        } else {
+            None
+        }
+    }
 }
 
 /// How log lines are written.

@@ -66,9 +66,10 @@ fn main() -> ExitCode {
             config::DEFAULT_CONFIG_PATH
         );
     }
-    let plan = collector_settings(&config, cli.stdout).and_then(|(settings, publishing)| {
-        Ok((settings, publishing, config.metrics_socket_addr()?))
-    });
+    let plan =
+        collector_settings(&config, cli.sink_override()).and_then(|(settings, publishing)| {
+            Ok((settings, publishing, config.metrics_socket_addr()?))
+        });
     let (settings, publishing, metrics_addr) = match plan {
         Ok(plan) => plan,
         Err(error) => {
@@ -272,15 +273,22 @@ async fn drain(collector: Collector) -> bool {
 /// The name of the install's own JetStream connection.
 const INSTALL: &str = "install";
 
-/// The sink follows the config: JetStream when `nats_url` is set, unless `--stdout`,
-/// through the install's connection and each partition target's own.
+/// The sink follows the config unless the command line overrides it (`--stdout`,
+/// `--discard-flows`): JetStream when `nats_url` is set, through the install's
+/// connection and each partition target's own; else stdout.
 fn collector_settings(
     config: &Config,
-    force_stdout: bool,
+    sink_override: Option<SinkSettings>,
 ) -> Result<(CollectorSettings, Option<Publishing>), config::ConfigError> {
     let mut settings = config.collector_settings()?;
-    let jetstream = if force_stdout { None } else { config.jetstream_settings() };
-    let Some(install) = jetstream else {
+    if let Some(sink) = sink_override {
+        if matches!(sink, SinkSettings::Discard) {
+            tracing::warn!("--discard-flows: flows are decoded and counted, then discarded");
+        }
+        settings.sink = sink;
+        return Ok((settings, None));
+    }
+    let Some(install) = config.jetstream_settings() else {
         settings.sink = SinkSettings::Stdout;
         return Ok((settings, None));
     };

@@ -57,6 +57,42 @@ async fn stdout_reference(config: &serde_json::Value, addr: SocketAddr) -> Vec<S
     expected
 }
 
+/// `--discard-flows` (the benchmark's null sink) decodes and counts every flow of the
+/// captures, as many as `--stdout` prints, and neither publishes nor prints one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn discard_flows_counts_every_flow_and_publishes_and_prints_none() {
+    let (_server, url) = nats_server();
+    let addr = local(free_udp_port());
+    let printed = stdout_reference(&jetstream_config(&url, addr), addr).await.len() as u64;
+
+    let (addr, metrics_addr) = (local(free_udp_port()), local(support::http::free_tcp_port()));
+    let mut config = jetstream_config(&url, addr);
+    config["metrics_addr"] = json!(metrics_addr.to_string());
+    let discarding = Running::start(&config, &["--discard-flows"]);
+    replay_captures(addr, 1, 5_000).await;
+    let decoded = || {
+        let scrape = support::http::metrics(metrics_addr);
+        support::http::sum_with_label(&scrape, "flow_collector_flows_decoded_total", "")
+    };
+    let mut last = 0;
+    for _ in 0..60 {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let now = decoded();
+        if now == printed || (now == last && now > 0) {
+            break;
+        }
+        last = now;
+    }
+    let exited = discarding.stop();
+    assert!(exited.status.success(), "exit {:?}:\n{}", exited.status, exited.log_text());
+    assert!(exited.log_text().contains("flows are decoded and counted, then discarded"));
+    assert_eq!(exited.counter("flows_decoded"), printed, "{:?}", exited.final_counters());
+    assert_eq!(exited.counter("flows_published"), printed, "counted as published");
+    assert_eq!(exited.counter("flows_dropped"), 0);
+    assert!(exited.stdout.is_empty(), "printed {} lines", exited.stdout.len());
+    assert_eq!(stream_len(&url).await, 0, "--discard-flows must not publish");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_stream_holds_exactly_what_stdout_prints_for_the_captures() {
     let (_server, url) = nats_server();

@@ -175,6 +175,9 @@ pub struct ExporterLimits {
 pub enum SinkSettings {
     /// One JSON line per flow on standard output (the embedded default; no NATS).
     Stdout,
+    /// Nowhere: flows are decoded, counted as published and discarded (`--discard-flows`,
+    /// for measuring the decode path).
+    Discard,
     /// One protobuf `FlowMessage` per message on NATS JetStream.
     JetStream(JetStreamSinkSettings),
 }

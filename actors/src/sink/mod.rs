@@ -1,6 +1,6 @@
 //! Where the publisher hands its batches: the [`FlowSink`] trait, the embedded
-//! JSON-lines sink on standard output, the JetStream sink, and the factory that builds
-//! one sink per subject.
+//! JSON-lines sink on standard output, the JetStream sink, a sink that discards (for
+//! measuring), and the factory that builds one sink per subject.
 //!
 //! A sink owns its delivery policy (retries, acks, timeouts). It reports what became of
 //! each flow of a batch as a [`Delivery`]: delivered, or given up under a reason (a
@@ -15,6 +15,7 @@
 //! ([`FlowSink::encoding`]): encoded where they were decoded, so encoding runs on every
 //! core and the decoded messages stay on their runtime thread for the next flows.
 
+mod discard;
 mod jetstream;
 mod json_lines;
 
@@ -30,6 +31,7 @@ use flowpb::FlowMessage;
 use thiserror::Error;
 use tokio::sync::Mutex;
 
+pub use discard::DiscardSink;
 pub use flow_publish::{
     Backoff, ClientCertificate, ConnectError, ConnectionState, JetStreamPublisher,
     JetStreamSettings, PublisherError, StreamSettings, TlsSettings, redact_servers,
@@ -222,6 +224,7 @@ impl SinkFactory for ConfiguredSinks {
     fn create(&self, subject: &str, partition: &str) -> Result<Box<dyn FlowSink>, SinkError> {
         match &self.settings {
             SinkSettings::Stdout => Ok(Box::new(JsonLinesSink::new(Arc::clone(&self.stdout)))),
+            SinkSettings::Discard => Ok(Box::new(DiscardSink)),
             SinkSettings::JetStream(settings) => {
                 let link = settings.link_for(partition);
                 Ok(Box::new(JetStreamSink::new(subject, link, settings, Arc::clone(&self.ids))))
