@@ -66,6 +66,9 @@ fn main() -> ExitCode {
             config::DEFAULT_CONFIG_PATH
         );
     }
+    if cli.discard_flows {
+        tracing::warn!("--discard-flows: flows are decoded and counted, then discarded");
+    }
     let plan =
         collector_settings(&config, cli.sink_override()).and_then(|(settings, publishing)| {
             Ok((settings, publishing, config.metrics_socket_addr()?))
@@ -282,9 +285,6 @@ fn collector_settings(
 ) -> Result<(CollectorSettings, Option<Publishing>), config::ConfigError> {
     let mut settings = config.collector_settings()?;
     if let Some(sink) = sink_override {
-        if matches!(sink, SinkSettings::Discard) {
-            tracing::warn!("--discard-flows: flows are decoded and counted, then discarded");
-        }
         settings.sink = sink;
         return Ok((settings, None));
     }
