@@ -36,7 +36,7 @@ use crate::budget::Credit;
 use crate::counters::{LatencyHistogram, PublisherCounters, flow_drop};
 use crate::ratelimit::LogLimiter;
 use crate::sink::{
-    BUFFER_FULL, Buffering, Delivery, Encoder, Encoding, FlowSink, IdentityFields, SinkError,
+    BUFFER_FULL, Buffering, Delivery, Encoding, FlowSink, IdentityFields, SinkError,
 };
 use crate::tenancy::ExporterIdentity;
 
@@ -105,8 +105,7 @@ impl PublisherSlot {
         });
         let encoding = sink.encoding();
         let lanes = lanes_for(sink, buffering.as_ref());
-        let encoder = encoding.map(|encoding| encoding.encoder);
-        let queue = Queue::new(batch_size, buffering.as_ref(), encoder, lanes.len());
+        let queue = Queue::new(batch_size, buffering.as_ref(), encoding.is_some(), lanes.len());
         Arc::new(Self {
             to: Destination { subject, partition },
             counters: Arc::default(),
@@ -341,53 +340,40 @@ impl Drop for Flight {
 /// Flows waiting for a batch, as the sink wants them held.
 enum Waiting {
     Decoded(VecDeque<FlowMessage>),
-    Encoded { payloads: VecDeque<Bytes>, encoder: Encoder },
+    Encoded(VecDeque<Bytes>),
 }
 
 impl Waiting {
     fn len(&self) -> usize {
         match self {
             Waiting::Decoded(flows) => flows.len(),
-            Waiting::Encoded { payloads, .. } => payloads.len(),
+            Waiting::Encoded(payloads) => payloads.len(),
         }
     }
 
-    /// Appends flows. Their slot encodes them for a queue of payloads; flows that come
-    /// decoded anyway are encoded here. Payloads never meet a queue of decoded flows: the
-    /// slot encodes only for a sink that takes payloads (should that ever break, the
-    /// flows are logged as lost).
-    fn push(&mut self, flows: Staged) {
+    /// Appends flows, in the form the slot made them in ([`PublisherSlot::batch_of`]):
+    /// the same sink's encoding decides both, so the forms always agree. Should that
+    /// ever break, the flows come back.
+    fn push(&mut self, flows: Staged) -> Result<(), Staged> {
         match (self, flows) {
             (Waiting::Decoded(waiting), Staged::Decoded(flows)) => waiting.extend(flows),
-            (Waiting::Encoded { payloads, .. }, Staged::Encoded(encoded)) => {
-                payloads.extend(encoded)
-            }
-            (Waiting::Encoded { payloads, encoder }, Staged::Decoded(flows)) => {
-                payloads.extend(encoder(&flows, &[]))
-            }
-            (Waiting::Decoded(_), Staged::Encoded(payloads)) => {
-                debug_assert!(payloads.is_empty(), "payloads offered to a decoded-flow sink");
-                if !payloads.is_empty() {
-                    tracing::error!(
-                        flows = payloads.len(),
-                        "Encoded flows offered to a sink of decoded flows, dropping them"
-                    );
-                }
-            }
+            (Waiting::Encoded(waiting), Staged::Encoded(payloads)) => waiting.extend(payloads),
+            (_, mismatched) => return Err(mismatched),
         }
+        Ok(())
     }
 
     fn take(&mut self, n: usize) -> Staged {
         match self {
             Waiting::Decoded(flows) => Staged::Decoded(flows.drain(..n).collect()),
-            Waiting::Encoded { payloads, .. } => Staged::Encoded(payloads.drain(..n).collect()),
+            Waiting::Encoded(payloads) => Staged::Encoded(payloads.drain(..n).collect()),
         }
     }
 
     fn clear(&mut self) {
         match self {
             Waiting::Decoded(flows) => flows.clear(),
-            Waiting::Encoded { payloads, .. } => payloads.clear(),
+            Waiting::Encoded(payloads) => payloads.clear(),
         }
     }
 }
@@ -444,19 +430,14 @@ struct Queue {
 }
 
 impl Queue {
-    fn new(
-        batch_size: usize,
-        buffering: Option<&Buffering>,
-        encoder: Option<Encoder>,
-        lanes: usize,
-    ) -> Self {
+    fn new(batch_size: usize, buffering: Option<&Buffering>, encoded: bool, lanes: usize) -> Self {
         let (max_flows, overflow) = match buffering {
             None => (batch_size, Overflow::Wait),
             Some(Buffering { max_flows, .. }) => ((*max_flows).max(1), Overflow::Drop),
         };
-        let waiting = match encoder {
-            Some(encoder) => Waiting::Encoded { payloads: VecDeque::new(), encoder },
-            None => Waiting::Decoded(VecDeque::new()),
+        let waiting = match encoded {
+            true => Waiting::Encoded(VecDeque::new()),
+            false => Waiting::Decoded(VecDeque::new()),
         };
         Self {
             batch_size,
@@ -512,8 +493,16 @@ impl Queue {
 
     /// Flows join the waiting queue, with their receipt times.
     fn enqueue(&mut self, (flows, received): (Staged, Vec<u64>)) {
-        self.received.extend(received);
-        self.waiting.push(flows);
+        match self.waiting.push(flows) {
+            Ok(()) => self.received.extend(received),
+            Err(mismatched) => {
+                debug_assert!(mismatched.is_empty(), "flows in a form the sink does not take");
+                tracing::error!(
+                    flows = mismatched.len(),
+                    "Flows in a form the sink does not take, dropping them"
+                );
+            }
+        }
     }
 
     /// A free lane and the batch it should publish, with its flows' receipt times, if

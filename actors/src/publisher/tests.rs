@@ -8,7 +8,7 @@ use tokio::sync::watch;
 use super::*;
 use crate::budget::InFlight;
 use crate::counters::ListenerCounters;
-use crate::sink::SinkFuture;
+use crate::sink::{Encoder, SinkFuture};
 
 /// What every lane of a [`Scripted`] sink saw.
 #[derive(Clone)]
@@ -130,12 +130,10 @@ impl Budget {
     /// A batch of flows with ports `ports`, holding one budget unit.
     fn batch(&self, slot: &PublisherSlot, ports: std::ops::Range<u32>) -> FlowBatch {
         assert!(self.budget.try_acquire());
-        let flows = ports.map(|p| FlowMessage { src_port: p, ..Default::default() }).collect();
-        FlowBatch::new(
-            flows,
-            Credit::adopt(Arc::clone(&self.budget), 1),
-            Arc::clone(slot.counters()),
-        )
+        let mut flows = FlowBuffer::new();
+        ports.for_each(|port| flows.next_slot().src_port = port);
+        let credit = Credit::adopt(Arc::clone(&self.budget), 1);
+        slot.batch_of(&mut flows, &unnamed_exporter(), credit)
     }
 
     fn in_flight(&self) -> u64 {
@@ -293,7 +291,7 @@ async fn a_sink_that_panics_loses_its_batch_not_its_lane() {
 #[test]
 fn partial_deliveries_are_counted_by_reason_and_unreported_flows_as_dropped() {
     let counters = PublisherCounters::default();
-    let mut queue = Queue::new(10, None, None, 1);
+    let mut queue = Queue::new(10, None, false, 1);
     let mut delivery = Delivery { delivered: 6, ..Default::default() };
     delivery.give_up("ack_timeout", 3);
     let to = Destination { subject: "s".into(), partition: "p".into() };
@@ -321,6 +319,11 @@ fn partitions_on_one_subject_split_its_buffer() {
     assert_eq!(alone.queue().max_flows, 1000);
     let tiny = PublisherSlot::new(to(), 4, 10, Box::new(sink(20)));
     assert_eq!(tiny.queue().max_flows, 10, "never below one batch");
+}
+
+/// The identity of an exporter the registry does not name.
+fn unnamed_exporter() -> ExporterIdentity {
+    crate::tenancy::Registry::new(Vec::new()).identify("192.0.2.9".parse().unwrap(), "default")
 }
 
 /// The identity of an exporter the registry names.
