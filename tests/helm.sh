@@ -19,8 +19,10 @@ work="$repo/target/helm-tests"
 mkdir -p "$work"
 
 # Debian tools: systemd-analyze (verifies packaging/flow-collector.service), openssl (test
-# certificates), node and npm (the ServiceMonitor schema).
+# certificates), node and npm (the ServiceMonitor schema), python3 with venv (the tools).
 need_packages=()
+command -v python3 >/dev/null || need_packages+=(python3)
+python3 -c 'import ensurepip' >/dev/null 2>&1 || need_packages+=(python3-venv)
 command -v systemd-analyze >/dev/null || need_packages+=(systemd)
 command -v openssl >/dev/null || need_packages+=(openssl)
 command -v npm >/dev/null || need_packages+=(nodejs npm)

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The whole test suite, from a fresh Debian machine: installs what the tests need
-# (nats-server, tshark, softflowd, pmacct, nfdump) when missing, then checks formatting
+# (nats-server, tshark, softflowd, pmacct, nfdump, g++) when missing, then checks formatting
 # and lints and runs every test. `.ci/run` calls exactly this.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -11,6 +11,8 @@ command -v tshark >/dev/null || need_packages+=(tshark)
 command -v softflowd >/dev/null || need_packages+=(softflowd)
 command -v pmacctd >/dev/null || need_packages+=(pmacct)
 command -v nfcapd >/dev/null || need_packages+=(nfdump)
+# libFuzzer (tests/fuzz.sh) is C++, built by cargo-fuzz with the system compiler.
+command -v c++ >/dev/null || need_packages+=(g++)
 if [ ${#need_packages[@]} -gt 0 ]; then
   echo "installing: ${need_packages[*]}"
   if [ "$(id -u)" -eq 0 ]; then SUDO=""; else SUDO="sudo"; fi
