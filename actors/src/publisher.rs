@@ -383,9 +383,8 @@ impl Waiting {
 fn observe_flow_latency(histogram: &LatencyHistogram, received: &[u64]) {
     let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
     let now_ns = u64::try_from(now.as_nanos()).unwrap_or(u64::MAX);
-    for &at in received.iter().filter(|at| **at > 0) {
-        histogram.observe(Duration::from_nanos(now_ns.saturating_sub(at)));
-    }
+    let latencies = received.iter().filter(|at| **at > 0);
+    histogram.observe_all(latencies.map(|at| Duration::from_nanos(now_ns.saturating_sub(*at))));
 }
 
 /// What to do with flows arriving when `max_flows` are held.
