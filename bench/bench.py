@@ -857,7 +857,7 @@ class Bench:
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--bin-dir", required=True, help="release binaries (target/release)")
-    p.add_argument("--quick", action="store_true", help="short steps: about 2 minutes")
+    p.add_argument("--quick", action="store_true", help="short steps: about 3 minutes")
     p.add_argument("--only", help="comma-separated suites: decode,jetstream,memory,reuseport")
     p.add_argument("--exporters", type=int, default=4, help="exporters of the decode and JetStream runs")
     p.add_argument("--step-secs", type=float, help="seconds per decode step")

@@ -7,7 +7,7 @@
 #
 # Usage: bash bench/run.sh [--quick] [--only decode,jetstream,memory,reuseport]
 #                          [--json-out FILE] [--keep] [bench/bench.py options]
-# --quick takes about 2 minutes, the default about 10 (after the build).
+# --quick takes about 3 minutes, the default about 10-15 (after the build).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
