@@ -10,8 +10,9 @@ Rows (each a separate process start, so counters and peak RSS are per row):
               step loses flows (a lossy step is run a second time before it counts)
               or the sender cannot go faster; then three bisection steps (one in
               quick mode) between the last zero-loss and the first lossy rate; the
-              highest zero-loss rate of each, and a flat-out burst. Loss = records sent - flows the collector published
-              (nfcapd: flows it stored). The ratio of target 1 is the null sink's.
+              highest zero-loss rate of each, and a flat-out burst. Loss = records
+              sent - flows the collector published (nfcapd: flows it stored). The
+              ratio of target 1 is the null sink's.
   jetstream   the minimal async-nats publisher (publish/examples/minimal_publisher.rs)
               and the collector publishing one FlowMessage per message with acks, into
               the same nats-server, offered 1.1x the publisher's rate; acked flows/s
@@ -540,6 +541,9 @@ class Bench:
             else:
                 bad = row
             break
+        else:
+            if best:
+                best.note += f" (limit not found below {fmt_rate(MAX_RATE)})"
         for _ in range(self.bisections if best and bad else 0):
             mid = int((best.offered + bad.offered) / 2)
             row = self.step(who, run, mid)
