@@ -216,14 +216,29 @@ impl PublisherSlot {
             let id = queue.register(batch.len(), received);
             let flight = Flight { slot: Arc::clone(self), id, lane, finished: false };
             let task = tokio::spawn(fly(flight, sink, batch));
-            queue.track(id, task.abort_handle());
+            queue.track(id, Some(task.abort_handle()));
         }
         queue.update_gauges(&self.counters);
     }
 
-    /// Accounts for a batch that finished, frees its lane and starts the next batches.
-    fn settle(self: &Arc<Self>, id: u64, lane: usize, result: Result<Delivery, SinkError>) {
-        self.queue().settle(id, lane, Some(result), &self.counters, &self.to);
+    /// Accounts for a batch that finished and frees its lane. If another batch is ready
+    /// for that lane it is handed back, for the same task to publish next (a busy lane
+    /// costs no task per batch); batches ready for other free lanes get tasks of their own.
+    fn settle(
+        self: &Arc<Self>,
+        id: u64,
+        lane: usize,
+        result: Result<Delivery, SinkError>,
+    ) -> Option<(Flight, Staged)> {
+        let next = {
+            let mut queue = self.queue();
+            let task = queue.settle(id, lane, Some(result), &self.counters, &self.to);
+            queue.next_batch_on(lane).map(|(batch, received)| {
+                let id = queue.register(batch.len(), received);
+                queue.track(id, task);
+                (Flight { slot: Arc::clone(self), id, lane, finished: false }, batch)
+            })
+        };
         self.dispatch();
         self.settled.notify_waiters();
         // Held-back flows the dispatch admitted may now wait for a partial batch with no
@@ -234,6 +249,7 @@ impl PublisherSlot {
         {
             let _ = actor.send_message(PublisherMsg::Dispatch);
         }
+        next
     }
 
     /// A task ended without finishing its batch: counted, unless the drain deadline
@@ -304,14 +320,20 @@ fn lanes_for(
 /// Publishes one batch on one lane, then settles it. If the task ends early (a panic in
 /// the sink, or an abort at the drain deadline) its [`Flight`] settles it when dropped.
 async fn fly(flight: Flight, sink: Arc<AsyncMutex<Box<dyn FlowSink>>>, batch: Staged) {
-    let result = {
-        let mut sink = sink.lock().await;
-        match batch {
-            Staged::Decoded(flows) => sink.publish(&flows).await,
-            Staged::Encoded(payloads) => sink.publish_encoded(payloads).await,
-        }
-    };
-    flight.finish(result);
+    let mut next = Some((flight, batch));
+    while let Some((flight, batch)) = next {
+        let result = {
+            let mut sink = sink.lock().await;
+            match batch {
+                Staged::Decoded(flows) => sink.publish(&flows).await,
+                Staged::Encoded(payloads) => sink.publish_encoded(payloads).await,
+            }
+        };
+        next = flight.finish(result);
+        // A sink that never waits (stdout, discard) would otherwise keep the worker for
+        // as long as batches keep coming.
+        tokio::task::consume_budget().await;
+    }
 }
 
 /// One batch in flight, owned by its task.
@@ -323,9 +345,10 @@ struct Flight {
 }
 
 impl Flight {
-    fn finish(mut self, result: Result<Delivery, SinkError>) {
+    /// Settles the batch; returns the lane's next batch, if one is ready.
+    fn finish(mut self, result: Result<Delivery, SinkError>) -> Option<(Flight, Staged)> {
         self.finished = true;
-        self.slot.settle(self.id, self.lane, result);
+        self.slot.settle(self.id, self.lane, result)
     }
 }
 
@@ -507,6 +530,14 @@ impl Queue {
     /// A free lane and the batch it should publish, with its flows' receipt times, if
     /// one is ready.
     fn next_batch(&mut self) -> Option<(usize, Staged, Vec<u64>)> {
+        self.next_batch_where(|idle| idle.len().checked_sub(1))
+    }
+
+    /// [`Queue::next_batch`] on the free lane at the position `pick` chooses in `idle`.
+    fn next_batch_where(
+        &mut self,
+        pick: impl FnOnce(&[usize]) -> Option<usize>,
+    ) -> Option<(usize, Staged, Vec<u64>)> {
         self.admit_held();
         let waiting = self.waiting.len();
         let n = if waiting >= self.batch_size {
@@ -516,13 +547,20 @@ impl Queue {
         } else {
             return None;
         };
-        let lane = self.idle.pop()?;
+        let lane = self.idle.remove(pick(&self.idle)?);
         let batch = self.waiting.take(n);
         let received = self.received.drain(..n.min(self.received.len())).collect();
         if self.waiting.len() == 0 {
             self.flush = self.draining;
         }
         Some((lane, batch, received))
+    }
+
+    /// The batch lane `lane`, just freed, should publish next, if one is ready.
+    fn next_batch_on(&mut self, lane: usize) -> Option<(Staged, Vec<u64>)> {
+        let position = self.idle.iter().rposition(|idle| *idle == lane)?;
+        let (_, batch, received) = self.next_batch_where(|_| Some(position))?;
+        Some((batch, received))
     }
 
     fn register(&mut self, flows: usize, received: Vec<u64>) -> u64 {
@@ -534,9 +572,9 @@ impl Queue {
         id
     }
 
-    fn track(&mut self, id: u64, task: AbortHandle) {
+    fn track(&mut self, id: u64, task: Option<AbortHandle>) {
         if let Some(flight) = self.in_flight.get_mut(&id) {
-            flight.task = Some(task);
+            flight.task = task;
         }
     }
 
@@ -549,9 +587,9 @@ impl Queue {
         result: Option<Result<Delivery, SinkError>>,
         counters: &PublisherCounters,
         to: &Destination,
-    ) {
+    ) -> Option<AbortHandle> {
         self.idle.push(lane);
-        let Some(flight) = self.in_flight.remove(&id) else { return };
+        let flight = self.in_flight.remove(&id)?;
         self.in_flight_flows -= flight.flows;
         let count = to_u64(flight.flows);
         match result {
@@ -573,6 +611,7 @@ impl Queue {
                 tracing::error!(subject = %to.subject, partition = %to.partition, flows = count, "Sink task failed mid-publish, dropping flow batch");
             }
         }
+        flight.task
     }
 
     /// Counts a sink's report on `count` flows. Whatever it leaves unreported is counted

@@ -22,8 +22,11 @@ use super::{ListenerMsg, ListenerSpec, MAX_REFUSALS_REMEMBERED, REFUSAL_LOG_INTE
 
 /// The largest UDP payload.
 const MAX_DATAGRAM: usize = 65_535;
-/// Datagrams per message from the dispatcher to the listener at most.
+/// Datagrams per message from the dispatcher to the listener at most (a burst is never
+/// split, so a batch may exceed this by less than one burst).
 const DISPATCH_BATCH: usize = 512;
+/// Datagrams a receive task reads without waiting before it hands them on.
+const RECEIVE_BURST: usize = 32;
 /// At most one "channel full" warning per listener this often (every drop is counted).
 const CHANNEL_FULL_LOG_INTERVAL: Duration = Duration::from_secs(10);
 /// At most one receive error warning per listener this often.
@@ -47,77 +50,143 @@ impl Drop for TaskGuard {
     }
 }
 
-/// Reads datagrams until the channel closes. Each datagram takes a unit of the in-flight
-/// budget; with none left it is dropped (drop-newest) and counted as `channel_full`.
+/// Reads datagrams until the channel closes. After each wake-up it drains what the
+/// socket already holds (up to [`RECEIVE_BURST`]) and sends it down the channel as one
+/// burst, so a busy socket costs one hand-off per burst rather than per datagram. Each
+/// datagram takes a unit of the in-flight budget; with none left it is dropped
+/// (drop-newest) and counted as `channel_full`.
 pub(crate) async fn receive_loop(
     socket: UdpSocket,
-    tx: mpsc::Sender<RawDatagram>,
+    tx: mpsc::Sender<Vec<RawDatagram>>,
     spec: Arc<ListenerSpec>,
 ) {
-    let counters = &spec.ctx.counters;
-    let mut buffer = vec![0u8; MAX_DATAGRAM];
-    let mut full_log = LogLimiter::new(CHANNEL_FULL_LOG_INTERVAL);
-    let mut error_log = LogLimiter::new(RECEIVE_ERROR_LOG_INTERVAL);
-    let mut denied_log = KeyedLogLimiter::new(REFUSAL_LOG_INTERVAL, MAX_REFUSALS_REMEMBERED);
-    let mut oversized_log = LogLimiter::new(CHANNEL_FULL_LOG_INTERVAL);
+    let mut receiver = Receiver::new(spec);
     loop {
-        let (len, source) = match socket.recv_from(&mut buffer).await {
+        let first = socket.recv_from(&mut receiver.buffer).await;
+        receiver.take(first);
+        // No await from here to the send: an aborted task never holds a burst.
+        while receiver.burst.len() < RECEIVE_BURST {
+            match socket.try_recv_from(&mut receiver.buffer) {
+                Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => break,
+                received => receiver.take(received),
+            }
+        }
+        if receiver.failed_since_send {
+            tokio::time::sleep(RECEIVE_ERROR_PAUSE).await;
+        }
+        if !receiver.send_burst(&tx) {
+            return;
+        }
+    }
+}
+
+/// The state of one receive task: its buffer, the burst being gathered and its warnings'
+/// rate limits.
+struct Receiver {
+    spec: Arc<ListenerSpec>,
+    buffer: Vec<u8>,
+    burst: Vec<RawDatagram>,
+    /// A receive error happened in this burst: pause before the next wait, so a
+    /// persistent one cannot spin a core.
+    failed_since_send: bool,
+    full_log: LogLimiter,
+    error_log: LogLimiter,
+    denied_log: KeyedLogLimiter<IpAddr>,
+    oversized_log: LogLimiter,
+}
+
+impl Receiver {
+    fn new(spec: Arc<ListenerSpec>) -> Self {
+        Self {
+            spec,
+            buffer: vec![0u8; MAX_DATAGRAM],
+            burst: Vec::with_capacity(RECEIVE_BURST),
+            failed_since_send: false,
+            full_log: LogLimiter::new(CHANNEL_FULL_LOG_INTERVAL),
+            error_log: LogLimiter::new(RECEIVE_ERROR_LOG_INTERVAL),
+            denied_log: KeyedLogLimiter::new(REFUSAL_LOG_INTERVAL, MAX_REFUSALS_REMEMBERED),
+            oversized_log: LogLimiter::new(CHANNEL_FULL_LOG_INTERVAL),
+        }
+    }
+
+    /// Counts one receive and, when the datagram passes the checks and the budget has
+    /// room, adds it to the burst.
+    fn take(&mut self, received: std::io::Result<(usize, SocketAddr)>) {
+        let spec = &*self.spec;
+        let counters = &spec.ctx.counters;
+        let (len, source) = match received {
             Ok(received) => received,
             Err(error) => {
                 counters.receive_errors.fetch_add(1, Ordering::Relaxed);
-                if let Some(held_back) = error_log.allow(Instant::now()) {
+                if let Some(held_back) = self.error_log.allow(Instant::now()) {
                     tracing::warn!(listener = %spec.ctx.name, %error, held_back, "UDP receive failed");
                 }
-                tokio::time::sleep(RECEIVE_ERROR_PAUSE).await;
-                continue;
+                self.failed_since_send = true;
+                return;
             }
         };
         counters.datagrams_received.fetch_add(1, Ordering::Relaxed);
         counters.bytes_received.fetch_add(len as u64, Ordering::Relaxed);
         tracing::trace!(listener = %spec.ctx.name, "Received {len} bytes from {source}");
         if len > spec.max_datagram_bytes {
-            drop_oversized(&spec, source, len, &mut oversized_log);
-            continue;
+            drop_oversized(spec, source, len, &mut self.oversized_log);
+            return;
         }
         if !spec.sources.is_open() && !spec.sources.accepts(source.ip()) {
-            drop_denied(&spec, source.ip(), &mut denied_log);
-            continue;
+            drop_denied(spec, source.ip(), &mut self.denied_log);
+            return;
         }
         if !spec.budget.try_acquire() {
-            drop_full(&spec, &mut full_log);
-            continue;
+            drop_full(spec, 1, &mut self.full_log);
+            return;
         }
-        let datagram = RawDatagram {
+        self.burst.push(RawDatagram {
             source,
             received_ns: unix_now_ns(),
-            payload: Bytes::copy_from_slice(&buffer[..len]),
-        };
-        match tx.try_send(datagram) {
-            Ok(()) => {}
+            payload: Bytes::copy_from_slice(&self.buffer[..len]),
+        });
+    }
+
+    /// Sends the burst gathered (if any) down the channel; false once the channel is
+    /// closed, when the burst is counted lost.
+    fn send_burst(&mut self, tx: &mpsc::Sender<Vec<RawDatagram>>) -> bool {
+        self.failed_since_send = false;
+        if self.burst.is_empty() {
+            return true;
+        }
+        let burst = std::mem::replace(&mut self.burst, Vec::with_capacity(RECEIVE_BURST));
+        let count = burst.len();
+        match tx.try_send(burst) {
+            Ok(()) => true,
             // The budget never exceeds the channel's capacity; kept so drop-newest holds
             // whatever the sizes.
             Err(TrySendError::Full(_)) => {
-                spec.budget.release(1);
-                drop_full(&spec, &mut full_log);
+                self.spec.budget.release(count);
+                drop_full(&self.spec, count, &mut self.full_log);
+                true
             }
             Err(TrySendError::Closed(_)) => {
-                spec.budget.release(1);
-                counters.datagrams_lost_in_restart.fetch_add(1, Ordering::Relaxed);
-                return;
+                self.spec.budget.release(count);
+                self.spec
+                    .ctx
+                    .counters
+                    .datagrams_lost_in_restart
+                    .fetch_add(count as u64, Ordering::Relaxed);
+                false
             }
         }
     }
 }
 
-/// Counts a drop-newest drop and warns, at most once per interval.
-fn drop_full(spec: &ListenerSpec, log: &mut LogLimiter) {
-    spec.ctx.counters.datagrams_dropped.channel_full.fetch_add(1, Ordering::Relaxed);
+/// Counts `count` drop-newest drops and warns, at most once per interval.
+fn drop_full(spec: &ListenerSpec, count: usize, log: &mut LogLimiter) {
+    spec.ctx.counters.datagrams_dropped.channel_full.fetch_add(count as u64, Ordering::Relaxed);
     if let Some(held_back) = log.allow(Instant::now()) {
         tracing::warn!(
             listener = %spec.ctx.name,
             subject = %spec.ctx.publisher().subject(),
             channel_size = spec.channel_size,
-            dropped = held_back + 1,
+            dropped = held_back + count as u64,
             "Publisher channel full, dropping flow message"
         );
     }
@@ -159,11 +228,12 @@ pub(crate) async fn dispatch_loop(
     listener: ActorRef<ListenerMsg>,
     spec: Arc<ListenerSpec>,
 ) {
-    let limit = DISPATCH_BATCH.min(spec.channel_size).max(1);
-    loop {
-        let mut datagrams = Vec::new();
-        if queue.rx.recv_many(&mut datagrams, limit).await == 0 {
-            break;
+    while let Some(mut datagrams) = queue.rx.recv().await {
+        while datagrams.len() < DISPATCH_BATCH {
+            match queue.rx.try_recv() {
+                Ok(burst) => datagrams.extend(burst),
+                Err(_) => break,
+            }
         }
         let credit = Credit::adopt(Arc::clone(&spec.budget), datagrams.len());
         let batch = DatagramBatch::new(datagrams, credit, Arc::clone(&spec.ctx.counters));
@@ -178,12 +248,12 @@ pub(crate) async fn dispatch_loop(
 /// The receiving end of the channel. Datagrams still queued when it is dropped (the
 /// listener failed) are counted as lost and their budget given back.
 pub(crate) struct QueuedDatagrams {
-    rx: mpsc::Receiver<RawDatagram>,
+    rx: mpsc::Receiver<Vec<RawDatagram>>,
     spec: Arc<ListenerSpec>,
 }
 
 impl QueuedDatagrams {
-    pub(crate) fn new(rx: mpsc::Receiver<RawDatagram>, spec: Arc<ListenerSpec>) -> Self {
+    pub(crate) fn new(rx: mpsc::Receiver<Vec<RawDatagram>>, spec: Arc<ListenerSpec>) -> Self {
         Self { rx, spec }
     }
 }
@@ -192,8 +262,8 @@ impl Drop for QueuedDatagrams {
     fn drop(&mut self) {
         self.rx.close();
         let mut lost = 0usize;
-        while self.rx.try_recv().is_ok() {
-            lost += 1;
+        while let Ok(burst) = self.rx.try_recv() {
+            lost += burst.len();
         }
         if lost > 0 {
             self.spec.budget.release(lost);

@@ -23,6 +23,10 @@ struct Script {
     opener: Arc<watch::Sender<bool>>,
     fail: bool,
     panic: Arc<std::sync::atomic::AtomicBool>,
+    /// When set, each publish first takes a permit (after the gate opens).
+    permits: Option<Arc<tokio::sync::Semaphore>>,
+    /// The task each publish ran in.
+    tasks: Arc<std::sync::Mutex<Vec<tokio::task::Id>>>,
 }
 
 impl Script {
@@ -37,7 +41,13 @@ impl Script {
             opener: Arc::new(opener),
             fail: false,
             panic: Arc::default(),
+            permits: None,
+            tasks: Arc::default(),
         }
+    }
+
+    fn distinct_tasks(&self) -> usize {
+        self.tasks.lock().unwrap().iter().collect::<std::collections::HashSet<_>>().len()
     }
 
     fn release(&self) {
@@ -67,6 +77,10 @@ impl Scripted {
         self.script.most_running.fetch_max(now, AtomicOrdering::SeqCst);
         let mut open = self.script.open.clone();
         let opened = open.wait_for(|open| *open).await.is_ok();
+        if let Some(permits) = &self.script.permits {
+            permits.acquire().await.expect("permits stay open").forget();
+        }
+        self.script.tasks.lock().unwrap().extend(tokio::task::try_id());
         self.script.running.fetch_sub(1, AtomicOrdering::SeqCst);
         if self.script.panic.swap(false, AtomicOrdering::SeqCst) {
             panic!("scripted sink panic");
@@ -237,6 +251,59 @@ async fn a_buffered_sink_has_its_lanes_in_flight_at_once() {
     let mut ports: Vec<u8> = script.payloads.lock().unwrap().iter().map(|p| p[0]).collect();
     ports.sort_unstable();
     assert_eq!(ports, (0..100).collect::<Vec<u8>>(), "each flow encoded and published once");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_busy_lane_publishes_batch_after_batch_in_one_task() {
+    let script = Script::new(false);
+    let slot = slot(2, &script, None);
+    let budget = Budget::new();
+    slot.offer(budget.batch(&slot, 0..2));
+    wait_until("the first batch is in the sink", || script.running() == 1).await;
+    for i in 1..=4 {
+        slot.offer(budget.batch(&slot, i * 10..i * 10 + 2));
+    }
+    script.release();
+    slot.drain().await;
+    assert_eq!(script.batches(), vec![2; 5]);
+    assert_eq!(script.distinct_tasks(), 1, "the lane's task took each next batch itself");
+    assert_eq!(budget.in_flight(), 0);
+
+    let script = Script::new(false);
+    let sink = Scripted { script: script.clone(), buffering: buffered(1000, 3), encoder: None };
+    let slot = PublisherSlot::new(("flows.test".into(), "default".into()), 1, 5, Box::new(sink));
+    slot.offer(budget.batch(&slot, 0..100));
+    wait_until("every lane is busy", || script.running() == 3).await;
+    script.release();
+    slot.drain().await;
+    assert_eq!(slot.counters().snapshot().flows_published, 100);
+    assert_eq!(script.distinct_tasks(), 3, "one task per lane for 20 batches");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lane_task_aborted_on_a_later_batch_counts_that_batch_once() {
+    let mut script = Script::new(true);
+    let permits = Arc::new(tokio::sync::Semaphore::new(1));
+    script.permits = Some(Arc::clone(&permits));
+    let slot = slot(2, &script, None);
+    let budget = Budget::new();
+    slot.offer(budget.batch(&slot, 0..4));
+    wait_until("the second batch waits in the same task", || {
+        script.batches() == vec![2] && script.running() == 1
+    })
+    .await;
+    assert!(
+        slot.queue().in_flight.values().all(|flight| flight.task.is_some()),
+        "the batch the task went on with can still be stopped"
+    );
+    slot.abandon_pending();
+    assert_eq!(slot.counters().flows_dropped.get(flow_drop::DRAIN_TIMEOUT), 2);
+    wait_until("the aborted task is gone", || slot.queue().idle.len() == 1).await;
+    permits.add_permits(1);
+    let counters = slot.counters().snapshot();
+    assert_eq!(counters.flows_published, 2);
+    assert_eq!(counters.flows_dropped_total(), 2, "the abandoned batch is not counted twice");
+    assert_eq!(budget.in_flight(), 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
