@@ -216,7 +216,7 @@ impl PublisherSlot {
             let id = queue.register(batch.len(), received);
             let flight = Flight { slot: Arc::clone(self), id, lane, finished: false };
             let task = tokio::spawn(fly(flight, sink, batch));
-            queue.track(id, Some(task.abort_handle()));
+            queue.track(id, task.abort_handle());
         }
         queue.update_gauges(&self.counters);
     }
@@ -232,11 +232,14 @@ impl PublisherSlot {
     ) -> Option<(Flight, Staged)> {
         let next = {
             let mut queue = self.queue();
+            // No task handle: the batch was abandoned at the drain deadline, and so is
+            // the task.
             let task = queue.settle(id, lane, Some(result), &self.counters, &self.to);
-            queue.next_batch_on(lane).map(|(batch, received)| {
+            task.and_then(|task| {
+                let (batch, received) = queue.next_batch_on(lane)?;
                 let id = queue.register(batch.len(), received);
                 queue.track(id, task);
-                (Flight { slot: Arc::clone(self), id, lane, finished: false }, batch)
+                Some((Flight { slot: Arc::clone(self), id, lane, finished: false }, batch))
             })
         };
         self.dispatch();
@@ -317,8 +320,9 @@ fn lanes_for(
     std::iter::once(sink).chain(forks).map(|s| Arc::new(AsyncMutex::new(s))).collect()
 }
 
-/// Publishes one batch on one lane, then settles it. If the task ends early (a panic in
-/// the sink, or an abort at the drain deadline) its [`Flight`] settles it when dropped.
+/// Publishes one batch on one lane and settles it, then goes on with the lane's next
+/// batch while one is ready. If the task ends early (a panic in the sink, or an abort at
+/// the drain deadline) the [`Flight`] of the batch it was on settles it when dropped.
 async fn fly(flight: Flight, sink: Arc<AsyncMutex<Box<dyn FlowSink>>>, batch: Staged) {
     let mut next = Some((flight, batch));
     while let Some((flight, batch)) = next {
@@ -572,9 +576,9 @@ impl Queue {
         id
     }
 
-    fn track(&mut self, id: u64, task: Option<AbortHandle>) {
+    fn track(&mut self, id: u64, task: AbortHandle) {
         if let Some(flight) = self.in_flight.get_mut(&id) {
-            flight.task = task;
+            flight.task = Some(task);
         }
     }
 
