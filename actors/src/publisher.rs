@@ -16,8 +16,9 @@
 //!
 //! The queue, the sink lanes and the batches in flight live in a [`PublisherSlot`] owned
 //! by the root supervisor and handed to the actor as its argument, and batches are
-//! published by tasks of their own: a publisher restarted after a failure picks up
-//! everything accepted and in flight (architecture.md).
+//! published by tasks of their own, one per busy lane (it goes on with the lane's next
+//! batch while one is ready): a publisher restarted after a failure picks up everything
+//! accepted and in flight (architecture.md).
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::Ordering;

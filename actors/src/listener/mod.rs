@@ -3,7 +3,8 @@
 //! with its cap and idle eviction, and supervises one exporter actor per source IP: a
 //! failed exporter is restarted with fresh state.
 //!
-//! Every receive task feeds the same channel, drained by one dispatcher, so all sockets
+//! Every receive task feeds the same channel (a burst at a time: what the socket held
+//! when the task woke), drained by one dispatcher, so all sockets
 //! share the one directory: an exporter has exactly one actor whichever socket the
 //! kernel's hash sends its datagrams to. Datagrams reach the actor from the dispatcher a
 //! batch at a time; it splits each batch by source and forwards one message per exporter.
