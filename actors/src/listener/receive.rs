@@ -64,18 +64,23 @@ pub(crate) async fn receive_loop(
     loop {
         let first = socket.recv_from(&mut receiver.buffer).await;
         receiver.take(first);
-        // No await from here to the send: an aborted task never holds a burst.
-        while receiver.burst.len() < RECEIVE_BURST {
+        // No await from here to the send: an aborted task never holds a burst. At most
+        // RECEIVE_BURST reads, and none after an error.
+        for _ in 1..RECEIVE_BURST {
+            if receiver.failed {
+                break;
+            }
             match socket.try_recv_from(&mut receiver.buffer) {
                 Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => break,
                 received => receiver.take(received),
             }
         }
-        if receiver.failed_since_send {
-            tokio::time::sleep(RECEIVE_ERROR_PAUSE).await;
-        }
         if !receiver.send_burst(&tx) {
             return;
+        }
+        // After a receive error, pause: a persistent one cannot spin a core.
+        if std::mem::take(&mut receiver.failed) {
+            tokio::time::sleep(RECEIVE_ERROR_PAUSE).await;
         }
     }
 }
@@ -86,9 +91,8 @@ struct Receiver {
     spec: Arc<ListenerSpec>,
     buffer: Vec<u8>,
     burst: Vec<RawDatagram>,
-    /// A receive error happened in this burst: pause before the next wait, so a
-    /// persistent one cannot spin a core.
-    failed_since_send: bool,
+    /// A receive error ended this burst.
+    failed: bool,
     full_log: LogLimiter,
     error_log: LogLimiter,
     denied_log: KeyedLogLimiter<IpAddr>,
@@ -101,7 +105,7 @@ impl Receiver {
             spec,
             buffer: vec![0u8; MAX_DATAGRAM],
             burst: Vec::with_capacity(RECEIVE_BURST),
-            failed_since_send: false,
+            failed: false,
             full_log: LogLimiter::new(CHANNEL_FULL_LOG_INTERVAL),
             error_log: LogLimiter::new(RECEIVE_ERROR_LOG_INTERVAL),
             denied_log: KeyedLogLimiter::new(REFUSAL_LOG_INTERVAL, MAX_REFUSALS_REMEMBERED),
@@ -121,7 +125,7 @@ impl Receiver {
                 if let Some(held_back) = self.error_log.allow(Instant::now()) {
                     tracing::warn!(listener = %spec.ctx.name, %error, held_back, "UDP receive failed");
                 }
-                self.failed_since_send = true;
+                self.failed = true;
                 return;
             }
         };
@@ -150,7 +154,6 @@ impl Receiver {
     /// Sends the burst gathered (if any) down the channel; false once the channel is
     /// closed, when the burst is counted lost.
     fn send_burst(&mut self, tx: &mpsc::Sender<Vec<RawDatagram>>) -> bool {
-        self.failed_since_send = false;
         if self.burst.is_empty() {
             return true;
         }
