@@ -208,39 +208,52 @@ impl PublisherSlot {
     /// Starts a task for every batch ready to go while a lane is free.
     fn dispatch(self: &Arc<Self>) {
         let mut queue = self.queue();
-        while let Some((lane, batch, received)) = queue.next_batch() {
+        while let Some(boarding) = self.board(&mut queue) {
+            let id = boarding.0.id;
+            let task = tokio::spawn(fly(boarding));
+            queue.track(id, task.abort_handle());
+        }
+        queue.update_gauges(&self.counters);
+    }
+
+    /// The next batch ready while a lane is free, registered in flight; the caller
+    /// tracks the task that publishes it. A batch whose lane is missing is counted.
+    fn board(self: &Arc<Self>, queue: &mut Queue) -> Option<Boarding> {
+        loop {
+            let (lane, batch, received) = queue.next_batch()?;
             let Some(sink) = self.lanes.get(lane).cloned() else {
                 // Lanes are never removed; should one be missing, the batch is counted.
                 self.counters.flows_dropped.add(flow_drop::PUBLISHER_FAILED, to_u64(batch.len()));
                 continue;
             };
             let id = queue.register(batch.len(), received);
-            let flight = Flight { slot: Arc::clone(self), id, lane, finished: false };
-            let task = tokio::spawn(fly(flight, sink, batch));
-            queue.track(id, task.abort_handle());
+            return Some((
+                Flight { slot: Arc::clone(self), id, lane, finished: false },
+                sink,
+                batch,
+            ));
         }
-        queue.update_gauges(&self.counters);
     }
 
     /// Accounts for a batch that finished and frees its lane. If another batch is ready
-    /// for that lane it is handed back, for the same task to publish next (a busy lane
-    /// costs no task per batch); batches ready for other free lanes get tasks of their own.
+    /// it is handed back, for the same task to publish next (a busy lane costs no task
+    /// per batch: the lane just freed is the one taken); batches ready for other free
+    /// lanes get tasks of their own.
     fn settle(
         self: &Arc<Self>,
         id: u64,
         lane: usize,
         result: Result<Delivery, SinkError>,
-    ) -> Option<(Flight, Staged)> {
+    ) -> Option<Boarding> {
         let next = {
             let mut queue = self.queue();
             // No task handle: the batch was abandoned at the drain deadline, and so is
             // the task.
             let task = queue.settle(id, lane, Some(result), &self.counters, &self.to);
             task.and_then(|task| {
-                let (batch, received) = queue.next_batch_on(lane)?;
-                let id = queue.register(batch.len(), received);
-                queue.track(id, task);
-                Some((Flight { slot: Arc::clone(self), id, lane, finished: false }, batch))
+                let boarding = self.board(&mut queue)?;
+                queue.track(boarding.0.id, task);
+                Some(boarding)
             })
         };
         self.dispatch();
@@ -324,9 +337,9 @@ fn lanes_for(
 /// Publishes one batch on one lane and settles it, then goes on with the lane's next
 /// batch while one is ready. If the task ends early (a panic in the sink, or an abort at
 /// the drain deadline) the [`Flight`] of the batch it was on settles it when dropped.
-async fn fly(flight: Flight, sink: Arc<AsyncMutex<Box<dyn FlowSink>>>, batch: Staged) {
-    let mut next = Some((flight, batch));
-    while let Some((flight, batch)) = next {
+async fn fly(boarding: Boarding) {
+    let mut next = Some(boarding);
+    while let Some((flight, sink, batch)) = next {
         let result = {
             let mut sink = sink.lock().await;
             match batch {
@@ -341,6 +354,9 @@ async fn fly(flight: Flight, sink: Arc<AsyncMutex<Box<dyn FlowSink>>>, batch: St
     }
 }
 
+/// A batch registered in flight, with the sink of its lane.
+type Boarding = (Flight, Arc<AsyncMutex<Box<dyn FlowSink>>>, Staged);
+
 /// One batch in flight, owned by its task.
 struct Flight {
     slot: Arc<PublisherSlot>,
@@ -350,8 +366,8 @@ struct Flight {
 }
 
 impl Flight {
-    /// Settles the batch; returns the lane's next batch, if one is ready.
-    fn finish(mut self, result: Result<Delivery, SinkError>) -> Option<(Flight, Staged)> {
+    /// Settles the batch; returns the next batch to publish, if one is ready.
+    fn finish(mut self, result: Result<Delivery, SinkError>) -> Option<Boarding> {
         self.finished = true;
         self.slot.settle(self.id, self.lane, result)
     }
@@ -535,14 +551,6 @@ impl Queue {
     /// A free lane and the batch it should publish, with its flows' receipt times, if
     /// one is ready.
     fn next_batch(&mut self) -> Option<(usize, Staged, Vec<u64>)> {
-        self.next_batch_where(|idle| idle.len().checked_sub(1))
-    }
-
-    /// [`Queue::next_batch`] on the free lane at the position `pick` chooses in `idle`.
-    fn next_batch_where(
-        &mut self,
-        pick: impl FnOnce(&[usize]) -> Option<usize>,
-    ) -> Option<(usize, Staged, Vec<u64>)> {
         self.admit_held();
         let waiting = self.waiting.len();
         let n = if waiting >= self.batch_size {
@@ -552,20 +560,13 @@ impl Queue {
         } else {
             return None;
         };
-        let lane = self.idle.remove(pick(&self.idle)?);
+        let lane = self.idle.pop()?;
         let batch = self.waiting.take(n);
         let received = self.received.drain(..n.min(self.received.len())).collect();
         if self.waiting.len() == 0 {
             self.flush = self.draining;
         }
         Some((lane, batch, received))
-    }
-
-    /// The batch lane `lane`, just freed, should publish next, if one is ready.
-    fn next_batch_on(&mut self, lane: usize) -> Option<(Staged, Vec<u64>)> {
-        let position = self.idle.iter().rposition(|idle| *idle == lane)?;
-        let (_, batch, received) = self.next_batch_where(|_| Some(position))?;
-        Some((batch, received))
     }
 
     fn register(&mut self, flows: usize, received: Vec<u64>) -> u64 {
