@@ -42,9 +42,10 @@
 
 use flowpb::{FlowMessage, FlowType};
 
-use crate::packet::{ETHERTYPE_IPV4, ETHERTYPE_IPV6, mac_to_u64, protocol_name};
+use crate::packet::{ETHERTYPE_IPV4, ETHERTYPE_IPV6, protocol_name};
 
 use super::options::{SamplerRef, SamplingFields};
+use super::slots::{Ints, Slot};
 use super::time;
 
 /// One field of a template: Information Element id, enterprise number (0 = IANA) and
@@ -100,93 +101,40 @@ enum Family {
 
 /// Where one Information Element goes. The match in [`target`] is the mapping table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Target {
-    OctetDelta,
-    PacketDelta,
-    OctetTotal,
-    PacketTotal,
-    PostOctetDelta,
-    PostPacketDelta,
-    InitiatorOctets,
-    ResponderOctets,
-    InitiatorPackets,
-    ResponderPackets,
-    ReverseOctets,
-    ReversePackets,
-    Protocol,
-    Tos,
-    TcpFlags,
-    SrcPort,
-    DstPort,
+pub(crate) enum Target {
+    /// An integer field (counters, ports, interfaces, MACs, ...).
+    Int(Slot),
     SrcAddr4,
     DstAddr4,
     SrcAddr6,
     DstAddr6,
-    SrcMask4,
-    DstMask4,
-    SrcMask6,
-    DstMask6,
-    InIf,
-    OutIf,
     NextHop4,
     NextHop6,
     BgpNextHop4,
     BgpNextHop6,
-    SrcAs,
-    DstAs,
-    NextHopAs,
-    FlowEndUptime,
-    FlowStartUptime,
-    FlowLabel,
-    IcmpTypeCode,
-    IcmpType,
-    IcmpCode,
-    MinTtl,
-    MaxTtl,
-    IpTtl,
-    FragmentId,
-    FragmentOffset,
-    FragmentFlags,
-    SrcMac,
-    PostSrcMac,
-    DstMac,
-    PostDstMac,
-    Vlan,
-    PostVlan,
-    Dot1qVlan,
-    IpVersion,
-    EthernetType,
     MplsSection(u8),
     MplsTopAddr4,
     MplsTopAddr6,
-    ForwardingStatus,
-    ObservationPointId,
     Sampling,
     PostNatSrc4,
     PostNatDst4,
     PostNatSrc6,
     PostNatDst6,
-    PostNatSrcPort,
-    PostNatDstPort,
-    FirewallEvent,
-    FlowId,
     DstCommunityList,
     Time(time::TimeField),
-    SystemInit,
     SrhSegment,
     SrhSegmentList,
     SrhSegmentBasicList,
-    SrhSegmentsLeft,
 }
 
 /// The mapping table: IANA Information Element ids (v9 field types share the numbers)
 /// and the RFC 5103 reverse counters.
-fn target(spec: FieldSpec) -> Option<Target> {
+pub(crate) fn target(spec: FieldSpec) -> Option<Target> {
     use time::TimeField;
     if spec.enterprise == REVERSE_PEN {
         return match spec.id {
-            1 | 85 => Some(Target::ReverseOctets),
-            2 | 86 => Some(Target::ReversePackets),
+            1 | 85 => Some(Target::Int(Slot::ReverseOctets)),
+            2 | 86 => Some(Target::Int(Slot::ReversePackets)),
             _ => None,
         };
     }
@@ -194,57 +142,57 @@ fn target(spec: FieldSpec) -> Option<Target> {
         return None;
     }
     Some(match spec.id {
-        1 => Target::OctetDelta,
-        2 => Target::PacketDelta,
-        4 => Target::Protocol,
-        5 => Target::Tos,
-        6 => Target::TcpFlags,
-        7 => Target::SrcPort,
+        1 => Target::Int(Slot::OctetDelta),
+        2 => Target::Int(Slot::PacketDelta),
+        4 => Target::Int(Slot::Protocol),
+        5 => Target::Int(Slot::Tos),
+        6 => Target::Int(Slot::TcpFlags),
+        7 => Target::Int(Slot::SrcPort),
         8 => Target::SrcAddr4,
-        9 => Target::SrcMask4,
-        10 => Target::InIf,
-        11 => Target::DstPort,
+        9 => Target::Int(Slot::SrcMask4),
+        10 => Target::Int(Slot::InIf),
+        11 => Target::Int(Slot::DstPort),
         12 => Target::DstAddr4,
-        13 => Target::DstMask4,
-        14 => Target::OutIf,
+        13 => Target::Int(Slot::DstMask4),
+        14 => Target::Int(Slot::OutIf),
         15 => Target::NextHop4,
-        16 => Target::SrcAs,
-        17 => Target::DstAs,
+        16 => Target::Int(Slot::SrcAs),
+        17 => Target::Int(Slot::DstAs),
         18 => Target::BgpNextHop4,
-        21 => Target::FlowEndUptime,
-        22 => Target::FlowStartUptime,
-        23 => Target::PostOctetDelta,
-        24 => Target::PostPacketDelta,
+        21 => Target::Int(Slot::FlowEndUptime),
+        22 => Target::Int(Slot::FlowStartUptime),
+        23 => Target::Int(Slot::PostOctetDelta),
+        24 => Target::Int(Slot::PostPacketDelta),
         27 => Target::SrcAddr6,
         28 => Target::DstAddr6,
-        29 => Target::SrcMask6,
-        30 => Target::DstMask6,
-        31 => Target::FlowLabel,
-        32 | 139 => Target::IcmpTypeCode,
+        29 => Target::Int(Slot::SrcMask6),
+        30 => Target::Int(Slot::DstMask6),
+        31 => Target::Int(Slot::FlowLabel),
+        32 | 139 => Target::Int(Slot::IcmpTypeCode),
         34 | 48 | 50 | 302 | 304 | 305 | 306 | 309 | 310 | 311 => Target::Sampling,
         47 => Target::MplsTopAddr4,
-        52 => Target::MinTtl,
-        53 => Target::MaxTtl,
-        54 => Target::FragmentId,
-        56 => Target::SrcMac,
-        57 => Target::PostDstMac,
-        58 => Target::Vlan,
-        59 => Target::PostVlan,
-        60 => Target::IpVersion,
+        52 => Target::Int(Slot::MinTtl),
+        53 => Target::Int(Slot::MaxTtl),
+        54 => Target::Int(Slot::FragmentId),
+        56 => Target::Int(Slot::SrcMac),
+        57 => Target::Int(Slot::PostDstMac),
+        58 => Target::Int(Slot::Vlan),
+        59 => Target::Int(Slot::PostVlan),
+        60 => Target::Int(Slot::IpVersion),
         62 => Target::NextHop6,
         63 => Target::BgpNextHop6,
         // 70..=79: the id range fits the stack depth, so the cast is exact.
         70..=79 => Target::MplsSection((spec.id - 70) as u8),
-        80 => Target::DstMac,
-        81 => Target::PostSrcMac,
-        85 => Target::OctetTotal,
-        86 => Target::PacketTotal,
-        88 => Target::FragmentOffset,
-        89 => Target::ForwardingStatus,
-        128 => Target::NextHopAs,
-        138 => Target::ObservationPointId,
+        80 => Target::Int(Slot::DstMac),
+        81 => Target::Int(Slot::PostSrcMac),
+        85 => Target::Int(Slot::OctetTotal),
+        86 => Target::Int(Slot::PacketTotal),
+        88 => Target::Int(Slot::FragmentOffset),
+        89 => Target::Int(Slot::ForwardingStatus),
+        128 => Target::Int(Slot::NextHopAs),
+        138 => Target::Int(Slot::ObservationPointId),
         140 => Target::MplsTopAddr6,
-        148 => Target::FlowId,
+        148 => Target::Int(Slot::FlowId),
         150 => Target::Time(TimeField::StartSeconds),
         151 => Target::Time(TimeField::EndSeconds),
         152 => Target::Time(TimeField::StartMilliseconds),
@@ -255,26 +203,26 @@ fn target(spec: FieldSpec) -> Option<Target> {
         157 => Target::Time(TimeField::EndNanoseconds),
         158 => Target::Time(TimeField::StartDeltaMicroseconds),
         159 => Target::Time(TimeField::EndDeltaMicroseconds),
-        160 => Target::SystemInit,
+        160 => Target::Int(Slot::SystemInit),
         161 => Target::Time(TimeField::DurationMilliseconds),
         162 => Target::Time(TimeField::DurationMicroseconds),
-        176 | 178 => Target::IcmpType,
-        177 | 179 => Target::IcmpCode,
-        192 => Target::IpTtl,
-        197 => Target::FragmentFlags,
+        176 | 178 => Target::Int(Slot::IcmpType),
+        177 | 179 => Target::Int(Slot::IcmpCode),
+        192 => Target::Int(Slot::IpTtl),
+        197 => Target::Int(Slot::FragmentFlags),
         225 => Target::PostNatSrc4,
         226 => Target::PostNatDst4,
-        227 => Target::PostNatSrcPort,
-        228 => Target::PostNatDstPort,
-        231 => Target::InitiatorOctets,
-        232 => Target::ResponderOctets,
-        233 => Target::FirewallEvent,
-        243 => Target::Dot1qVlan,
-        256 => Target::EthernetType,
+        227 => Target::Int(Slot::PostNatSrcPort),
+        228 => Target::Int(Slot::PostNatDstPort),
+        231 => Target::Int(Slot::InitiatorOctets),
+        232 => Target::Int(Slot::ResponderOctets),
+        233 => Target::Int(Slot::FirewallEvent),
+        243 => Target::Int(Slot::Dot1qVlan),
+        256 => Target::Int(Slot::EthernetType),
         281 => Target::PostNatSrc6,
         282 => Target::PostNatDst6,
-        298 => Target::InitiatorPackets,
-        299 => Target::ResponderPackets,
+        298 => Target::Int(Slot::InitiatorPackets),
+        299 => Target::Int(Slot::ResponderPackets),
         322 => Target::Time(TimeField::ObservationSeconds),
         323 => Target::Time(TimeField::ObservationMilliseconds),
         324 => Target::Time(TimeField::ObservationMicroseconds),
@@ -283,38 +231,15 @@ fn target(spec: FieldSpec) -> Option<Target> {
         494 => Target::SrhSegment,
         496 => Target::SrhSegmentBasicList,
         497 => Target::SrhSegmentList,
-        498 => Target::SrhSegmentsLeft,
+        498 => Target::Int(Slot::SrhSegmentsLeft),
         // Cisco ASA NSEL (NetFlow v9 only: in IPFIX these ids carry the enterprise bit).
         NSEL_XLATE_SRC_ADDR_IPV4 => Target::PostNatSrc4,
         NSEL_XLATE_DST_ADDR_IPV4 => Target::PostNatDst4,
-        NSEL_XLATE_SRC_PORT => Target::PostNatSrcPort,
-        NSEL_XLATE_DST_PORT => Target::PostNatDstPort,
-        NSEL_FW_EVENT => Target::FirewallEvent,
+        NSEL_XLATE_SRC_PORT => Target::Int(Slot::PostNatSrcPort),
+        NSEL_XLATE_DST_PORT => Target::Int(Slot::PostNatDstPort),
+        NSEL_FW_EVENT => Target::Int(Slot::FirewallEvent),
         _ => return None,
     })
-}
-
-/// An unsigned big-endian integer of 1 to 8 bytes (reduced-size encoding of any
-/// width, including the 5–7 byte widths netflow_parser leaves raw).
-pub(crate) fn be_uint(bytes: &[u8]) -> Option<u64> {
-    if bytes.is_empty() || bytes.len() > 8 {
-        return None;
-    }
-    Some(bytes.iter().fold(0u64, |acc, b| (acc << 8) | u64::from(*b)))
-}
-
-/// `be_uint` narrowed to 32 bits (values wider than 32 bits keep their low bits,
-/// as a reduced-size field never carries more than its abstract type).
-fn be_u32(bytes: &[u8]) -> Option<u32> {
-    be_uint(bytes).map(|v| v as u32)
-}
-
-fn be_u16(bytes: &[u8]) -> Option<u16> {
-    be_uint(bytes).map(|v| v as u16)
-}
-
-fn be_u8(bytes: &[u8]) -> Option<u8> {
-    be_uint(bytes).map(|v| v as u8)
 }
 
 fn addr4(bytes: &[u8]) -> Option<[u8; 4]> {
@@ -323,10 +248,6 @@ fn addr4(bytes: &[u8]) -> Option<[u8; 4]> {
 
 fn addr6(bytes: &[u8]) -> Option<[u8; 16]> {
     bytes.try_into().ok()
-}
-
-fn mac(bytes: &[u8]) -> Option<u64> {
-    bytes.try_into().ok().map(mac_to_u64)
 }
 
 /// The elements of an RFC 6313 basicList (semantic (1), element id (2, enterprise bit),
@@ -394,157 +315,67 @@ fn write_address(field: &mut Vec<u8>, value: Option<Result<[u8; 4], [u8; 16]>>) 
 /// The fields of one data record, collected before the `FlowMessage` is written.
 #[derive(Debug, Default)]
 pub(crate) struct FlowFields {
-    octet_delta: Option<u64>,
-    packet_delta: Option<u64>,
-    octet_total: Option<u64>,
-    packet_total: Option<u64>,
-    post_octet_delta: Option<u64>,
-    post_packet_delta: Option<u64>,
-    initiator_octets: Option<u64>,
-    responder_octets: Option<u64>,
-    initiator_packets: Option<u64>,
-    responder_packets: Option<u64>,
-    reverse_octets: Option<u64>,
-    reverse_packets: Option<u64>,
-    proto: Option<u8>,
-    tos: Option<u8>,
-    tcp_flags: Option<u16>,
-    src_port: Option<u16>,
-    dst_port: Option<u16>,
+    ints: Ints,
     src_addr: ByFamily<[u8; 4], [u8; 16]>,
     dst_addr: ByFamily<[u8; 4], [u8; 16]>,
     /// Family of the first address IE that was not all zeros.
     first_family: Option<Family>,
-    ip_version: Option<u8>,
-    ethernet_type: Option<u16>,
-    src_mask: ByFamily<u8, u8>,
-    dst_mask: ByFamily<u8, u8>,
-    in_if: Option<u32>,
-    out_if: Option<u32>,
     next_hop: ByFamily<[u8; 4], [u8; 16]>,
     bgp_next_hop: ByFamily<[u8; 4], [u8; 16]>,
     mpls_top_addr: ByFamily<[u8; 4], [u8; 16]>,
-    src_as: Option<u32>,
-    dst_as: Option<u32>,
-    next_hop_as: Option<u32>,
-    flow_label: Option<u32>,
-    icmp_type_code: Option<u16>,
-    icmp_type: Option<u8>,
-    icmp_code: Option<u8>,
-    ip_ttl: Option<u8>,
-    min_ttl: Option<u8>,
-    max_ttl: Option<u8>,
-    fragment_id: Option<u32>,
-    fragment_offset: Option<u16>,
-    fragment_flags: Option<u8>,
-    src_mac: Option<u64>,
-    post_src_mac: Option<u64>,
-    dst_mac: Option<u64>,
-    post_dst_mac: Option<u64>,
-    vlan: Option<u16>,
-    post_vlan: Option<u16>,
-    dot1q_vlan: Option<u16>,
     /// MPLS label stack entries by position: (label stack section value, TTL).
     mpls: [Option<(u32, Option<u8>)>; MPLS_STACK_DEPTH],
-    forwarding_status: Option<u32>,
-    observation_point_id: Option<u32>,
     sampling: SamplingFields,
     post_nat_src: ByFamily<[u8; 4], [u8; 16]>,
     post_nat_dst: ByFamily<[u8; 4], [u8; 16]>,
-    post_nat_src_port: Option<u16>,
-    post_nat_dst_port: Option<u16>,
-    firewall_event: Option<u8>,
-    flow_id: Option<u64>,
     communities: Vec<u32>,
     times: time::FlowTimes,
-    system_init_ms: Option<u64>,
-    uptime_start: Option<u32>,
-    uptime_end: Option<u32>,
     srh_segments: Vec<Vec<u8>>,
-    srh_segments_left: Option<u8>,
 }
 
 impl FlowFields {
     /// Takes one field of the record.
     pub fn apply(&mut self, spec: FieldSpec, value: &[u8]) {
-        let Some(target) = target(spec) else {
-            return;
-        };
+        if let Some(target) = target(spec) {
+            self.apply_target(spec.id, target, value);
+        }
+    }
+
+    /// Takes the value of an integer field whose length fits its slot (a compiled
+    /// template checked it).
+    pub fn apply_int(&mut self, slot: Slot, value: u64) {
+        self.ints.first(slot, value);
+    }
+
+    /// Takes one field of the record whose mapping is known: `target(spec)` of its
+    /// `FieldSpec`, whose Information Element id is `id`.
+    pub fn apply_target(&mut self, id: u16, target: Target, value: &[u8]) {
         match target {
-            Target::OctetDelta => first(&mut self.octet_delta, be_uint(value)),
-            Target::PacketDelta => first(&mut self.packet_delta, be_uint(value)),
-            Target::OctetTotal => first(&mut self.octet_total, be_uint(value)),
-            Target::PacketTotal => first(&mut self.packet_total, be_uint(value)),
-            Target::PostOctetDelta => first(&mut self.post_octet_delta, be_uint(value)),
-            Target::PostPacketDelta => first(&mut self.post_packet_delta, be_uint(value)),
-            Target::InitiatorOctets => first(&mut self.initiator_octets, be_uint(value)),
-            Target::ResponderOctets => first(&mut self.responder_octets, be_uint(value)),
-            Target::InitiatorPackets => first(&mut self.initiator_packets, be_uint(value)),
-            Target::ResponderPackets => first(&mut self.responder_packets, be_uint(value)),
-            Target::ReverseOctets => first(&mut self.reverse_octets, be_uint(value)),
-            Target::ReversePackets => first(&mut self.reverse_packets, be_uint(value)),
-            Target::Protocol => first(&mut self.proto, be_u8(value)),
-            Target::Tos => first(&mut self.tos, be_u8(value)),
-            Target::TcpFlags => first(&mut self.tcp_flags, be_u16(value)),
-            Target::SrcPort => first(&mut self.src_port, be_u16(value)),
-            Target::DstPort => first(&mut self.dst_port, be_u16(value)),
+            Target::Int(slot) => {
+                if let Some(value) = slot.value(value) {
+                    self.ints.first(slot, value);
+                }
+            }
             Target::SrcAddr4 => self.address4(true, value),
             Target::DstAddr4 => self.address4(false, value),
             Target::SrcAddr6 => self.address6(true, value),
             Target::DstAddr6 => self.address6(false, value),
-            Target::SrcMask4 => first(&mut self.src_mask.v4, be_u8(value)),
-            Target::DstMask4 => first(&mut self.dst_mask.v4, be_u8(value)),
-            Target::SrcMask6 => first(&mut self.src_mask.v6, be_u8(value)),
-            Target::DstMask6 => first(&mut self.dst_mask.v6, be_u8(value)),
-            Target::InIf => first(&mut self.in_if, be_u32(value)),
-            Target::OutIf => first(&mut self.out_if, be_u32(value)),
             Target::NextHop4 => first(&mut self.next_hop.v4, addr4(value)),
             Target::NextHop6 => first(&mut self.next_hop.v6, addr6(value)),
             Target::BgpNextHop4 => first(&mut self.bgp_next_hop.v4, addr4(value)),
             Target::BgpNextHop6 => first(&mut self.bgp_next_hop.v6, addr6(value)),
             Target::MplsTopAddr4 => first(&mut self.mpls_top_addr.v4, addr4(value)),
             Target::MplsTopAddr6 => first(&mut self.mpls_top_addr.v6, addr6(value)),
-            Target::SrcAs => first(&mut self.src_as, be_u32(value)),
-            Target::DstAs => first(&mut self.dst_as, be_u32(value)),
-            Target::NextHopAs => first(&mut self.next_hop_as, be_u32(value)),
-            Target::FlowEndUptime => first(&mut self.uptime_end, be_u32(value)),
-            Target::FlowStartUptime => first(&mut self.uptime_start, be_u32(value)),
-            Target::FlowLabel => first(&mut self.flow_label, be_u32(value)),
-            Target::IcmpTypeCode => first(&mut self.icmp_type_code, be_u16(value)),
-            Target::IcmpType => first(&mut self.icmp_type, be_u8(value)),
-            Target::IcmpCode => first(&mut self.icmp_code, be_u8(value)),
-            Target::MinTtl => first(&mut self.min_ttl, be_u8(value)),
-            Target::MaxTtl => first(&mut self.max_ttl, be_u8(value)),
-            Target::IpTtl => first(&mut self.ip_ttl, be_u8(value)),
-            Target::FragmentId => first(&mut self.fragment_id, be_u32(value)),
-            Target::FragmentOffset => first(&mut self.fragment_offset, be_u16(value)),
-            Target::FragmentFlags => first(&mut self.fragment_flags, be_u8(value)),
-            Target::SrcMac => first(&mut self.src_mac, mac(value)),
-            Target::PostSrcMac => first(&mut self.post_src_mac, mac(value)),
-            Target::DstMac => first(&mut self.dst_mac, mac(value)),
-            Target::PostDstMac => first(&mut self.post_dst_mac, mac(value)),
-            Target::Vlan => first(&mut self.vlan, be_u16(value)),
-            Target::PostVlan => first(&mut self.post_vlan, be_u16(value)),
-            Target::Dot1qVlan => first(&mut self.dot1q_vlan, be_u16(value)),
-            Target::IpVersion => first(&mut self.ip_version, be_u8(value)),
-            Target::EthernetType => first(&mut self.ethernet_type, be_u16(value)),
             Target::MplsSection(position) => self.mpls_section(usize::from(position), value),
-            Target::ForwardingStatus => first(&mut self.forwarding_status, be_u32(value)),
-            Target::ObservationPointId => first(&mut self.observation_point_id, be_u32(value)),
             Target::Sampling => {
-                self.sampling.apply(spec.id, value);
+                self.sampling.apply(id, value);
             }
             Target::PostNatSrc4 => first(&mut self.post_nat_src.v4, addr4(value)),
             Target::PostNatDst4 => first(&mut self.post_nat_dst.v4, addr4(value)),
             Target::PostNatSrc6 => first(&mut self.post_nat_src.v6, addr6(value)),
             Target::PostNatDst6 => first(&mut self.post_nat_dst.v6, addr6(value)),
-            Target::PostNatSrcPort => first(&mut self.post_nat_src_port, be_u16(value)),
-            Target::PostNatDstPort => first(&mut self.post_nat_dst_port, be_u16(value)),
-            Target::FirewallEvent => first(&mut self.firewall_event, be_u8(value)),
-            Target::FlowId => first(&mut self.flow_id, be_uint(value)),
             Target::DstCommunityList => self.community_list(value),
             Target::Time(field) => self.times.set(field, value),
-            Target::SystemInit => first(&mut self.system_init_ms, be_uint(value)),
             Target::SrhSegment => {
                 if let Some(segment) = addr6(value) {
                     self.srh_segments.push(segment.to_vec());
@@ -552,7 +383,6 @@ impl FlowFields {
             }
             Target::SrhSegmentList => self.srh_segment_list(value),
             Target::SrhSegmentBasicList => self.srh_basic_list(value),
-            Target::SrhSegmentsLeft => first(&mut self.srh_segments_left, be_u8(value)),
         }
     }
 
@@ -589,14 +419,11 @@ impl FlowFields {
         if slot.is_some() || value.iter().all(|b| *b == 0) {
             return;
         }
-        let (entry, ttl) = match value.len() {
-            3 => (be_u32(value), None),
-            4 => (be_u32(&value[..3]), value.get(3).copied()),
-            _ => (None, None),
+        *slot = match *value {
+            [a, b, c] => Some((u32::from_be_bytes([0, a, b, c]), None)),
+            [a, b, c, ttl] => Some((u32::from_be_bytes([0, a, b, c]), Some(ttl))),
+            _ => return,
         };
-        if let Some(entry) = entry {
-            *slot = Some((entry, ttl));
-        }
     }
 
     /// srhSegmentIPv6ListSection: the SRH segment list as on the wire, 16 bytes each.
@@ -632,16 +459,21 @@ impl FlowFields {
 
     /// systemInitTimeMilliseconds (IE 160) carried by the record itself.
     pub fn system_init_ms(&self) -> Option<u64> {
-        self.system_init_ms
+        self.ints.get(Slot::SystemInit)
     }
 
     /// The sampler reference the record carries (for the rate lookup).
     pub fn sampler(&self) -> SamplerRef {
-        SamplerRef::new(&self.sampling, self.in_if)
+        SamplerRef::new(&self.sampling, self.ints.u32(Slot::InIf))
+    }
+
+    /// A prefix length pair (IPv4 and IPv6 slots).
+    fn masks(&self, v4: Slot, v6: Slot) -> ByFamily<u8, u8> {
+        ByFamily { v4: self.ints.u8(v4), v6: self.ints.u8(v6) }
     }
 
     fn family(&self) -> Option<Family> {
-        match self.ip_version {
+        match self.ints.u8(Slot::IpVersion) {
             Some(4) => Some(Family::V4),
             Some(6) => Some(Family::V6),
             _ => self.first_family,
@@ -668,7 +500,7 @@ impl FlowFields {
         msg.etype = match address_family {
             Some(Family::V4) => u32::from(ETHERTYPE_IPV4),
             Some(Family::V6) => u32::from(ETHERTYPE_IPV6),
-            None => self.ethernet_type.map_or(0, u32::from),
+            None => self.ints.u16(Slot::EthernetType).map_or(0, u32::from),
         };
         msg.r#type = ctx.flow_type as i32;
         msg.time_received_ns = ctx.received_ns;
@@ -691,21 +523,30 @@ impl FlowFields {
     fn write_nat_and_firewall(&self, msg: &mut FlowMessage) {
         write_address(&mut msg.post_nat_src_addr, non_zero_first(self.post_nat_src));
         write_address(&mut msg.post_nat_dst_addr, non_zero_first(self.post_nat_dst));
-        msg.post_nat_src_port = self.post_nat_src_port.map_or(0, u32::from);
-        msg.post_nat_dst_port = self.post_nat_dst_port.map_or(0, u32::from);
-        msg.firewall_event = self.firewall_event.map_or(0, u32::from);
-        msg.flow_id = self.flow_id.unwrap_or(0);
+        msg.post_nat_src_port = self.ints.u16(Slot::PostNatSrcPort).map_or(0, u32::from);
+        msg.post_nat_dst_port = self.ints.u16(Slot::PostNatDstPort).map_or(0, u32::from);
+        msg.firewall_event = self.ints.u8(Slot::FirewallEvent).map_or(0, u32::from);
+        msg.flow_id = self.ints.get(Slot::FlowId).unwrap_or(0);
     }
 
     fn write_counters(&self, msg: &mut FlowMessage) {
-        let forward_bytes = self.octet_delta.or(self.octet_total).or(self.post_octet_delta);
-        let forward_packets = self.packet_delta.or(self.packet_total).or(self.post_packet_delta);
-        let out_bytes = self.initiator_octets.or(forward_bytes);
-        let out_packets = self.initiator_packets.or(forward_packets);
-        let in_bytes = self.responder_octets.or(self.reverse_octets);
-        let in_packets = self.responder_packets.or(self.reverse_packets);
-        let bidirectional = self.initiator_octets.is_some()
-            || self.initiator_packets.is_some()
+        let forward_bytes = self
+            .ints
+            .get(Slot::OctetDelta)
+            .or(self.ints.get(Slot::OctetTotal))
+            .or(self.ints.get(Slot::PostOctetDelta));
+        let forward_packets = self
+            .ints
+            .get(Slot::PacketDelta)
+            .or(self.ints.get(Slot::PacketTotal))
+            .or(self.ints.get(Slot::PostPacketDelta));
+        let out_bytes = self.ints.get(Slot::InitiatorOctets).or(forward_bytes);
+        let out_packets = self.ints.get(Slot::InitiatorPackets).or(forward_packets);
+        let in_bytes = self.ints.get(Slot::ResponderOctets).or(self.ints.get(Slot::ReverseOctets));
+        let in_packets =
+            self.ints.get(Slot::ResponderPackets).or(self.ints.get(Slot::ReversePackets));
+        let bidirectional = self.ints.get(Slot::InitiatorOctets).is_some()
+            || self.ints.get(Slot::InitiatorPackets).is_some()
             || in_bytes.is_some()
             || in_packets.is_some();
         if bidirectional {
@@ -726,8 +567,8 @@ impl FlowFields {
         time::RecordTimes {
             times: self.times,
             export_ms: ctx.export_ms,
-            uptime_start: self.uptime_start,
-            uptime_end: self.uptime_end,
+            uptime_start: self.ints.u32(Slot::FlowStartUptime),
+            uptime_end: self.ints.u32(Slot::FlowEndUptime),
         }
     }
 
@@ -735,61 +576,73 @@ impl FlowFields {
     /// (IPFIX without IE 160 in the record or announced yet); `None` otherwise.
     pub fn awaiting_system_init(&self, ctx: &RecordContext<'_>) -> Option<time::RecordTimes> {
         let times = self.record_times(ctx);
-        let base = time::UptimeBase::for_record(ctx, self.system_init_ms);
+        let base = time::UptimeBase::for_record(ctx, self.ints.get(Slot::SystemInit));
         (times.has_uptimes() && base.is_none()).then_some(times)
     }
 
     fn write_times(&self, ctx: &RecordContext<'_>, msg: &mut FlowMessage) {
-        let base = time::UptimeBase::for_record(ctx, self.system_init_ms);
+        let base = time::UptimeBase::for_record(ctx, self.ints.get(Slot::SystemInit));
         let (start, end) = self.record_times(ctx).resolve(base);
         msg.time_flow_start_ns = start.unwrap_or(0);
         msg.time_flow_end_ns = end.unwrap_or(0);
     }
 
     fn write_l3_l4(&self, family: Option<Family>, msg: &mut FlowMessage) {
-        if let Some(proto) = self.proto {
+        if let Some(proto) = self.ints.u8(Slot::Protocol) {
             msg.proto = u32::from(proto);
             msg.protocol_name.push_str(protocol_name(proto));
         }
-        msg.src_port = self.src_port.map_or(0, u32::from);
-        msg.dst_port = self.dst_port.map_or(0, u32::from);
-        msg.ip_tos = self.tos.map_or(0, u32::from);
-        msg.tcp_flags = self.tcp_flags.map_or(0, u32::from);
-        msg.ip_ttl = self.ip_ttl.or(self.min_ttl).or(self.max_ttl).map_or(0, u32::from);
-        msg.ip_flags = self.fragment_flags.map_or(0, u32::from);
-        msg.fragment_id = self.fragment_id.unwrap_or(0);
-        msg.fragment_offset = self.fragment_offset.map_or(0, u32::from);
-        msg.ipv6_flow_label = self.flow_label.map_or(0, |label| label & 0x000F_FFFF);
-        msg.forwarding_status = self.forwarding_status.unwrap_or(0);
-        if let Some(type_code) = self.icmp_type_code {
+        msg.src_port = self.ints.u16(Slot::SrcPort).map_or(0, u32::from);
+        msg.dst_port = self.ints.u16(Slot::DstPort).map_or(0, u32::from);
+        msg.ip_tos = self.ints.u8(Slot::Tos).map_or(0, u32::from);
+        msg.tcp_flags = self.ints.u16(Slot::TcpFlags).map_or(0, u32::from);
+        msg.ip_ttl = self
+            .ints
+            .u8(Slot::IpTtl)
+            .or(self.ints.u8(Slot::MinTtl))
+            .or(self.ints.u8(Slot::MaxTtl))
+            .map_or(0, u32::from);
+        msg.ip_flags = self.ints.u8(Slot::FragmentFlags).map_or(0, u32::from);
+        msg.fragment_id = self.ints.u32(Slot::FragmentId).unwrap_or(0);
+        msg.fragment_offset = self.ints.u16(Slot::FragmentOffset).map_or(0, u32::from);
+        msg.ipv6_flow_label = self.ints.u32(Slot::FlowLabel).map_or(0, |label| label & 0x000F_FFFF);
+        msg.forwarding_status = self.ints.u32(Slot::ForwardingStatus).unwrap_or(0);
+        if let Some(type_code) = self.ints.u16(Slot::IcmpTypeCode) {
             msg.icmp_type = u32::from(type_code >> 8);
             msg.icmp_code = u32::from(type_code & 0xFF);
         }
-        if let Some(icmp_type) = self.icmp_type {
+        if let Some(icmp_type) = self.ints.u8(Slot::IcmpType) {
             msg.icmp_type = u32::from(icmp_type);
         }
-        if let Some(icmp_code) = self.icmp_code {
+        if let Some(icmp_code) = self.ints.u8(Slot::IcmpCode) {
             msg.icmp_code = u32::from(icmp_code);
         }
-        msg.src_net = self.src_mask.pick(family).map_or(0, |m| u32::from(m.unwrap_or_else(|m| m)));
-        msg.dst_net = self.dst_mask.pick(family).map_or(0, |m| u32::from(m.unwrap_or_else(|m| m)));
+        msg.src_net = self
+            .masks(Slot::SrcMask4, Slot::SrcMask6)
+            .pick(family)
+            .map_or(0, |m| u32::from(m.unwrap_or_else(|m| m)));
+        msg.dst_net = self
+            .masks(Slot::DstMask4, Slot::DstMask6)
+            .pick(family)
+            .map_or(0, |m| u32::from(m.unwrap_or_else(|m| m)));
     }
 
     fn write_l2(&self, msg: &mut FlowMessage) {
-        msg.src_mac = self.src_mac.or(self.post_src_mac).unwrap_or(0);
-        msg.dst_mac = self.dst_mac.or(self.post_dst_mac).unwrap_or(0);
-        msg.src_vlan = self.vlan.map_or(0, u32::from);
-        msg.dst_vlan = self.post_vlan.map_or(0, u32::from);
-        msg.vlan_id = self.vlan.or(self.dot1q_vlan).map_or(0, u32::from);
+        msg.src_mac = self.ints.get(Slot::SrcMac).or(self.ints.get(Slot::PostSrcMac)).unwrap_or(0);
+        msg.dst_mac = self.ints.get(Slot::DstMac).or(self.ints.get(Slot::PostDstMac)).unwrap_or(0);
+        msg.src_vlan = self.ints.u16(Slot::Vlan).map_or(0, u32::from);
+        msg.dst_vlan = self.ints.u16(Slot::PostVlan).map_or(0, u32::from);
+        msg.vlan_id =
+            self.ints.u16(Slot::Vlan).or(self.ints.u16(Slot::Dot1qVlan)).map_or(0, u32::from);
     }
 
     fn write_routing(&mut self, family: Option<Family>, msg: &mut FlowMessage) {
-        msg.in_if = self.in_if.unwrap_or(0);
-        msg.out_if = self.out_if.unwrap_or(0);
-        msg.src_as = self.src_as.unwrap_or(0);
-        msg.dst_as = self.dst_as.unwrap_or(0);
-        msg.next_hop_as = self.next_hop_as.unwrap_or(0);
-        msg.observation_point_id = self.observation_point_id.unwrap_or(0);
+        msg.in_if = self.ints.u32(Slot::InIf).unwrap_or(0);
+        msg.out_if = self.ints.u32(Slot::OutIf).unwrap_or(0);
+        msg.src_as = self.ints.u32(Slot::SrcAs).unwrap_or(0);
+        msg.dst_as = self.ints.u32(Slot::DstAs).unwrap_or(0);
+        msg.next_hop_as = self.ints.u32(Slot::NextHopAs).unwrap_or(0);
+        msg.observation_point_id = self.ints.u32(Slot::ObservationPointId).unwrap_or(0);
         for (entry, ttl) in self.mpls.iter().flatten() {
             msg.mpls_label.push(entry >> 4);
             if let Some(ttl) = ttl {
@@ -807,7 +660,7 @@ impl FlowFields {
         }
         msg.bgp_communities = std::mem::take(&mut self.communities);
         msg.ipv6_routing_header_addresses = std::mem::take(&mut self.srh_segments);
-        msg.ipv6_routing_header_seg_left = self.srh_segments_left.map_or(0, u32::from);
+        msg.ipv6_routing_header_seg_left = self.ints.u8(Slot::SrhSegmentsLeft).map_or(0, u32::from);
     }
 }
 
@@ -836,15 +689,6 @@ mod tests {
             received_ns: 5,
             sampler_address: &[192, 0, 2, 1],
         }
-    }
-
-    #[test]
-    fn five_to_seven_byte_integers_decode_big_endian() {
-        assert_eq!(be_uint(&[1, 2, 3, 4, 5]), Some(0x01_0203_0405));
-        assert_eq!(be_uint(&[1, 2, 3, 4, 5, 6]), Some(0x0102_0304_0506));
-        assert_eq!(be_uint(&[1, 2, 3, 4, 5, 6, 7]), Some(0x01_0203_0405_0607));
-        assert_eq!(be_uint(&[]), None);
-        assert_eq!(be_uint(&[0; 9]), None);
     }
 
     #[test]

@@ -27,7 +27,8 @@ use netflow_parser::variable_versions::v9::ScopeDataField;
 
 use crate::SessionMap;
 
-use super::fields::{FieldSpec, be_uint};
+use super::fields::FieldSpec;
+use super::slots::be_uint;
 
 /// Sampler entries kept per scope; announcements past it are ignored (bounds memory
 /// against exporters that invent ids).

@@ -500,11 +500,17 @@ impl RecordSink<'_, '_, '_> {
         while let Some(len) = self.layout.record_len(rest).filter(|len| *len > 0) {
             let (wire, tail) = rest.split_at(len);
             let mut record = Record::new(self.layout.kind);
-            let mut index = 0;
-            self.layout.for_each_field(wire, |spec, value| {
-                record.apply(spec, value, index < scope_fields);
-                index += 1;
-            });
+            match &mut record {
+                // The record with the rest of the set after it (see `read_flow`).
+                Record::Flow(flow) => self.layout.read_flow(rest, flow),
+                Record::Options(_) => {
+                    let mut index = 0;
+                    self.layout.for_each_field(wire, |spec, value| {
+                        record.apply(spec, value, index < scope_fields);
+                        index += 1;
+                    });
+                }
+            }
             self.finish(&mut record);
             rest = tail;
         }

@@ -14,7 +14,8 @@ use netflow_parser::variable_versions::{ipfix, v9};
 
 use crate::SessionMap;
 
-use super::fields::{FieldSpec, VARIABLE_LENGTH};
+use super::fields::{FieldSpec, FlowFields, VARIABLE_LENGTH};
+use super::plan::Plan;
 
 /// Data template or options template (they share one id space per scope).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -33,6 +34,8 @@ pub(crate) struct Layout {
     pub scope_fields: usize,
     /// The length of every record, unless a field is IPFIX variable-length.
     fixed_len: Option<usize>,
+    /// How a data record is read (compiled from `fields`).
+    plan: Plan,
 }
 
 impl Layout {
@@ -49,7 +52,8 @@ impl Layout {
         } else {
             Some(fields.iter().map(|f| usize::from(f.length)).sum())
         };
-        Self { kind, fields, scope_fields, fixed_len }
+        let plan = Plan::compile(&fields, fixed_len.is_some());
+        Self { kind, fields, scope_fields, fixed_len, plan }
     }
 
     pub fn from_v9(template: &v9::Template) -> Self {
@@ -142,6 +146,23 @@ impl Layout {
             };
             apply(*field, value);
             at = start + len;
+        }
+    }
+
+    /// Reads the data record at the start of `data` (which [`Layout::record_len`] has
+    /// measured) into `flow`, by the compiled plan. `data` may go on past the record
+    /// (the rest of its set): only the record's own fields are read.
+    pub fn read_flow(&self, data: &[u8], flow: &mut FlowFields) {
+        match &self.plan {
+            Plan::Fixed(reads) => reads.read(data, flow),
+            Plan::Variable(targets) => {
+                let mut targets = targets.iter();
+                self.for_each_field(data, |spec, value| {
+                    if let Some(Some(target)) = targets.next() {
+                        flow.apply_target(spec.id, *target, value);
+                    }
+                });
+            }
         }
     }
 }

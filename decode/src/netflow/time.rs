@@ -22,7 +22,8 @@
 //! datagram, so IE 160 in options data later in the same datagram still resolves them;
 //! one announced in a later datagram cannot reach flows already emitted.
 
-use super::fields::{RecordContext, be_uint};
+use super::fields::RecordContext;
+use super::slots::be_uint;
 
 const NS_PER_MS: u64 = 1_000_000;
 const NS_PER_US: u64 = 1_000;
