@@ -325,6 +325,8 @@ pub(crate) struct FlowFields {
     mpls_top_addr: ByFamily<[u8; 4], [u8; 16]>,
     /// MPLS label stack entries by position: (label stack section value, TTL).
     mpls: [Option<(u32, Option<u8>)>; MPLS_STACK_DEPTH],
+    /// Whether any entry of `mpls` is set (most flows carry no label stack).
+    has_mpls: bool,
     sampling: SamplingFields,
     post_nat_src: ByFamily<[u8; 4], [u8; 16]>,
     post_nat_dst: ByFamily<[u8; 4], [u8; 16]>,
@@ -424,6 +426,7 @@ impl FlowFields {
             [a, b, c, ttl] => Some((u32::from_be_bytes([0, a, b, c]), Some(ttl))),
             _ => return,
         };
+        self.has_mpls = true;
     }
 
     /// srhSegmentIPv6ListSection: the SRH segment list as on the wire, 16 bytes each.
@@ -643,7 +646,8 @@ impl FlowFields {
         msg.dst_as = self.ints.u32(Slot::DstAs).unwrap_or(0);
         msg.next_hop_as = self.ints.u32(Slot::NextHopAs).unwrap_or(0);
         msg.observation_point_id = self.ints.u32(Slot::ObservationPointId).unwrap_or(0);
-        for (entry, ttl) in self.mpls.iter().flatten() {
+        let stack = if self.has_mpls { &self.mpls[..] } else { &[] };
+        for (entry, ttl) in stack.iter().flatten() {
             msg.mpls_label.push(entry >> 4);
             if let Some(ttl) = ttl {
                 msg.mpls_ttl.push(u32::from(*ttl));
