@@ -503,7 +503,7 @@ impl FlowFields {
         msg.etype = match address_family {
             Some(Family::V4) => u32::from(ETHERTYPE_IPV4),
             Some(Family::V6) => u32::from(ETHERTYPE_IPV6),
-            None => self.ints.u16(Slot::EthernetType).map_or(0, u32::from),
+            None => self.ints.u16_or_zero(Slot::EthernetType),
         };
         msg.r#type = ctx.flow_type as i32;
         msg.time_received_ns = ctx.received_ns;
@@ -526,10 +526,10 @@ impl FlowFields {
     fn write_nat_and_firewall(&self, msg: &mut FlowMessage) {
         write_address(&mut msg.post_nat_src_addr, non_zero_first(self.post_nat_src));
         write_address(&mut msg.post_nat_dst_addr, non_zero_first(self.post_nat_dst));
-        msg.post_nat_src_port = self.ints.u16(Slot::PostNatSrcPort).map_or(0, u32::from);
-        msg.post_nat_dst_port = self.ints.u16(Slot::PostNatDstPort).map_or(0, u32::from);
-        msg.firewall_event = self.ints.u8(Slot::FirewallEvent).map_or(0, u32::from);
-        msg.flow_id = self.ints.get(Slot::FlowId).unwrap_or(0);
+        msg.post_nat_src_port = self.ints.u16_or_zero(Slot::PostNatSrcPort);
+        msg.post_nat_dst_port = self.ints.u16_or_zero(Slot::PostNatDstPort);
+        msg.firewall_event = self.ints.u8_or_zero(Slot::FirewallEvent);
+        msg.flow_id = self.ints.or_zero(Slot::FlowId);
     }
 
     fn write_counters(&self, msg: &mut FlowMessage) {
@@ -595,21 +595,21 @@ impl FlowFields {
             msg.proto = u32::from(proto);
             msg.protocol_name.push_str(protocol_name(proto));
         }
-        msg.src_port = self.ints.u16(Slot::SrcPort).map_or(0, u32::from);
-        msg.dst_port = self.ints.u16(Slot::DstPort).map_or(0, u32::from);
-        msg.ip_tos = self.ints.u8(Slot::Tos).map_or(0, u32::from);
-        msg.tcp_flags = self.ints.u16(Slot::TcpFlags).map_or(0, u32::from);
+        msg.src_port = self.ints.u16_or_zero(Slot::SrcPort);
+        msg.dst_port = self.ints.u16_or_zero(Slot::DstPort);
+        msg.ip_tos = self.ints.u8_or_zero(Slot::Tos);
+        msg.tcp_flags = self.ints.u16_or_zero(Slot::TcpFlags);
         msg.ip_ttl = self
             .ints
             .u8(Slot::IpTtl)
             .or(self.ints.u8(Slot::MinTtl))
             .or(self.ints.u8(Slot::MaxTtl))
             .map_or(0, u32::from);
-        msg.ip_flags = self.ints.u8(Slot::FragmentFlags).map_or(0, u32::from);
-        msg.fragment_id = self.ints.u32(Slot::FragmentId).unwrap_or(0);
-        msg.fragment_offset = self.ints.u16(Slot::FragmentOffset).map_or(0, u32::from);
-        msg.ipv6_flow_label = self.ints.u32(Slot::FlowLabel).map_or(0, |label| label & 0x000F_FFFF);
-        msg.forwarding_status = self.ints.u32(Slot::ForwardingStatus).unwrap_or(0);
+        msg.ip_flags = self.ints.u8_or_zero(Slot::FragmentFlags);
+        msg.fragment_id = self.ints.u32_or_zero(Slot::FragmentId);
+        msg.fragment_offset = self.ints.u16_or_zero(Slot::FragmentOffset);
+        msg.ipv6_flow_label = self.ints.u32_or_zero(Slot::FlowLabel) & 0x000F_FFFF;
+        msg.forwarding_status = self.ints.u32_or_zero(Slot::ForwardingStatus);
         if let Some(type_code) = self.ints.u16(Slot::IcmpTypeCode) {
             msg.icmp_type = u32::from(type_code >> 8);
             msg.icmp_code = u32::from(type_code & 0xFF);
@@ -633,19 +633,19 @@ impl FlowFields {
     fn write_l2(&self, msg: &mut FlowMessage) {
         msg.src_mac = self.ints.get(Slot::SrcMac).or(self.ints.get(Slot::PostSrcMac)).unwrap_or(0);
         msg.dst_mac = self.ints.get(Slot::DstMac).or(self.ints.get(Slot::PostDstMac)).unwrap_or(0);
-        msg.src_vlan = self.ints.u16(Slot::Vlan).map_or(0, u32::from);
-        msg.dst_vlan = self.ints.u16(Slot::PostVlan).map_or(0, u32::from);
+        msg.src_vlan = self.ints.u16_or_zero(Slot::Vlan);
+        msg.dst_vlan = self.ints.u16_or_zero(Slot::PostVlan);
         msg.vlan_id =
             self.ints.u16(Slot::Vlan).or(self.ints.u16(Slot::Dot1qVlan)).map_or(0, u32::from);
     }
 
     fn write_routing(&mut self, family: Option<Family>, msg: &mut FlowMessage) {
-        msg.in_if = self.ints.u32(Slot::InIf).unwrap_or(0);
-        msg.out_if = self.ints.u32(Slot::OutIf).unwrap_or(0);
-        msg.src_as = self.ints.u32(Slot::SrcAs).unwrap_or(0);
-        msg.dst_as = self.ints.u32(Slot::DstAs).unwrap_or(0);
-        msg.next_hop_as = self.ints.u32(Slot::NextHopAs).unwrap_or(0);
-        msg.observation_point_id = self.ints.u32(Slot::ObservationPointId).unwrap_or(0);
+        msg.in_if = self.ints.u32_or_zero(Slot::InIf);
+        msg.out_if = self.ints.u32_or_zero(Slot::OutIf);
+        msg.src_as = self.ints.u32_or_zero(Slot::SrcAs);
+        msg.dst_as = self.ints.u32_or_zero(Slot::DstAs);
+        msg.next_hop_as = self.ints.u32_or_zero(Slot::NextHopAs);
+        msg.observation_point_id = self.ints.u32_or_zero(Slot::ObservationPointId);
         let stack = if self.has_mpls { &self.mpls[..] } else { &[] };
         for (entry, ttl) in stack.iter().flatten() {
             msg.mpls_label.push(entry >> 4);
@@ -664,7 +664,7 @@ impl FlowFields {
         }
         msg.bgp_communities = std::mem::take(&mut self.communities);
         msg.ipv6_routing_header_addresses = std::mem::take(&mut self.srh_segments);
-        msg.ipv6_routing_header_seg_left = self.ints.u8(Slot::SrhSegmentsLeft).map_or(0, u32::from);
+        msg.ipv6_routing_header_seg_left = self.ints.u8_or_zero(Slot::SrhSegmentsLeft);
     }
 }
 

@@ -134,6 +134,27 @@ impl Ints {
         (self.present & slot.bit() != 0).then(|| self.values[slot as usize])
     }
 
+    /// The slot's value, 0 when absent (only [`Ints::first`] writes a value, and it
+    /// sets the slot's bit with it).
+    pub fn or_zero(&self, slot: Slot) -> u64 {
+        self.values[slot as usize]
+    }
+
+    /// [`Ints::or_zero`] narrowed to 32 bits, as a message's field of that width.
+    pub fn u32_or_zero(&self, slot: Slot) -> u32 {
+        self.or_zero(slot) as u32
+    }
+
+    /// [`Ints::or_zero`] narrowed to 16 bits, in a message's 32-bit field.
+    pub fn u16_or_zero(&self, slot: Slot) -> u32 {
+        u32::from(self.or_zero(slot) as u16)
+    }
+
+    /// [`Ints::or_zero`] narrowed to 8 bits, in a message's 32-bit field.
+    pub fn u8_or_zero(&self, slot: Slot) -> u32 {
+        u32::from(self.or_zero(slot) as u8)
+    }
+
     pub fn u32(&self, slot: Slot) -> Option<u32> {
         self.get(slot).map(|v| v as u32)
     }
@@ -174,6 +195,10 @@ mod tests {
         assert_eq!(ints.get(Slot::SrcPort), Some(0x1_0050));
         assert_eq!(ints.u16(Slot::SrcPort), Some(80));
         assert_eq!(ints.u16(Slot::DstPort), None);
+        assert_eq!((ints.u16_or_zero(Slot::SrcPort), ints.u16_or_zero(Slot::DstPort)), (80, 0));
+        ints.first(Slot::InIf, 0x1_0000_0007);
+        assert_eq!((ints.or_zero(Slot::InIf), ints.u32_or_zero(Slot::InIf)), (0x1_0000_0007, 7));
+        assert_eq!(ints.u8_or_zero(Slot::SrcPort), 0x50);
     }
 
     #[test]
