@@ -21,7 +21,9 @@
 //! - **Pending flows** are ours ([`pending`]): replayed with their own header.
 //! - **Records** are split straight from the wire by the compiled layout of their
 //!   template ([`templates`]), with netflow_parser asked only whether it holds the
-//!   template, and each field's bytes mapped by Information Element ([`fields`]):
+//!   template, and each field's bytes mapped by Information Element ([`fields`]); a
+//!   data template's mapping is worked out once, when it is installed ([`plan`]:
+//!   integer fields read into one slot array, [`slots`], with no per-field lookup):
 //!   reduced-size integers of any width decode, empty variable-length values (where
 //!   netflow_parser stops a set) do not end the set, flags keep every bit the
 //!   exporter sent. `layout_equivalence` proves the split equal to netflow_parser's

@@ -8,7 +8,8 @@
 //! eviction tells which one went. The layouts also give each value its Information
 //! Element id (netflow_parser's IPFIX field enums do not convert back), and split data
 //! records field by field with no per-record allocation: a fixed-length template's
-//! record length is computed once, when the template is installed.
+//! record length, and where each of its fields goes ([`super::plan`]), are worked out
+//! once, when the template is installed.
 
 use netflow_parser::variable_versions::{ipfix, v9};
 
