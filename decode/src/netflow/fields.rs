@@ -1,8 +1,10 @@
 //! Information Element → `FlowMessage` mapping for NetFlow v9 and IPFIX data records.
 //!
-//! A record is fed field by field as (`FieldSpec`, wire bytes) into a [`FlowFields`]
-//! accumulator; [`FlowFields::finish`] then resolves the choices that need the whole
-//! record (address family, byte counters, times) and writes the `FlowMessage`.
+//! A record is fed field by field into a [`FlowFields`] accumulator: as (`FieldSpec`,
+//! wire bytes), or, from a compiled template ([`super::plan`]), with the field's
+//! [`Target`] already known (integers go to their [`Slot`]); [`FlowFields::finish_into`]
+//! then resolves the choices that need the whole record (address family, byte counters,
+//! times) and writes the `FlowMessage`. [`target`] is the one mapping table.
 //!
 //! Rules that are ours, not the wire's:
 //! - The first occurrence of an Information Element wins. Cisco SRv6 templates repeat
