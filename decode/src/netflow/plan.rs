@@ -123,6 +123,7 @@ fn value_at(wire: &[u8], at: u32, len: u16) -> Option<&[u8]> {
 
 #[cfg(test)]
 mod tests {
+    use flow_replay::generate::flow::Rng;
     use flowpb::{FlowMessage, FlowType};
 
     use super::*;
@@ -135,22 +136,6 @@ mod tests {
         153, 160, 176, 225, 231, 232, 298, 299, 498, 1000, 40001,
     ];
     const LENGTHS: &[u16] = &[0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 16];
-
-    /// A small deterministic generator (xorshift64).
-    struct Rng(u64);
-
-    impl Rng {
-        fn next(&mut self) -> u64 {
-            self.0 ^= self.0 << 13;
-            self.0 ^= self.0 >> 7;
-            self.0 ^= self.0 << 17;
-            self.0
-        }
-
-        fn pick<T: Copy>(&mut self, from: &[T]) -> T {
-            from[(self.next() % from.len() as u64) as usize]
-        }
-    }
 
     fn ctx() -> RecordContext<'static> {
         RecordContext {
@@ -176,15 +161,15 @@ mod tests {
     /// as taking its fields one by one does.
     #[test]
     fn a_compiled_template_reads_records_as_field_by_field_does() {
-        let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
+        let mut rng = Rng::new(11);
         for _ in 0..2000 {
-            let count = 1 + rng.next() % 24;
+            let count = rng.between(1, 24);
             let fields: Vec<FieldSpec> = (0..count)
                 .map(|_| FieldSpec { id: rng.pick(IDS), enterprise: 0, length: rng.pick(LENGTHS) })
                 .collect();
             let record_len: usize = fields.iter().map(|f| usize::from(f.length)).sum();
-            let trailing = (rng.next() % 12) as usize;
-            let data: Vec<u8> = (0..record_len + trailing).map(|_| rng.next() as u8).collect();
+            let trailing = rng.below(12) as usize;
+            let data: Vec<u8> = (0..record_len + trailing).map(|_| rng.next_u64() as u8).collect();
             let Plan::Fixed(reads) = Plan::compile(&fields, true) else {
                 panic!("a fixed-length template compiles to fixed reads");
             };
