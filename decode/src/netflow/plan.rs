@@ -47,7 +47,7 @@ impl IntRead {
                 let word: [u8; 8] = word.try_into().ok()?;
                 Some(u64::from_be_bytes(word) >> self.shift)
             }
-            // Fewer than 8 bytes left in the datagram: the value alone.
+            // Fewer than 8 bytes left in the set (its last record): the value alone.
             None => value_at(data, self.at, self.len).and_then(be_uint),
         }
     }
