@@ -327,8 +327,6 @@ pub(crate) struct FlowFields {
     mpls_top_addr: ByFamily<[u8; 4], [u8; 16]>,
     /// MPLS label stack entries by position: (label stack section value, TTL).
     mpls: [Option<(u32, Option<u8>)>; MPLS_STACK_DEPTH],
-    /// Whether any entry of `mpls` is set (most flows carry no label stack).
-    has_mpls: bool,
     sampling: SamplingFields,
     post_nat_src: ByFamily<[u8; 4], [u8; 16]>,
     post_nat_dst: ByFamily<[u8; 4], [u8; 16]>,
@@ -338,7 +336,10 @@ pub(crate) struct FlowFields {
 }
 
 impl FlowFields {
-    /// Takes one field of the record.
+    /// Takes one field of the record, looking its mapping up (records are read through
+    /// their template's compiled plan; this is the one-by-one reading the tests hold
+    /// the plan to).
+    #[cfg(test)]
     pub fn apply(&mut self, spec: FieldSpec, value: &[u8]) {
         if let Some(target) = target(spec) {
             self.apply_target(spec.id, target, value);
@@ -357,7 +358,7 @@ impl FlowFields {
         match target {
             Target::Int(slot) => {
                 if let Some(value) = slot.value(value) {
-                    self.ints.first(slot, value);
+                    self.apply_int(slot, value);
                 }
             }
             Target::SrcAddr4 => self.address4(true, value),
@@ -428,7 +429,6 @@ impl FlowFields {
             [a, b, c, ttl] => Some((u32::from_be_bytes([0, a, b, c]), Some(ttl))),
             _ => return,
         };
-        self.has_mpls = true;
     }
 
     /// srhSegmentIPv6ListSection: the SRH segment list as on the wire, 16 bytes each.
@@ -648,8 +648,7 @@ impl FlowFields {
         msg.dst_as = self.ints.u32_or_zero(Slot::DstAs);
         msg.next_hop_as = self.ints.u32_or_zero(Slot::NextHopAs);
         msg.observation_point_id = self.ints.u32_or_zero(Slot::ObservationPointId);
-        let stack = if self.has_mpls { &self.mpls[..] } else { &[] };
-        for (entry, ttl) in stack.iter().flatten() {
+        for (entry, ttl) in self.mpls.iter().flatten() {
             msg.mpls_label.push(entry >> 4);
             if let Some(ttl) = ttl {
                 msg.mpls_ttl.push(u32::from(*ttl));

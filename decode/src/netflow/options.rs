@@ -162,6 +162,11 @@ impl OptionsFields {
         }
     }
 
+    /// Takes one field of an options record; `scope` marks an IPFIX scope field.
+    pub fn apply_field(&mut self, spec: FieldSpec, value: &[u8], scope: bool) {
+        if scope { self.apply_ipfix_scope(spec, value) } else { self.apply(spec, value) }
+    }
+
     /// Takes one NetFlow v9 scope field (a scope type, not an Information Element).
     pub fn apply_v9_scope(&mut self, scope: &ScopeDataField) {
         if let ScopeDataField::Interface(value) = scope {

@@ -74,7 +74,7 @@ impl Plan {
         for spec in fields {
             let len = spec.length;
             match target(*spec) {
-                Some(Target::Int(slot)) if fits(slot, len) => {
+                Some(Target::Int(slot)) if slot.fits(usize::from(len)) => {
                     // `fits` bounds `len` to 1..=8.
                     let shift = (64 - 8 * len) as u8;
                     ints.push(IntRead { at, len, shift, slot });
@@ -104,15 +104,6 @@ impl FixedReads {
                 flow.apply_target(read.id, read.target, value);
             }
         }
-    }
-}
-
-/// Whether a field of declared length `len` can hold a value of `slot` (1 to 8
-/// bytes; exactly 6 for a MAC address).
-fn fits(slot: Slot, len: u16) -> bool {
-    match slot.exact_len() {
-        Some(exact) => usize::from(len) == exact,
-        None => (1..=8).contains(&len),
     }
 }
 

@@ -21,7 +21,7 @@ use crate::event::{LifecycleEvent, Protocol};
 use crate::report::{DatagramReport, DecodeError};
 
 use super::ScopeKey;
-use super::fields::{FieldSpec, FlowFields, RecordContext};
+use super::fields::{FlowFields, RecordContext};
 use super::options::{OptionsFields, SamplerRef, SamplingTable};
 use super::sequence::{Stream, Unit};
 use super::templates::{Installed, Layout, Layouts, TemplateKind};
@@ -503,10 +503,10 @@ impl RecordSink<'_, '_, '_> {
             match &mut record {
                 // The record with the rest of the set after it (see `read_flow`).
                 Record::Flow(flow) => self.layout.read_flow(rest, flow),
-                Record::Options(_) => {
+                Record::Options(options) => {
                     let mut index = 0;
                     self.layout.for_each_field(wire, |spec, value| {
-                        record.apply(spec, value, index < scope_fields);
+                        options.apply_field(spec, value, index < scope_fields);
                         index += 1;
                     });
                 }
@@ -538,7 +538,7 @@ impl RecordSink<'_, '_, '_> {
                     record.scope_fields.iter().for_each(|scope| options.apply_v9_scope(scope));
                     let values = record.options_fields.iter().map(|(_, v)| v);
                     let count = record.options_fields.len();
-                    self.parsed_record(Record::Options(options), values, count, scope_len)?;
+                    self.parsed_record(options, values, count, scope_len)?;
                 }
             }
             v9::FlowSetBody::NoTemplate(_) => return Err(SetFailure::MissingTemplate),
@@ -547,11 +547,11 @@ impl RecordSink<'_, '_, '_> {
         Ok(())
     }
 
-    /// One record as netflow_parser decoded it: its values, in template order from
-    /// field `skip` on, get their Information Element from our layout.
+    /// One options record as netflow_parser decoded it: its values, in template order
+    /// from field `skip` on, get their Information Element from our layout.
     fn parsed_record<'v>(
         &mut self,
-        mut record: Record,
+        mut options: OptionsFields,
         values: impl Iterator<Item = &'v FieldValue>,
         count: usize,
         skip: usize,
@@ -567,10 +567,10 @@ impl RecordSink<'_, '_, '_> {
         for (index, (spec, value)) in specs.iter().zip(values).enumerate() {
             self.value.clear();
             if value.write_be_bytes(self.value).is_ok() {
-                record.apply(*spec, self.value, skip + index < scope_fields);
+                options.apply_field(*spec, self.value, skip + index < scope_fields);
             }
         }
-        self.finish(&mut record);
+        self.finish(&mut Record::Options(options));
         Ok(())
     }
 
@@ -632,15 +632,6 @@ impl Record {
         match kind {
             TemplateKind::Data => Record::Flow(FlowFields::default()),
             TemplateKind::Options => Record::Options(OptionsFields::default()),
-        }
-    }
-
-    /// Takes one field; `scope` marks an IPFIX options scope field.
-    fn apply(&mut self, spec: FieldSpec, value: &[u8], scope: bool) {
-        match self {
-            Record::Flow(fields) => fields.apply(spec, value),
-            Record::Options(options) if scope => options.apply_ipfix_scope(spec, value),
-            Record::Options(options) => options.apply(spec, value),
         }
     }
 }

@@ -74,20 +74,18 @@ const SLOTS: usize = Slot::PostDstMac as usize + 1;
 const _: () = assert!(SLOTS <= u64::BITS as usize);
 
 impl Slot {
-    /// The number of bytes a value of this slot must have to count, when fixed (MACs).
-    pub fn exact_len(self) -> Option<usize> {
+    /// Whether a value of `len` bytes counts for this slot: 1 to 8 bytes (reduced-size
+    /// encoding), exactly 6 for a MAC address.
+    pub fn fits(self, len: usize) -> bool {
         match self {
-            Slot::SrcMac | Slot::PostSrcMac | Slot::DstMac | Slot::PostDstMac => Some(6),
-            _ => None,
+            Slot::SrcMac | Slot::PostSrcMac | Slot::DstMac | Slot::PostDstMac => len == 6,
+            _ => (1..=8).contains(&len),
         }
     }
 
     /// This slot's value in `bytes`, or `None` when the length does not fit it.
     pub fn value(self, bytes: &[u8]) -> Option<u64> {
-        match self.exact_len() {
-            Some(len) if bytes.len() != len => None,
-            _ => be_uint(bytes),
-        }
+        if self.fits(bytes.len()) { be_uint(bytes) } else { None }
     }
 
     fn bit(self) -> u64 {
