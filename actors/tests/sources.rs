@@ -104,4 +104,6 @@ async fn datagrams_over_the_size_cap_are_dropped_and_counted() {
     assert_accounted(&report.counters);
     let c = listener0(&report.counters);
     assert_eq!((c.datagrams_received, c.datagrams_decoded), (7, 4));
+    let small = payload(1, 0).len() as u64;
+    assert_eq!(c.bytes_received, 3 * 1_000 + 4 * small, "an oversized datagram counts in full");
 }

@@ -181,7 +181,7 @@ pub struct ListenerCounters {
     pub flows_time_anomalies: AtomicU64,
     /// Flows emitted without a start or end time.
     pub flows_time_unknown: AtomicU64,
-    /// Errors returned by `recv_from` on the socket.
+    /// Errors returned by `recvmmsg` on the socket.
     pub receive_errors: AtomicU64,
     /// Exporter actors alive now (a gauge).
     pub exporters_live: AtomicU64,

@@ -9,6 +9,7 @@
 //! kernel's hash sends its datagrams to. Datagrams reach the actor from the dispatcher a
 //! batch at a time; it splits each batch by source and forwards one message per exporter.
 
+mod burst;
 mod directory;
 mod receive;
 

@@ -18,15 +18,13 @@ use crate::budget::Credit;
 use crate::exporter::unix_now_ns;
 use crate::ratelimit::{KeyedLogLimiter, LogLimiter};
 
+use super::burst::{Arrived, BurstBuffer, RECEIVE_BURST};
+
 use super::{ListenerMsg, ListenerSpec, MAX_REFUSALS_REMEMBERED, REFUSAL_LOG_INTERVAL};
 
-/// The largest UDP payload.
-const MAX_DATAGRAM: usize = 65_535;
 /// Datagrams per message from the dispatcher to the listener at most (a burst is never
 /// split, so a batch may exceed this by less than one burst).
 const DISPATCH_BATCH: usize = 512;
-/// Datagrams a receive task reads without waiting before it hands them on.
-const RECEIVE_BURST: usize = 32;
 /// At most one "channel full" warning per listener this often (every drop is counted).
 const CHANNEL_FULL_LOG_INTERVAL: Duration = Duration::from_secs(10);
 /// At most one receive error warning per listener this often.
@@ -50,8 +48,8 @@ impl Drop for TaskGuard {
     }
 }
 
-/// Reads datagrams until the channel closes. After each wake-up it drains what the
-/// socket already holds (up to [`RECEIVE_BURST`]) and sends it down the channel as one
+/// Reads datagrams until the channel closes. Each wake-up reads what the socket holds
+/// (up to [`RECEIVE_BURST`], one system call) and sends it down the channel as one
 /// burst, so a busy socket costs one hand-off per burst rather than per datagram. Each
 /// datagram takes a unit of the in-flight budget; with none left it is dropped
 /// (drop-newest) and counted as `channel_full`.
@@ -60,26 +58,27 @@ pub(crate) async fn receive_loop(
     tx: mpsc::Sender<Vec<RawDatagram>>,
     spec: Arc<ListenerSpec>,
 ) {
+    let mut buffer = BurstBuffer::new(spec.max_datagram_bytes.saturating_add(1));
     let mut receiver = Receiver::new(spec);
     loop {
-        let first = socket.recv_from(&mut receiver.buffer).await;
-        receiver.take(first);
-        // No await from here to the send: an aborted task never holds a burst. At most
-        // RECEIVE_BURST reads, and none after an error.
-        for _ in 1..RECEIVE_BURST {
-            if receiver.failed {
-                break;
+        // No await from the read to the send: an aborted task never holds a burst.
+        let failed = match buffer.read(&socket).await {
+            Ok(()) => {
+                for datagram in buffer.arrived() {
+                    receiver.take(datagram, buffer.payload(datagram));
+                }
+                false
             }
-            match socket.try_recv_from(&mut receiver.buffer) {
-                Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => break,
-                received => receiver.take(received),
+            Err(error) => {
+                receiver.failed(&error);
+                true
             }
-        }
+        };
         if !receiver.send_burst(&tx) {
             return;
         }
         // After a receive error, pause: a persistent one cannot spin a core.
-        if std::mem::take(&mut receiver.failed) {
+        if failed {
             tokio::time::sleep(RECEIVE_ERROR_PAUSE).await;
         }
     }
@@ -89,10 +88,7 @@ pub(crate) async fn receive_loop(
 /// rate limits.
 struct Receiver {
     spec: Arc<ListenerSpec>,
-    buffer: Vec<u8>,
     burst: Vec<RawDatagram>,
-    /// A receive error ended this burst.
-    failed: bool,
     full_log: LogLimiter,
     error_log: LogLimiter,
     denied_log: KeyedLogLimiter<IpAddr>,
@@ -103,9 +99,7 @@ impl Receiver {
     fn new(spec: Arc<ListenerSpec>) -> Self {
         Self {
             spec,
-            buffer: vec![0u8; MAX_DATAGRAM],
             burst: Vec::with_capacity(RECEIVE_BURST),
-            failed: false,
             full_log: LogLimiter::new(CHANNEL_FULL_LOG_INTERVAL),
             error_log: LogLimiter::new(RECEIVE_ERROR_LOG_INTERVAL),
             denied_log: KeyedLogLimiter::new(REFUSAL_LOG_INTERVAL, MAX_REFUSALS_REMEMBERED),
@@ -113,22 +107,21 @@ impl Receiver {
         }
     }
 
-    /// Counts one receive and, when the datagram passes the checks and the budget has
+    /// Counts a receive error and warns, at most once per interval.
+    fn failed(&mut self, error: &std::io::Error) {
+        let spec = &*self.spec;
+        spec.ctx.counters.receive_errors.fetch_add(1, Ordering::Relaxed);
+        if let Some(held_back) = self.error_log.allow(Instant::now()) {
+            tracing::warn!(listener = %spec.ctx.name, %error, held_back, "UDP receive failed");
+        }
+    }
+
+    /// Counts one datagram received and, when it passes the checks and the budget has
     /// room, adds it to the burst.
-    fn take(&mut self, received: std::io::Result<(usize, SocketAddr)>) {
+    fn take(&mut self, datagram: &Arrived, payload: &[u8]) {
         let spec = &*self.spec;
         let counters = &spec.ctx.counters;
-        let (len, source) = match received {
-            Ok(received) => received,
-            Err(error) => {
-                counters.receive_errors.fetch_add(1, Ordering::Relaxed);
-                if let Some(held_back) = self.error_log.allow(Instant::now()) {
-                    tracing::warn!(listener = %spec.ctx.name, %error, held_back, "UDP receive failed");
-                }
-                self.failed = true;
-                return;
-            }
-        };
+        let (len, source) = (datagram.len, datagram.source);
         counters.datagrams_received.fetch_add(1, Ordering::Relaxed);
         counters.bytes_received.fetch_add(len as u64, Ordering::Relaxed);
         tracing::trace!(listener = %spec.ctx.name, "Received {len} bytes from {source}");
@@ -147,7 +140,7 @@ impl Receiver {
         self.burst.push(RawDatagram {
             source,
             received_ns: unix_now_ns(),
-            payload: Bytes::copy_from_slice(&self.buffer[..len]),
+            payload: Bytes::copy_from_slice(payload),
         });
     }
 

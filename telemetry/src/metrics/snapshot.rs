@@ -59,7 +59,7 @@ const LISTENER_COUNTERS: &[ListenerFigure] = &[
     ("flow_collector_flows_time_unknown", "Flows emitted without a start or end time", |c| {
         c.flows_time_unknown
     }),
-    ("flow_collector_receive_errors", "Errors returned by recv_from on the socket", |c| {
+    ("flow_collector_receive_errors", "Errors returned by recvmmsg on the socket", |c| {
         c.receive_errors
     }),
     ("flow_collector_exporters_added", "Exporter actors started for a new source", |c| {
