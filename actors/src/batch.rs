@@ -30,6 +30,8 @@ pub(crate) struct RawDatagram {
 #[derive(Debug)]
 pub(crate) struct DatagramBatch {
     datagrams: Vec<RawDatagram>,
+    /// The leading datagrams already marked decoded (see [`DatagramBatch::finish_first`]).
+    finished: usize,
     credit: Credit,
     counters: Arc<ListenerCounters>,
 }
@@ -40,7 +42,7 @@ impl DatagramBatch {
         credit: Credit,
         counters: Arc<ListenerCounters>,
     ) -> Self {
-        Self { datagrams, credit, counters }
+        Self { datagrams, finished: 0, credit, counters }
     }
 
     pub(crate) fn datagrams(&self) -> &[RawDatagram] {
@@ -66,19 +68,31 @@ impl DatagramBatch {
         (std::mem::take(&mut self.datagrams), self.credit.take())
     }
 
+    /// Marks the first `count` datagrams decoded (those not yet marked) and hands back
+    /// their credit, to travel on with their flows; the others stay the batch's.
+    pub(crate) fn finish_first(&mut self, count: usize) -> Credit {
+        let count = count.min(self.datagrams.len());
+        let newly = count.saturating_sub(self.finished);
+        self.finished = self.finished.max(count);
+        let decoded = u64::try_from(newly).unwrap_or(u64::MAX);
+        self.counters.datagrams_decoded.fetch_add(decoded, Ordering::Relaxed);
+        self.credit.split(newly)
+    }
+
     /// Marks every datagram decoded and hands back the credit, to travel on with the flows.
     pub(crate) fn finish(mut self) -> Credit {
-        let decoded = u64::try_from(self.datagrams.len()).unwrap_or(u64::MAX);
-        self.counters.datagrams_decoded.fetch_add(decoded, Ordering::Relaxed);
+        let credit = self.finish_first(self.datagrams.len());
         self.datagrams.clear();
-        self.credit.take()
+        self.finished = 0;
+        credit
     }
 }
 
 impl Drop for DatagramBatch {
     fn drop(&mut self) {
-        if !self.datagrams.is_empty() {
-            let lost = u64::try_from(self.datagrams.len()).unwrap_or(u64::MAX);
+        let unfinished = self.datagrams.len().saturating_sub(self.finished);
+        if unfinished > 0 {
+            let lost = u64::try_from(unfinished).unwrap_or(u64::MAX);
             self.counters.datagrams_lost_in_restart.fetch_add(lost, Ordering::Relaxed);
         }
     }
@@ -197,6 +211,31 @@ mod tests {
         assert_eq!((s.datagrams_lost_in_restart, s.datagrams_decoded), (1, 2));
         assert_eq!(s.datagrams_in_flight, 2);
         drop(credit);
+        assert_eq!(counters.snapshot().datagrams_in_flight, 0);
+    }
+
+    #[test]
+    fn a_batch_finished_in_parts_counts_each_datagram_once_and_only_the_rest_as_lost() {
+        let counters = Arc::new(ListenerCounters::default());
+        let budget = InFlight::new(10, Arc::clone(&counters));
+        for _ in 0..5 {
+            assert!(budget.try_acquire());
+        }
+        let mut batch = DatagramBatch::new(
+            vec![datagram(); 5],
+            Credit::adopt(Arc::clone(&budget), 5),
+            Arc::clone(&counters),
+        );
+        let first = batch.finish_first(2);
+        let again = batch.finish_first(2);
+        let next = batch.finish_first(3);
+        assert_eq!((first.units(), again.units(), next.units()), (2, 0, 1));
+        assert_eq!(counters.snapshot().datagrams_decoded, 3);
+        drop(batch);
+        let s = counters.snapshot();
+        assert_eq!((s.datagrams_decoded, s.datagrams_lost_in_restart), (3, 2));
+        assert_eq!(s.datagrams_in_flight, 3, "the dropped rest gave its budget back");
+        drop((first, next));
         assert_eq!(counters.snapshot().datagrams_in_flight, 0);
     }
 

@@ -10,6 +10,12 @@
 //!
 //! A TCP or TLS session waits for a unit instead ([`InFlight::acquire`]): it stops
 //! reading, and TCP flow control slows the exporter down; nothing is dropped.
+//!
+//! A unit stands for a datagram of up to [`FLOWS_PER_UNIT`] flows. Decoded flows are
+//! charged one unit per that many ([`Credit::cover_flows`]), past the limit if need be,
+//! so datagrams of many tiny records (1,400 one-byte records fit in one) cannot hold
+//! fifty times the flows a typical datagram would; the socket drops newest until the
+//! budget is back under its limit.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -18,6 +24,10 @@ use std::time::Duration;
 use tokio::sync::Notify;
 
 use crate::counters::ListenerCounters;
+
+/// Flows one unit of budget stands for: the most a NetFlow v5 datagram carries, about
+/// what a v9 or IPFIX datagram of typical records carries in a 1,500-byte MTU.
+pub(crate) const FLOWS_PER_UNIT: usize = 30;
 
 /// A waiting session looks again at least this often, should a wake-up be missed.
 const RECHECK: Duration = Duration::from_millis(20);
@@ -61,6 +71,13 @@ impl InFlight {
             }
             let _ = tokio::time::timeout(RECHECK, freed).await;
         }
+    }
+
+    /// Takes `n` units whatever is left: the count may pass the limit, and nothing is
+    /// acquired until it is back under.
+    fn charge(&self, n: usize) {
+        let n = u64::try_from(n).unwrap_or(u64::MAX);
+        self.counters.datagrams_in_flight.fetch_add(n, Ordering::AcqRel);
     }
 
     /// Gives back `n` units.
@@ -123,6 +140,16 @@ impl Credit {
         self.split(self.units)
     }
 
+    /// Makes this credit hold at least one unit per [`FLOWS_PER_UNIT`] of `flows`,
+    /// charging its budget the difference.
+    pub(crate) fn cover_flows(&mut self, flows: usize) {
+        let missing = flows.div_ceil(FLOWS_PER_UNIT).saturating_sub(self.units);
+        if missing > 0 {
+            self.budget.charge(missing);
+            self.units += missing;
+        }
+    }
+
     /// Units held.
     #[cfg(test)]
     pub(crate) fn units(&self) -> usize {
@@ -169,6 +196,24 @@ mod tests {
         assert_eq!(used(&budget), 1);
         drop(rest);
         assert_eq!(used(&budget), 0);
+    }
+
+    #[test]
+    fn flows_are_covered_one_unit_per_thirty_past_the_limit_and_all_come_back() {
+        let budget = InFlight::new(4, Arc::default());
+        assert!(budget.try_acquire());
+        let mut credit = Credit::adopt(Arc::clone(&budget), 1);
+        credit.cover_flows(FLOWS_PER_UNIT);
+        assert_eq!((credit.units(), used(&budget)), (1, 1), "a typical datagram's flows");
+        credit.cover_flows(1_400);
+        assert_eq!(credit.units(), 47, "1,400 flows: 47 units of 30");
+        assert_eq!(used(&budget), 47, "charged past the limit of 4");
+        assert!(!budget.try_acquire(), "nothing more until the flows are gone");
+        credit.cover_flows(10);
+        assert_eq!(credit.units(), 47, "never less than held");
+        drop(credit);
+        assert_eq!(used(&budget), 0);
+        assert!(budget.try_acquire());
     }
 
     #[tokio::test]

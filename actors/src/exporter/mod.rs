@@ -14,11 +14,13 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
+use flow_decode::buffer::KEPT_MESSAGES;
 use flow_decode::report::CacheStats;
 use flow_decode::{Datagram, DatagramReport, ExporterSession, FlowBuffer};
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 
 use crate::batch::DatagramBatch;
+use crate::budget::Credit;
 use crate::counters::{
     ExporterFigures, ExporterGauges, ExporterId, ListenerCounters, TemplateCacheTotals,
 };
@@ -28,6 +30,11 @@ use crate::settings::ListenerProtocol;
 use crate::tenancy::{ExporterIdentity, Registry};
 
 use self::report::Reporter;
+
+/// Flows decoded from a batch that go on to the publisher before the rest of the batch
+/// is decoded: as many as the decode buffer keeps for reuse, so it never grows past
+/// that by more than one datagram's flows.
+const HAND_OFF_FLOWS: usize = KEPT_MESSAGES;
 
 /// What an exporter needs from its listener, shared by all of that listener's exporters.
 pub(crate) struct ListenerContext {
@@ -139,7 +146,7 @@ thread_local! {
 }
 
 impl ExporterState {
-    /// Decodes a batch and hands its flows to the publisher in one message.
+    /// Decodes a batch and hands its flows to the publisher (see [`Self::decode_into`]).
     fn decode(&mut self, batch: DatagramBatch) {
         DECODED.with_borrow_mut(|flows| {
             // Empty even if a decode on this thread panicked half-way through a batch.
@@ -149,10 +156,15 @@ impl ExporterState {
         });
     }
 
-    fn decode_into(&mut self, batch: DatagramBatch, flows: &mut FlowBuffer) {
+    /// Decodes a batch datagram by datagram. Its flows go on to the publisher once
+    /// there are [`HAND_OFF_FLOWS`] of them, and at the end: datagrams of many small
+    /// records (a few bytes each: 1,400 flows in one datagram) never gather hundreds
+    /// of megabytes of decoded flows in one batch.
+    fn decode_into(&mut self, mut batch: DatagramBatch, flows: &mut FlowBuffer) {
         let now = Instant::now();
         let mut tally = Tally::default();
-        for raw in batch.datagrams() {
+        for index in 0..batch.datagrams().len() {
+            let Some(raw) = batch.datagrams().get(index) else { break };
             self.source = raw.source;
             let datagram = Datagram {
                 source: raw.source,
@@ -162,14 +174,27 @@ impl ExporterState {
             let report = self.session.decode(datagram, flows);
             tally.add(&report, raw.payload.len());
             self.account(report, now);
+            if flows.len() >= HAND_OFF_FLOWS {
+                let credit = batch.finish_first(index + 1);
+                self.hand_off(std::mem::take(&mut tally), flows, credit);
+            }
         }
         let credit = batch.finish();
+        self.hand_off(tally, flows, credit);
+    }
+
+    /// Counts what was decoded since the last hand-off and sends its flows to the
+    /// publisher with the credit of their datagrams, raised to cover the flows (see
+    /// [`Credit::cover_flows`]); leaves `flows` empty.
+    fn hand_off(&mut self, mut tally: Tally, flows: &mut FlowBuffer, mut credit: Credit) {
+        credit.cover_flows(flows.len());
         tally.flows = to_u64(flows.len());
         tally.add_to(&self.ctx.counters);
         self.report_figures(&tally.figures());
         if !flows.is_empty() {
             self.publisher.send(flows, &self.identity, credit);
         }
+        flows.clear();
     }
 
     /// Adds a batch's figures to this exporter's row and refreshes its gauges and the

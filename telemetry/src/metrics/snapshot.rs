@@ -121,7 +121,7 @@ const LISTENER_GAUGES: &[ListenerFigure] = &[
     ),
     (
         "flow_collector_datagrams_in_flight",
-        "Accepted datagrams not yet in a publisher batch",
+        "Accepted datagrams not yet in a publisher batch (one of more than 30 flows counts once per 30)",
         |c| c.datagrams_in_flight,
     ),
     ("flow_collector_templates", "Templates cached by the listener's exporters", |c| {
