@@ -6,7 +6,8 @@
 //! Two ways of holding flows, chosen by the sink ([`FlowSink::buffering`]):
 //! - inline (stdout, the default): one batch in flight and at most `batch_size` flows
 //!   held; flows beyond that wait in the mailbox with their listener's budget, so a slow
-//!   sink fills the budget and the listener drops newest (`channel_full`);
+//!   sink fills the budget and the listener drops newest (`channel_full`); past
+//!   [`MAX_HELD_FLOWS`] waiting, flows are dropped and counted (`buffer_full`);
 //! - buffered (JetStream): up to `max_flows` held, with several batches in flight; the
 //!   listener's budget is given back as flows enter the buffer, and flows arriving at
 //!   the bound are dropped and counted (`buffer_full`).
@@ -48,6 +49,11 @@ pub const LINGER: Duration = Duration::from_millis(50);
 /// At most one "sink failed" or "buffer full" warning per subject this often (every
 /// occurrence is counted).
 const SINK_ERROR_LOG_INTERVAL: Duration = Duration::from_secs(10);
+/// Flows an inline sink's publisher holds back at most, with their listeners' budget:
+/// `channel_size` (10,000 by default) datagrams of 30 flows. Datagrams of more flows
+/// are charged for them (`Credit::cover_flows`), but those already accepted when the
+/// charge comes are still decoded; this bounds what they can add.
+const MAX_HELD_FLOWS: usize = 300_000;
 
 /// Messages of a [`PublisherActor`].
 pub(crate) enum PublisherMsg {
@@ -462,6 +468,8 @@ struct Queue {
     held: VecDeque<FlowBatch>,
     /// Flows in `held`.
     held_flows: usize,
+    /// The most flows `held` takes ([`MAX_HELD_FLOWS`]).
+    max_held: usize,
     idle: Vec<usize>,
     in_flight: HashMap<u64, InFlight>,
     in_flight_flows: usize,
@@ -490,6 +498,7 @@ impl Queue {
             received: VecDeque::new(),
             held: VecDeque::new(),
             held_flows: 0,
+            max_held: MAX_HELD_FLOWS,
             idle: (0..lanes).rev().collect(),
             in_flight: HashMap::new(),
             in_flight_flows: 0,
@@ -505,23 +514,37 @@ impl Queue {
     }
 
     /// Takes a batch in whole while below the bound (so the bound may be passed by one
-    /// batch); at the bound, holds it back or drops it.
+    /// batch); at the bound, holds it back or drops it. An inline sink holds back at
+    /// most `max_held` flows: past that, batches are dropped like a buffered sink's.
     fn offer(&mut self, batch: FlowBatch, counters: &PublisherCounters, to: &Destination) {
         match self.overflow {
+            Overflow::Wait if self.held_flows + batch.len() > self.max_held => {
+                self.drop_batch(batch, self.max_held, counters, to);
+            }
             Overflow::Wait if !self.held.is_empty() || !self.has_room() => {
                 self.held_flows += batch.len();
                 self.held.push_back(batch);
             }
             Overflow::Wait => self.enqueue(batch.accept()),
             Overflow::Drop if self.has_room() => self.enqueue(batch.accept()),
-            Overflow::Drop => {
-                let dropped = to_u64(batch.accept().0.len());
-                counters.flows_dropped.add(BUFFER_FULL, dropped);
-                if let Some(held_back) = self.log.allow(Instant::now()) {
-                    tracing::warn!(subject = %to.subject, partition = %to.partition, flows = dropped, held = self.max_flows, held_back,
-                        "Publisher buffer full (publish_buffer_flows), dropping flows");
-                }
-            }
+            Overflow::Drop => self.drop_batch(batch, self.max_flows, counters, to),
+        }
+    }
+
+    /// Drops a batch at the bound of `held` flows, counted as `buffer_full`; its
+    /// budget goes back to its listener.
+    fn drop_batch(
+        &mut self,
+        batch: FlowBatch,
+        held: usize,
+        counters: &PublisherCounters,
+        to: &Destination,
+    ) {
+        let dropped = to_u64(batch.accept().0.len());
+        counters.flows_dropped.add(BUFFER_FULL, dropped);
+        if let Some(held_back) = self.log.allow(Instant::now()) {
+            tracing::warn!(subject = %to.subject, partition = %to.partition, flows = dropped, held, held_back,
+                "Publisher buffer full, dropping flows");
         }
     }
 

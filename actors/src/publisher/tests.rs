@@ -212,6 +212,30 @@ async fn an_inline_sink_holds_flows_back_with_their_budget() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_inline_sink_drops_what_it_cannot_hold_back_and_gives_its_budget_back() {
+    let script = Script::new(false);
+    let slot = slot(2, &script, None);
+    slot.queue().max_held = 5;
+    let budget = Budget::new();
+    slot.offer(budget.batch(&slot, 0..2));
+    wait_until("the first batch is in the sink", || script.running() == 1).await;
+    for i in 1..=3 {
+        slot.offer(budget.batch(&slot, i * 10..i * 10 + 2));
+    }
+    slot.offer(budget.batch(&slot, 40..41));
+    // Held back: 2 + 2; the third batch would make 6 of at most 5; the last one fits.
+    let counters = slot.counters().snapshot();
+    assert_eq!(counters.flows_dropped.get(BUFFER_FULL), Some(&2));
+    let held = { slot.queue().held_flows };
+    assert_eq!((slot.queue().held.len(), held), (3, 5));
+    assert_eq!(budget.in_flight(), 3, "the dropped batch gave its budget back");
+    script.release();
+    slot.drain().await;
+    assert_eq!(slot.counters().snapshot().flows_published, 7);
+    assert_eq!(budget.in_flight(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_buffer_drops_newest_and_gives_the_budget_back() {
     let script = Script::new(false);
     let slot = slot(3, &script, buffered(5, 1));
