@@ -27,8 +27,8 @@ use super::{ListenerMsg, ListenerSpec, MAX_REFUSALS_REMEMBERED, REFUSAL_LOG_INTE
 const DISPATCH_BATCH: usize = 512;
 /// How long the dispatcher waits for more datagrams before it hands on a batch of
 /// fewer than [`LINGER_BATCH`]. A batch costs a message and a wake-up at each actor on
-/// its way whatever its size: at 1 M flows/s in small batches that was a third of the
-/// collector's CPU. Flows are minutes old when exported; a millisecond more is nothing.
+/// its way whatever its size: at 1 M flows/s in small batches that was about a quarter
+/// of the collector's CPU. Flows are minutes old when exported; a millisecond is nothing.
 const DISPATCH_LINGER: Duration = Duration::from_millis(1);
 /// A batch this large goes without waiting for more (one much larger would be decoded
 /// with its flows no longer in the CPU's cache).
