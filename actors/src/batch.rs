@@ -188,23 +188,23 @@ mod tests {
         }
     }
 
+    /// A batch of `n` datagrams, their units acquired from `budget`.
+    fn acquired_batch(
+        n: usize,
+        budget: &Arc<InFlight>,
+        counters: &Arc<ListenerCounters>,
+    ) -> DatagramBatch {
+        (0..n).for_each(|_| assert!(budget.try_acquire()));
+        let credit = Credit::adopt(Arc::clone(budget), n);
+        DatagramBatch::new(vec![datagram(); n], credit, Arc::clone(counters))
+    }
+
     #[test]
     fn a_dropped_datagram_batch_counts_as_lost_and_a_finished_one_as_decoded() {
         let counters = Arc::new(ListenerCounters::default());
         let budget = InFlight::new(10, Arc::clone(&counters));
-        for _ in 0..3 {
-            assert!(budget.try_acquire());
-        }
-        let lost = DatagramBatch::new(
-            vec![datagram()],
-            Credit::adopt(Arc::clone(&budget), 1),
-            Arc::clone(&counters),
-        );
-        let done = DatagramBatch::new(
-            vec![datagram(), datagram()],
-            Credit::adopt(Arc::clone(&budget), 2),
-            Arc::clone(&counters),
-        );
+        let lost = acquired_batch(1, &budget, &counters);
+        let done = acquired_batch(2, &budget, &counters);
         drop(lost);
         let credit = done.finish();
         let s = counters.snapshot();
@@ -218,14 +218,7 @@ mod tests {
     fn a_batch_finished_in_parts_counts_each_datagram_once_and_only_the_rest_as_lost() {
         let counters = Arc::new(ListenerCounters::default());
         let budget = InFlight::new(10, Arc::clone(&counters));
-        for _ in 0..5 {
-            assert!(budget.try_acquire());
-        }
-        let mut batch = DatagramBatch::new(
-            vec![datagram(); 5],
-            Credit::adopt(Arc::clone(&budget), 5),
-            Arc::clone(&counters),
-        );
+        let mut batch = acquired_batch(5, &budget, &counters);
         let first = batch.finish_first(2);
         let again = batch.finish_first(2);
         let next = batch.finish_first(3);
