@@ -93,14 +93,21 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    runtime.block_on(async {
+    let code = runtime.block_on(async {
         let code = run(settings, publishing, metrics_addr).await;
         if let Err(error) = telemetry.shutdown().await {
             tracing::warn!("{error}");
         }
         code
-    })
+    });
+    // The drain is over: a blocking task still running (a name lookup that hangs) must
+    // not keep the process from exiting.
+    runtime.shutdown_timeout(RUNTIME_SHUTDOWN_TIMEOUT);
+    code
 }
+
+/// How long the runtime may wait for its blocking tasks once the collector has stopped.
+const RUNTIME_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// Where flows go besides the tree itself: the JetStream connections to make once the
 /// listeners are bound — the install's, then one per partition target of its own.

@@ -44,9 +44,7 @@ pub use settings::{
     CollectorSettings, ExporterLimits, ListenerProtocol, ListenerSettings, PartitionLimits,
     SinkSettings, SourceFilter, StreamSettings, Transport,
 };
-pub use sink::{
-    ConfiguredSinks, FlowSink, JsonLinesSink, SinkError, SinkFactory, SinkFuture, StdoutSink,
-};
+pub use sink::{ConfiguredSinks, FlowSink, JsonLinesSink, SinkError, SinkFactory, SinkFuture};
 pub use socket::BindError;
 pub use supervisor::DRAIN_TIMEOUT;
 #[cfg(any(test, feature = "fault-injection"))]

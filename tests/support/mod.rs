@@ -13,7 +13,7 @@ use std::io::{BufRead, BufReader, Read};
 use std::net::{SocketAddr, UdpSocket};
 use std::num::NonZeroU32;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Child, ChildStdout, Command, ExitStatus, Stdio};
 use std::sync::mpsc::{self, Receiver};
 use std::sync::{Arc, Barrier, Mutex};
 use std::thread::{self, JoinHandle};
@@ -151,6 +151,8 @@ pub struct Collector {
     stdout: Lines,
     stderr: Lines,
     readers: Vec<JoinHandle<()>>,
+    /// The stdout pipe's read end when nothing reads it.
+    _unread: Option<ChildStdout>,
     /// The addresses its listeners were told to bind.
     pub listen: Vec<SocketAddr>,
     _dir: tempfile::TempDir,
@@ -166,6 +168,19 @@ impl Collector {
     /// Writes `config`, starts the binary with `--stdout`, and waits until each address
     /// in `listen` is reported bound on stderr.
     pub fn start(config: &Value, listen: Vec<SocketAddr>) -> Collector {
+        Collector::start_reading(config, listen, true)
+    }
+
+    /// As [`Collector::start`], but nothing ever reads the stdout pipe (a stalled log
+    /// reader): it is kept open until the collector stops, and `Finished::flows` is empty.
+    /// The collector runs one runtime thread, so a write that blocked it would stop
+    /// everything, `/metrics` and the drain deadline included.
+    pub fn start_unread(config: &Value, listen: Vec<SocketAddr>) -> Collector {
+        Collector::start_reading(config, listen, false)
+    }
+
+    fn start_reading(config: &Value, listen: Vec<SocketAddr>, read_stdout: bool) -> Collector {
+        let runtime_threads = if read_stdout { None } else { Some("1") };
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
         let path = dir.path().join("flow-collector.json");
         std::fs::write(&path, config.to_string()).unwrap_or_else(|e| panic!("write config: {e}"));
@@ -175,21 +190,25 @@ impl Collector {
             .arg("--stdout")
             .env("NO_COLOR", "1")
             .env("RUST_LOG", "info")
+            .envs(runtime_threads.map(|n| ("TOKIO_WORKER_THREADS", n)))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
             .unwrap_or_else(|e| panic!("spawn collector: {e}"));
-        let (stdout, stdout_reader, _) = read_lines(child.stdout.take(), "stdout");
         let (stderr, stderr_reader, logged) = read_lines(child.stderr.take(), "stderr");
-        let mut collector = Collector {
-            child,
-            stdout,
-            stderr,
-            readers: vec![stdout_reader, stderr_reader],
-            listen,
-            _dir: dir,
+        let mut readers = vec![stderr_reader];
+        let mut unread = None;
+        let stdout = if read_stdout {
+            let (stdout, stdout_reader, _) = read_lines(child.stdout.take(), "stdout");
+            readers.push(stdout_reader);
+            stdout
+        } else {
+            unread = child.stdout.take();
+            Lines::default()
         };
+        let mut collector =
+            Collector { child, stdout, stderr, readers, _unread: unread, listen, _dir: dir };
         collector.wait_until_bound(&logged);
         collector
     }

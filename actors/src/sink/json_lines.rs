@@ -1,13 +1,16 @@
 //! The embedded default sink: one JSON object per flow per line.
 
 use std::io::Write;
+use std::os::unix::fs::FileTypeExt;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use flowpb::FlowMessage;
+use nix::fcntl::{FcntlArg, fcntl};
 use tokio::io::{AsyncWrite, AsyncWriteExt};
+use tokio::net::unix::pipe;
 use tokio::sync::Mutex;
 
 use super::{Delivery, Encoding, FlowSink, IdentityFields, SinkFuture};
@@ -46,29 +49,73 @@ pub fn encode_json_lines(flows: &[FlowMessage], stamped: &[u8]) -> Vec<Bytes> {
         .collect()
 }
 
-/// The embedded default sink: JSON lines on standard output.
-pub type StdoutSink = JsonLinesSink<Stdout>;
+/// Standard output, written by the task that publishes.
+///
+/// A pipe (a container runtime's log FIFO, `| jq`) is opened anew through
+/// `/proc/self/fd/1` and written without blocking: a reader that stalls parks the
+/// publishing task, never a runtime thread, so decoding, `/metrics` and the shutdown's
+/// drain deadline go on while the listener's budget fills and the sockets drop newest,
+/// counted. The new open file description is the collector's own, so its `O_NONBLOCK`
+/// leaves the descriptors it shares (stderr after `2>&1`, the parent's) as they were.
+///
+/// Anything else (a file, /dev/null, a terminal, a socket) is written in place, a
+/// blocking `write(2)` on the runtime thread: it returns at once unless the reader
+/// stalls. tokio's own stdout hands every write to its blocking pool and back instead;
+/// at a batch per write that round trip of thread wake-ups cost a fifth of the
+/// collector's CPU, as did a writer thread of our own.
+#[derive(Debug)]
+pub enum Stdout {
+    Pipe(pipe::Sender),
+    InPlace,
+}
 
-/// Standard output, written in place by the task that publishes. tokio's own stdout
-/// hands every write to its blocking pool and back: at a batch per write that round
-/// trip of thread wake-ups cost a fifth of the collector's CPU. A write to a file, a
-/// pipe that is read, or /dev/null returns at once; when the reader stalls, the one
-/// task writing (publishers take turns through the sink's async mutex) waits in place
-/// and the other runtime threads keep receiving.
-#[derive(Debug, Default)]
-pub struct Stdout;
+/// The pipe buffer asked for on a standard output that is a pipe: Linux's default
+/// unprivileged cap, where the kernel's default is 64 KiB.
+const PIPE_BYTES: i32 = 1 << 20;
+
+impl Stdout {
+    /// The process's standard output, as a non-blocking pipe when it is one and a
+    /// runtime is there to wait on it; otherwise in place.
+    pub fn open() -> Self {
+        const STDOUT: &str = "/proc/self/fd/1";
+        let is_pipe = std::fs::metadata(STDOUT).is_ok_and(|m| m.file_type().is_fifo());
+        if !is_pipe || tokio::runtime::Handle::try_current().is_err() {
+            return Stdout::InPlace;
+        }
+        match pipe::OpenOptions::new().open_sender(STDOUT) {
+            Ok(sender) => {
+                // Room for a few batches, so a reader that keeps up is not woken per
+                // 64 KiB; past the system's cap (fs.pipe-max-size) the size stays.
+                let _ = fcntl(&sender, FcntlArg::F_SETPIPE_SZ(PIPE_BYTES));
+                Stdout::Pipe(sender)
+            }
+            Err(error) => {
+                tracing::debug!(
+                    "standard output is a pipe but cannot be reopened ({error}): writing in place"
+                );
+                Stdout::InPlace
+            }
+        }
+    }
+}
 
 impl AsyncWrite for Stdout {
     fn poll_write(
         self: Pin<&mut Self>,
-        _: &mut Context<'_>,
+        cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<std::io::Result<usize>> {
-        Poll::Ready(std::io::stdout().lock().write(buf))
+        match self.get_mut() {
+            Stdout::Pipe(sender) => Pin::new(sender).poll_write(cx, buf),
+            Stdout::InPlace => Poll::Ready(std::io::stdout().lock().write(buf)),
+        }
     }
 
-    fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Poll::Ready(std::io::stdout().lock().flush())
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Stdout::Pipe(sender) => Pin::new(sender).poll_flush(cx),
+            Stdout::InPlace => Poll::Ready(std::io::stdout().lock().flush()),
+        }
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
@@ -92,13 +139,6 @@ impl<W: AsyncWrite + Unpin + Send + 'static> JsonLinesSink<W> {
         writer.write_all(&self.buffer).await?;
         writer.flush().await?;
         Ok(Delivery::all(lines.len()))
-    }
-}
-
-impl StdoutSink {
-    /// A sink on the process's standard output.
-    pub fn stdout() -> Self {
-        Self::new(Arc::new(Mutex::new(Stdout)))
     }
 }
 

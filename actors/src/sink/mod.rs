@@ -22,7 +22,7 @@ mod json_lines;
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -37,7 +37,7 @@ pub use flow_publish::{
     JetStreamSettings, PublisherError, StreamSettings, TlsSettings, redact_servers,
 };
 pub use jetstream::{CONNECT_FAILED, JetStreamLink, JetStreamSink, LinkStatus, encode_flows};
-pub use json_lines::{JsonLinesSink, StdoutSink, encode_json_lines};
+pub use json_lines::{JsonLinesSink, Stdout, encode_json_lines};
 
 use crate::settings::SinkSettings;
 
@@ -200,30 +200,30 @@ where
     }
 }
 
-/// The sinks [`SinkSettings`] asks for. All stdout sinks share one writer; all JetStream
+/// The sinks [`SinkSettings`] asks for. All stdout sinks share one writer, opened with
+/// the first of them; all JetStream
 /// sinks share one message-id generator, so ids never repeat across subjects, and each
 /// publishes through its partition's connection (the install's unless the partition has
 /// its own credentials or stream).
 pub struct ConfiguredSinks {
     settings: SinkSettings,
-    stdout: Arc<Mutex<json_lines::Stdout>>,
+    stdout: OnceLock<Arc<Mutex<Stdout>>>,
     ids: Arc<MessageIdGenerator>,
 }
 
 impl ConfiguredSinks {
     pub fn new(settings: SinkSettings) -> Self {
-        Self {
-            settings,
-            stdout: Arc::new(Mutex::new(json_lines::Stdout)),
-            ids: Arc::new(MessageIdGenerator::new()),
-        }
+        Self { settings, stdout: OnceLock::new(), ids: Arc::new(MessageIdGenerator::new()) }
     }
 }
 
 impl SinkFactory for ConfiguredSinks {
     fn create(&self, subject: &str, partition: &str) -> Result<Box<dyn FlowSink>, SinkError> {
         match &self.settings {
-            SinkSettings::Stdout => Ok(Box::new(JsonLinesSink::new(Arc::clone(&self.stdout)))),
+            SinkSettings::Stdout => {
+                let stdout = self.stdout.get_or_init(|| Arc::new(Mutex::new(Stdout::open())));
+                Ok(Box::new(JsonLinesSink::new(Arc::clone(stdout))))
+            }
             SinkSettings::Discard => Ok(Box::new(DiscardSink)),
             SinkSettings::JetStream(settings) => {
                 let link = settings.link_for(partition);
