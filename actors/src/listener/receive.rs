@@ -72,8 +72,10 @@ pub(crate) async fn receive_loop(
         // No await from the read to the send: an aborted task never holds a burst.
         let failed = match buffer.read(&socket).await {
             Ok(()) => {
+                // One read, one arrival time: the datagrams of a burst came in together.
+                let received_ns = unix_now_ns();
                 for datagram in buffer.arrived() {
-                    receiver.take(datagram, buffer.payload(datagram));
+                    receiver.take(datagram, buffer.payload(datagram), received_ns);
                 }
                 false
             }
@@ -124,9 +126,9 @@ impl Receiver {
         }
     }
 
-    /// Counts one datagram received and, when it passes the checks and the budget has
-    /// room, adds it to the burst.
-    fn take(&mut self, datagram: &Arrived, payload: &[u8]) {
+    /// Counts one datagram received (at `received_ns`) and, when it passes the checks
+    /// and the budget has room, adds it to the burst.
+    fn take(&mut self, datagram: &Arrived, payload: &[u8], received_ns: u64) {
         let spec = &*self.spec;
         let counters = &spec.ctx.counters;
         let (len, source) = (datagram.len, datagram.source);
@@ -147,7 +149,7 @@ impl Receiver {
         }
         self.burst.push(RawDatagram {
             source,
-            received_ns: unix_now_ns(),
+            received_ns,
             payload: Bytes::copy_from_slice(payload),
         });
     }

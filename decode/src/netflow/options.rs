@@ -236,7 +236,8 @@ impl SamplingTable {
 
     /// The rate for a flow record; `None` when unknown.
     pub fn lookup(&self, record: &SamplerRef) -> Option<u64> {
-        if record.own_rate.is_some() {
+        // An exporter that announces no rate (most do not sample) pays no lookup.
+        if record.own_rate.is_some() || self.rates.is_empty() {
             return record.own_rate;
         }
         let get = |key: Option<SamplerKey>| key.and_then(|k| self.rates.get(&k)).map(|a| a.rate);
