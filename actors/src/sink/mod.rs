@@ -201,10 +201,9 @@ where
 }
 
 /// The sinks [`SinkSettings`] asks for. All stdout sinks share one writer, opened with
-/// the first of them; all JetStream
-/// sinks share one message-id generator, so ids never repeat across subjects, and each
-/// publishes through its partition's connection (the install's unless the partition has
-/// its own credentials or stream).
+/// the first of them; all JetStream sinks share one message-id generator, so ids never
+/// repeat across subjects, and each publishes through its partition's connection (the
+/// install's unless the partition has its own credentials or stream).
 pub struct ConfiguredSinks {
     settings: SinkSettings,
     stdout: OnceLock<Arc<Mutex<Stdout>>>,
