@@ -12,6 +12,8 @@ pub mod tshark;
 use std::io::{BufRead, BufReader, Read};
 use std::net::{SocketAddr, UdpSocket};
 use std::num::NonZeroU32;
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdout, Command, ExitStatus, Stdio};
 use std::sync::mpsc::{self, Receiver};
@@ -168,23 +170,37 @@ impl Collector {
     /// Writes `config`, starts the binary with `--stdout`, and waits until each address
     /// in `listen` is reported bound on stderr.
     pub fn start(config: &Value, listen: Vec<SocketAddr>) -> Collector {
-        Collector::start_reading(config, listen, true)
+        Collector::start_reading(config, listen, true, None)
     }
 
     /// As [`Collector::start`], but nothing ever reads the stdout pipe (a stalled log
     /// reader): it is kept open until the collector stops, and `Finished::flows` is empty.
     /// The collector runs one runtime thread, so a write that blocked it would stop
-    /// everything, `/metrics` and the drain deadline included.
-    pub fn start_unread(config: &Value, listen: Vec<SocketAddr>) -> Collector {
-        Collector::start_reading(config, listen, false)
+    /// everything, `/metrics` and the drain deadline included; with `uid` (the test runs
+    /// as root) it runs as that user, which the pipe, made by the test, does not belong to.
+    pub fn start_unread(config: &Value, listen: Vec<SocketAddr>, uid: Option<u32>) -> Collector {
+        Collector::start_reading(config, listen, false, uid)
     }
 
-    fn start_reading(config: &Value, listen: Vec<SocketAddr>, read_stdout: bool) -> Collector {
+    fn start_reading(
+        config: &Value,
+        listen: Vec<SocketAddr>,
+        read_stdout: bool,
+        uid: Option<u32>,
+    ) -> Collector {
         let runtime_threads = if read_stdout { None } else { Some("1") };
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
         let path = dir.path().join("flow-collector.json");
         std::fs::write(&path, config.to_string()).unwrap_or_else(|e| panic!("write config: {e}"));
-        let mut child = Command::new(collector_binary())
+        let mut command = Command::new(collector_binary());
+        if let Some(uid) = uid {
+            for (file, mode) in [(dir.path(), 0o755), (path.as_path(), 0o644)] {
+                std::fs::set_permissions(file, std::fs::Permissions::from_mode(mode))
+                    .unwrap_or_else(|e| panic!("chmod {}: {e}", file.display()));
+            }
+            command.uid(uid).gid(uid);
+        }
+        let mut child = command
             .arg("--config")
             .arg(&path)
             .arg("--stdout")

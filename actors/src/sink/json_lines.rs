@@ -1,6 +1,7 @@
 //! The embedded default sink: one JSON object per flow per line.
 
 use std::io::Write;
+use std::os::fd::AsFd;
 use std::os::unix::fs::FileTypeExt;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -57,6 +58,7 @@ pub fn encode_json_lines(flows: &[FlowMessage], stamped: &[u8]) -> Vec<Bytes> {
 /// drain deadline go on while the listener's budget fills and the sockets drop newest,
 /// counted. The new open file description is the collector's own, so its `O_NONBLOCK`
 /// leaves the descriptors it shares (stderr after `2>&1`, the parent's) as they were.
+/// A pipe it may not reopen is made non-blocking where it is ([`shared_pipe`]).
 ///
 /// Anything else (a file, /dev/null, a terminal, a socket) is written in place, a
 /// blocking `write(2)` on the runtime thread: it returns at once unless the reader
@@ -82,7 +84,7 @@ impl Stdout {
         if !is_pipe || tokio::runtime::Handle::try_current().is_err() {
             return Stdout::InPlace;
         }
-        match pipe::OpenOptions::new().open_sender(STDOUT) {
+        match pipe::OpenOptions::new().open_sender(STDOUT).or_else(|_| shared_pipe()) {
             Ok(sender) => {
                 // Room for a few batches, so a reader that keeps up is not woken per
                 // 64 KiB; past the system's cap (fs.pipe-max-size) the size stays.
@@ -97,6 +99,15 @@ impl Stdout {
             }
         }
     }
+}
+
+/// Standard output itself made non-blocking, for when it cannot be reopened: a pipe
+/// another user made (a container runtime's, for a collector running as non-root) is
+/// not ours to open. Its `O_NONBLOCK` then holds for every descriptor sharing it, stderr
+/// too when it was redirected there, whose log lines are dropped rather than waited for
+/// while the pipe is full.
+fn shared_pipe() -> std::io::Result<pipe::Sender> {
+    pipe::Sender::from_owned_fd(std::io::stdout().as_fd().try_clone_to_owned()?)
 }
 
 impl AsyncWrite for Stdout {
