@@ -577,7 +577,7 @@ impl Queue {
         self.admit_held();
         let waiting = self.waiting.len();
         let n = if waiting >= self.batch_size {
-            self.batch_size
+            self.full_batch(waiting)
         } else if self.flush && waiting > 0 {
             waiting
         } else {
@@ -590,6 +590,18 @@ impl Queue {
             self.flush = self.draining;
         }
         Some((lane, batch, received))
+    }
+
+    /// How many of `waiting` (at least `batch_size`) a full batch takes: `batch_size`;
+    /// an inline sink takes them all. It holds about a batch, passed by the exporter
+    /// hand-off admitted last (up to 4,096 flows): publishing that in pieces of
+    /// `batch_size` made its one lane fall behind decoding, as every batch costs a
+    /// settle, a wake-up and a task turn whatever its size.
+    fn full_batch(&self, waiting: usize) -> usize {
+        match self.overflow {
+            Overflow::Wait => waiting,
+            Overflow::Drop => self.batch_size,
+        }
     }
 
     fn register(&mut self, flows: usize, received: Vec<u64>) -> u64 {

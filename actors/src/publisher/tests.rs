@@ -212,6 +212,23 @@ async fn an_inline_sink_holds_flows_back_with_their_budget() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_inline_sink_publishes_a_hand_off_larger_than_a_batch_whole() {
+    let script = Script::new(false);
+    let slot = slot(2, &script, None);
+    let budget = Budget::new();
+    slot.offer(budget.batch(&slot, 0..2));
+    wait_until("the first batch is in the sink", || script.running() == 1).await;
+    slot.offer(budget.batch(&slot, 10..15));
+    slot.offer(budget.batch(&slot, 20..21));
+    script.release();
+    slot.drain().await;
+    // The five flows went as one batch, not as 2 + 2 + 1.
+    assert_eq!(script.batches(), vec![2, 5, 1]);
+    assert_eq!(slot.counters().snapshot().flows_published, 8);
+    assert_eq!(budget.in_flight(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_inline_sink_drops_what_it_cannot_hold_back_and_gives_its_budget_back() {
     let script = Script::new(false);
     let slot = slot(2, &script, None);
@@ -309,7 +326,9 @@ async fn a_lane_task_aborted_on_a_later_batch_counts_that_batch_once() {
     let mut script = Script::new(true);
     let permits = Arc::new(tokio::sync::Semaphore::new(1));
     script.permits = Some(Arc::clone(&permits));
-    let slot = slot(2, &script, None);
+    // One lane that splits the four flows in two batches (an inline sink would take all
+    // four at once).
+    let slot = slot(2, &script, buffered(10, 1));
     let budget = Budget::new();
     slot.offer(budget.batch(&slot, 0..4));
     wait_until("the second batch waits in the same task", || {
