@@ -59,7 +59,7 @@ fn assert_a_stalled_stdout_holds_nothing_up(uid: Option<u32>) {
         }],
     });
     let collector = Collector::start_unread(&config, vec![udp], uid);
-    // 28 flows a datagram, about 1 KiB of JSON each: 30 MB against a pipe of 64 KiB.
+    // 28 flows a datagram, about 1 KiB of JSON each: 30 MB against a pipe of 1 MiB at most.
     let sent = load::run(&LoadPlan {
         target: udp,
         exporters: 2,
@@ -87,7 +87,7 @@ fn assert_a_stalled_stdout_holds_nothing_up(uid: Option<u32>) {
         &scrape,
         "flow_collector_flows_published_total{subject=\"flows.raw.netflow\",partition=\"default\"}",
     );
-    assert!(published < sent.records, "a 64 KiB pipe cannot hold {} flows", sent.records);
+    assert!(published < sent.records, "a pipe of 1 MiB cannot hold {} flows", sent.records);
 
     let stopping = Instant::now();
     let finished = collector.stop();
