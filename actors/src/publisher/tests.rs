@@ -155,6 +155,19 @@ impl Budget {
     }
 }
 
+/// A slot of `batch_size` 2 on an inline sink that holds the first batch it gets, the
+/// flows `ports`, until `script.release()`; with that batch in the sink.
+async fn inline_with_a_batch_in_the_sink(
+    ports: std::ops::Range<u32>,
+) -> (Script, Arc<PublisherSlot>, Budget) {
+    let script = Script::new(false);
+    let slot = slot(2, &script, None);
+    let budget = Budget::new();
+    slot.offer(budget.batch(&slot, ports));
+    wait_until("the first batch is in the sink", || script.running() == 1).await;
+    (script, slot, budget)
+}
+
 async fn wait_until(what: &str, mut condition: impl FnMut() -> bool) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     while !condition() {
@@ -189,11 +202,7 @@ async fn full_batches_go_at_once_and_the_rest_on_linger() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_inline_sink_holds_flows_back_with_their_budget() {
-    let script = Script::new(false);
-    let slot = slot(2, &script, None);
-    let budget = Budget::new();
-    slot.offer(budget.batch(&slot, 0..2));
-    wait_until("the first batch is in the sink", || script.running() == 1).await;
+    let (script, slot, budget) = inline_with_a_batch_in_the_sink(0..2).await;
     for i in 1..=3 {
         slot.offer(budget.batch(&slot, i * 10..i * 10 + 1));
     }
@@ -213,11 +222,7 @@ async fn an_inline_sink_holds_flows_back_with_their_budget() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_inline_sink_publishes_a_hand_off_larger_than_a_batch_whole() {
-    let script = Script::new(false);
-    let slot = slot(2, &script, None);
-    let budget = Budget::new();
-    slot.offer(budget.batch(&slot, 0..2));
-    wait_until("the first batch is in the sink", || script.running() == 1).await;
+    let (script, slot, budget) = inline_with_a_batch_in_the_sink(0..2).await;
     slot.offer(budget.batch(&slot, 10..15));
     slot.offer(budget.batch(&slot, 20..21));
     script.release();
@@ -230,12 +235,8 @@ async fn an_inline_sink_publishes_a_hand_off_larger_than_a_batch_whole() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_inline_sink_drops_what_it_cannot_hold_back_and_gives_its_budget_back() {
-    let script = Script::new(false);
-    let slot = slot(2, &script, None);
+    let (script, slot, budget) = inline_with_a_batch_in_the_sink(0..2).await;
     slot.queue().max_held = 5;
-    let budget = Budget::new();
-    slot.offer(budget.batch(&slot, 0..2));
-    wait_until("the first batch is in the sink", || script.running() == 1).await;
     for i in 1..=3 {
         slot.offer(budget.batch(&slot, i * 10..i * 10 + 2));
     }
@@ -296,11 +297,7 @@ async fn a_buffered_sink_has_its_lanes_in_flight_at_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_busy_lane_publishes_batch_after_batch_in_one_task() {
-    let script = Script::new(false);
-    let slot = slot(2, &script, None);
-    let budget = Budget::new();
-    slot.offer(budget.batch(&slot, 0..2));
-    wait_until("the first batch is in the sink", || script.running() == 1).await;
+    let (script, slot, budget) = inline_with_a_batch_in_the_sink(0..2).await;
     for i in 1..=4 {
         slot.offer(budget.batch(&slot, i * 10..i * 10 + 2));
     }
@@ -364,14 +361,10 @@ async fn sink_errors_drop_and_count_the_batch() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn abandoning_counts_every_held_flow_once() {
-    let script = Script::new(false);
-    let slot = slot(2, &script, None);
-    let budget = Budget::new();
-    slot.offer(budget.batch(&slot, 0..3));
-    wait_until("a batch is in the sink", || script.running() == 1).await;
+    let (script, slot, budget) = inline_with_a_batch_in_the_sink(0..3).await;
     slot.offer(budget.batch(&slot, 3..5));
     slot.abandon_pending();
-    // In flight (2), waiting (1) and held back (2).
+    // In flight (3: an inline sink takes what waits) and held back (2).
     assert_eq!(slot.counters().flows_dropped.get(flow_drop::DRAIN_TIMEOUT), 5);
     assert_eq!(budget.in_flight(), 0);
     script.release();
