@@ -4,10 +4,11 @@
 //! its [`FlowSink`].
 //!
 //! Two ways of holding flows, chosen by the sink ([`FlowSink::buffering`]):
-//! - inline (stdout, the default): one batch in flight and at most `batch_size` flows
-//!   held; flows beyond that wait in the mailbox with their listener's budget, so a slow
-//!   sink fills the budget and the listener drops newest (`channel_full`); past
-//!   [`MAX_HELD_FLOWS`] waiting, flows are dropped and counted (`buffer_full`);
+//! - inline (stdout, the default): one batch in flight, taking every flow waiting (about
+//!   `batch_size`, passed by the exporter hand-off admitted last); flows beyond that are
+//!   held back with their listener's budget, so a slow sink fills the budget and the
+//!   listener drops newest (`channel_full`); past [`MAX_HELD_FLOWS`] held back, flows
+//!   are dropped and counted (`buffer_full`);
 //! - buffered (JetStream): up to `max_flows` held, with several batches in flight; the
 //!   listener's budget is given back as flows enter the buffer, and flows arriving at
 //!   the bound are dropped and counted (`buffer_full`).

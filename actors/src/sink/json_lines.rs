@@ -93,7 +93,7 @@ impl Stdout {
             }
             Err(error) => {
                 tracing::debug!(
-                    "standard output is a pipe but cannot be reopened ({error}): writing in place"
+                    "standard output is a pipe that cannot be made non-blocking ({error}): writing in place"
                 );
                 Stdout::InPlace
             }
