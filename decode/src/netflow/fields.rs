@@ -47,7 +47,7 @@ use flowpb::{FlowMessage, FlowType};
 use crate::packet::{ETHERTYPE_IPV4, ETHERTYPE_IPV6, protocol_name};
 
 use super::options::{SamplerRef, SamplingFields};
-use super::slots::{Ints, Slot};
+use super::slots::{Ints, Slot, slot_set};
 use super::time;
 
 /// One field of a template: Information Element id, enterprise number (0 = IANA) and
@@ -77,6 +77,34 @@ const NSEL_FW_EVENT: u16 = 40005;
 
 /// bgpCommunity, the element of the community lists 484/485.
 const BGP_COMMUNITY: u16 = 483;
+
+/// Integer slots of field groups most templates lack. A record with none of a group's
+/// slots leaves the group's message fields at their defaults, so writing them is
+/// skipped (the message is at its defaults when written).
+const L2_SLOTS: u64 = slot_set(&[
+    Slot::SrcMac,
+    Slot::PostSrcMac,
+    Slot::DstMac,
+    Slot::PostDstMac,
+    Slot::Vlan,
+    Slot::PostVlan,
+    Slot::Dot1qVlan,
+]);
+const NAT_FIREWALL_SLOTS: u64 =
+    slot_set(&[Slot::PostNatSrcPort, Slot::PostNatDstPort, Slot::FirewallEvent, Slot::FlowId]);
+const IP_DETAIL_SLOTS: u64 = slot_set(&[
+    Slot::IpTtl,
+    Slot::MinTtl,
+    Slot::MaxTtl,
+    Slot::FragmentFlags,
+    Slot::FragmentId,
+    Slot::FragmentOffset,
+    Slot::FlowLabel,
+    Slot::ForwardingStatus,
+    Slot::IcmpTypeCode,
+    Slot::IcmpType,
+    Slot::IcmpCode,
+]);
 
 /// The export packet a record came in, as the mapping needs it.
 #[derive(Debug, Clone, Copy)]
@@ -279,6 +307,10 @@ struct ByFamily<A, B> {
 }
 
 impl<A: Copy, B: Copy> ByFamily<A, B> {
+    fn is_empty(&self) -> bool {
+        self.v4.is_none() && self.v6.is_none()
+    }
+
     /// The value of `family` when present, else the other one.
     fn pick(&self, family: Option<Family>) -> Option<Result<A, B>> {
         match (family, self.v4, self.v6) {
@@ -327,6 +359,8 @@ pub(crate) struct FlowFields {
     mpls_top_addr: ByFamily<[u8; 4], [u8; 16]>,
     /// MPLS label stack entries by position: (label stack section value, TTL).
     mpls: [Option<(u32, Option<u8>)>; MPLS_STACK_DEPTH],
+    /// Whether any entry of `mpls` is set.
+    has_mpls_entries: bool,
     sampling: SamplingFields,
     post_nat_src: ByFamily<[u8; 4], [u8; 16]>,
     post_nat_dst: ByFamily<[u8; 4], [u8; 16]>,
@@ -350,6 +384,23 @@ impl FlowFields {
     /// template checked it).
     pub fn apply_int(&mut self, slot: Slot, value: u64) {
         self.ints.first(slot, value);
+    }
+
+    /// Whether none of the integer slots of `set` (see [`slot_set`]) has a value.
+    pub fn no_int_of(&self, set: u64) -> bool {
+        !self.ints.any(set)
+    }
+
+    /// Writes the value of an integer field whose slot has none yet ([`Self::no_int_of`]
+    /// told, and no other field of the record goes to it); [`Self::mark_ints`] then
+    /// marks the slots written.
+    pub fn put_int_value(&mut self, slot: Slot, value: u64) {
+        self.ints.put_value(slot, value);
+    }
+
+    /// Marks the integer slots of `set` as holding the values written.
+    pub fn mark_ints(&mut self, set: u64) {
+        self.ints.mark(set);
     }
 
     /// Takes one field of the record whose mapping is known: `target(spec)` of its
@@ -429,6 +480,7 @@ impl FlowFields {
             [a, b, c, ttl] => Some((u32::from_be_bytes([0, a, b, c]), Some(ttl))),
             _ => return,
         };
+        self.has_mpls_entries = true;
     }
 
     /// srhSegmentIPv6ListSection: the SRH segment list as on the wire, 16 bytes each.
@@ -520,12 +572,17 @@ impl FlowFields {
         self.write_counters(msg);
         self.write_times(ctx, msg);
         self.write_l3_l4(address_family, msg);
+        self.write_ip_details(msg);
         self.write_l2(msg);
         self.write_nat_and_firewall(msg);
         self.write_routing(address_family, msg);
     }
 
     fn write_nat_and_firewall(&self, msg: &mut FlowMessage) {
+        let nat_addresses = !self.post_nat_src.is_empty() || !self.post_nat_dst.is_empty();
+        if !nat_addresses && !self.ints.any(NAT_FIREWALL_SLOTS) {
+            return;
+        }
         write_address(&mut msg.post_nat_src_addr, non_zero_first(self.post_nat_src));
         write_address(&mut msg.post_nat_dst_addr, non_zero_first(self.post_nat_dst));
         msg.post_nat_src_port = self.ints.u16_or_zero(Slot::PostNatSrcPort);
@@ -580,9 +637,11 @@ impl FlowFields {
     /// The record's times when its sysUpTime values wait for systemInitTimeMilliseconds
     /// (IPFIX without IE 160 in the record or announced yet); `None` otherwise.
     pub fn awaiting_system_init(&self, ctx: &RecordContext<'_>) -> Option<time::RecordTimes> {
+        if time::UptimeBase::for_record(ctx, self.ints.get(Slot::SystemInit)).is_some() {
+            return None;
+        }
         let times = self.record_times(ctx);
-        let base = time::UptimeBase::for_record(ctx, self.ints.get(Slot::SystemInit));
-        (times.has_uptimes() && base.is_none()).then_some(times)
+        times.has_uptimes().then_some(times)
     }
 
     fn write_times(&self, ctx: &RecordContext<'_>, msg: &mut FlowMessage) {
@@ -601,6 +660,21 @@ impl FlowFields {
         msg.dst_port = self.ints.u16_or_zero(Slot::DstPort);
         msg.ip_tos = self.ints.u8_or_zero(Slot::Tos);
         msg.tcp_flags = self.ints.u16_or_zero(Slot::TcpFlags);
+        msg.src_net = self
+            .masks(Slot::SrcMask4, Slot::SrcMask6)
+            .pick(family)
+            .map_or(0, |m| u32::from(m.unwrap_or_else(|m| m)));
+        msg.dst_net = self
+            .masks(Slot::DstMask4, Slot::DstMask6)
+            .pick(family)
+            .map_or(0, |m| u32::from(m.unwrap_or_else(|m| m)));
+    }
+
+    /// TTL, fragmentation, flow label, forwarding status and ICMP type/code.
+    fn write_ip_details(&self, msg: &mut FlowMessage) {
+        if !self.ints.any(IP_DETAIL_SLOTS) {
+            return;
+        }
         msg.ip_ttl = self
             .ints
             .u8(Slot::IpTtl)
@@ -622,17 +696,12 @@ impl FlowFields {
         if let Some(icmp_code) = self.ints.u8(Slot::IcmpCode) {
             msg.icmp_code = u32::from(icmp_code);
         }
-        msg.src_net = self
-            .masks(Slot::SrcMask4, Slot::SrcMask6)
-            .pick(family)
-            .map_or(0, |m| u32::from(m.unwrap_or_else(|m| m)));
-        msg.dst_net = self
-            .masks(Slot::DstMask4, Slot::DstMask6)
-            .pick(family)
-            .map_or(0, |m| u32::from(m.unwrap_or_else(|m| m)));
     }
 
     fn write_l2(&self, msg: &mut FlowMessage) {
+        if !self.ints.any(L2_SLOTS) {
+            return;
+        }
         msg.src_mac = self.ints.get(Slot::SrcMac).or(self.ints.get(Slot::PostSrcMac)).unwrap_or(0);
         msg.dst_mac = self.ints.get(Slot::DstMac).or(self.ints.get(Slot::PostDstMac)).unwrap_or(0);
         msg.src_vlan = self.ints.u16_or_zero(Slot::Vlan);
@@ -648,10 +717,12 @@ impl FlowFields {
         msg.dst_as = self.ints.u32_or_zero(Slot::DstAs);
         msg.next_hop_as = self.ints.u32_or_zero(Slot::NextHopAs);
         msg.observation_point_id = self.ints.u32_or_zero(Slot::ObservationPointId);
-        for (entry, ttl) in self.mpls.iter().flatten() {
-            msg.mpls_label.push(entry >> 4);
-            if let Some(ttl) = ttl {
-                msg.mpls_ttl.push(u32::from(*ttl));
+        if self.has_mpls_entries {
+            for (entry, ttl) in self.mpls.iter().flatten() {
+                msg.mpls_label.push(entry >> 4);
+                if let Some(ttl) = ttl {
+                    msg.mpls_ttl.push(u32::from(*ttl));
+                }
             }
         }
         let top_addr = match self.mpls_top_addr {
@@ -694,6 +765,37 @@ mod tests {
             received_ns: 5,
             sampler_address: &[192, 0, 2, 1],
         }
+    }
+
+    /// Each integer element the mapping takes changes the message on its own, so the
+    /// groups of fields written only when one of their slots has a value
+    /// ([`L2_SLOTS`], [`NAT_FIREWALL_SLOTS`], [`IP_DETAIL_SLOTS`]) miss no slot.
+    #[test]
+    fn every_integer_element_shows_in_the_message_on_its_own() {
+        let v9 = RecordContext { sys_uptime_ms: Some(1_000_000), ..ctx() };
+        let message = |mut fields: FlowFields| {
+            let mut msg = FlowMessage::default();
+            fields.finish_into(&v9, 0, &mut msg);
+            msg
+        };
+        let empty = message(FlowFields::default());
+        let mut slots = Vec::new();
+        for enterprise in [0, REVERSE_PEN] {
+            for id in 0..=u16::MAX {
+                match target(FieldSpec { id, enterprise, length: 6 }) {
+                    // IE 160 only dates sysUpTime values; alone it has nothing to date.
+                    Some(Target::Int(Slot::SystemInit)) | None => {}
+                    Some(Target::Int(slot)) => slots.push((id, slot)),
+                    Some(_) => {}
+                }
+            }
+        }
+        for (id, slot) in &slots {
+            let mut fields = FlowFields::default();
+            fields.apply_int(*slot, 0x0102_0304_0506);
+            assert_ne!(message(fields), empty, "element {id} ({slot:?}) left no trace");
+        }
+        assert!(slots.len() > 60, "{} integer elements", slots.len());
     }
 
     #[test]

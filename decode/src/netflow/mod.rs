@@ -343,7 +343,9 @@ impl NetflowSession {
         let header_bytes = &datagram.payload[..header.header_len()];
         // Data records of this message, for IPFIX loss accounting (None: unknown).
         let mut records = Some(0u32);
-        for set in SetWalk::new(header.protocol, sets) {
+        let mut walk = SetWalk::new(header.protocol, sets).peekable();
+        while let Some(set) = walk.next() {
+            emit.later_sets = walk.peek().is_some();
             match set {
                 Ok(set) if is_template_set(header.protocol, set.id) => {
                     self.template_set(key, header_bytes, set, datagram.received_ns, emit)
@@ -683,7 +685,13 @@ impl ExporterSession for NetflowSession {
             Some(version @ (9 | 10)) => {
                 let mut unresolved = std::mem::take(&mut self.unresolved);
                 let tick = self.tick;
-                let mut emit = Emit { out, report: &mut report, unresolved: &mut unresolved, tick };
+                let mut emit = Emit {
+                    out,
+                    report: &mut report,
+                    unresolved: &mut unresolved,
+                    tick,
+                    later_sets: false,
+                };
                 self.decode_templated(version, datagram, &mut emit);
                 self.unresolved = unresolved;
             }

@@ -63,6 +63,8 @@ pub(crate) struct SamplingFields {
     size: Option<u64>,
     population: Option<u64>,
     probability: Option<f64>,
+    /// Whether any sampling element was taken ([`SamplingFields::apply`]).
+    taken: bool,
 }
 
 fn first(slot: &mut Option<u64>, bytes: &[u8]) {
@@ -96,11 +98,15 @@ impl SamplingFields {
             311 => {}
             _ => return false,
         }
+        self.taken = true;
         true
     }
 
     /// The 1-in-N rate the record's own sampling IEs give, if any.
     pub fn rate(&self) -> Option<u64> {
+        if !self.taken {
+            return None;
+        }
         let interval = self.interval.filter(|v| *v > 0);
         match self.algorithm {
             Some(SYSTEMATIC_COUNT_BASED) => self.count_based().or(interval),

@@ -8,7 +8,7 @@
 //! one by one would do with them.
 
 use super::fields::{FieldSpec, FlowFields, Target, target};
-use super::slots::{Slot, be_uint};
+use super::slots::{Slot, be_uint, slot_set};
 
 /// How a template's records are read into [`FlowFields`] (see
 /// [`super::templates::Layout::read_flow`]).
@@ -25,6 +25,13 @@ pub(crate) enum Plan {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct FixedReads {
     ints: Vec<IntRead>,
+    /// The slots of `ints` as a mask (see [`slot_set`]), when no two share a slot:
+    /// a record with none of them set yet, and whole 8-byte words at every integer
+    /// (see `words_end`), then takes every value with no check. `None` when a slot
+    /// repeats.
+    distinct_slots: Option<u64>,
+    /// How many bytes reading every integer as an 8-byte word needs.
+    words_end: usize,
     others: Vec<OtherRead>,
 }
 
@@ -40,6 +47,13 @@ struct IntRead {
 }
 
 impl IntRead {
+    /// The value, read as the 8-byte word at its offset (`data` holds it).
+    fn word_value(&self, data: &[u8]) -> u64 {
+        let start = self.at as usize;
+        let word = data.get(start..start + 8).and_then(|word| <[u8; 8]>::try_from(word).ok());
+        word.map_or(0, |word| u64::from_be_bytes(word) >> self.shift)
+    }
+
     fn value(&self, data: &[u8]) -> Option<u64> {
         let start = usize::try_from(self.at).ok()?;
         match data.get(start..start.checked_add(8)?) {
@@ -84,7 +98,11 @@ impl Plan {
             }
             at = at.saturating_add(u32::from(len));
         }
-        Plan::Fixed(FixedReads { ints, others })
+        let slots: Vec<Slot> = ints.iter().map(|read| read.slot).collect();
+        let mask = slot_set(&slots);
+        let distinct_slots = (mask.count_ones() as usize == slots.len()).then_some(mask);
+        let words_end = ints.iter().map(|read| read.at as usize + 8).max().unwrap_or(0);
+        Plan::Fixed(FixedReads { ints, distinct_slots, words_end, others })
     }
 }
 
@@ -94,9 +112,19 @@ impl FixedReads {
     /// and other fields go to separate places, so reading the integers first changes
     /// nothing; within each kind, template order is kept (the first occurrence wins).
     pub fn read(&self, data: &[u8], flow: &mut FlowFields) {
-        for read in &self.ints {
-            if let Some(value) = read.value(data) {
-                flow.apply_int(read.slot, value);
+        match self.distinct_slots {
+            Some(slots) if data.len() >= self.words_end && flow.no_int_of(slots) => {
+                for read in &self.ints {
+                    flow.put_int_value(read.slot, read.word_value(data));
+                }
+                flow.mark_ints(slots);
+            }
+            _ => {
+                for read in &self.ints {
+                    if let Some(value) = read.value(data) {
+                        flow.apply_int(read.slot, value);
+                    }
+                }
             }
         }
         for read in &self.others {
@@ -187,5 +215,20 @@ mod tests {
         assert_eq!(reads.ints, vec![IntRead { at: 17, len: 2, shift: 48, slot: Slot::SrcPort }]);
         assert_eq!(reads.others.len(), 1);
         assert_eq!((reads.others[0].at, reads.others[0].target), (19, Target::SrcAddr4));
+        assert_eq!(reads.distinct_slots, Some(slot_set(&[Slot::SrcPort])));
+        assert_eq!(reads.words_end, 25);
+    }
+
+    #[test]
+    fn a_repeated_integer_slot_keeps_the_first_occurrence_check() {
+        let spec = |id, length| FieldSpec { id, enterprise: 0, length };
+        let Plan::Fixed(reads) = Plan::compile(&[spec(7, 2), spec(11, 2), spec(7, 2)], true) else {
+            panic!("a fixed-length template compiles to fixed reads");
+        };
+        assert_eq!(reads.distinct_slots, None);
+        let mut flow = FlowFields::default();
+        reads.read(&[0, 80, 0, 53, 0, 22, 0, 0, 0, 0, 0, 0, 0, 0], &mut flow);
+        let msg = message(flow);
+        assert_eq!((msg.src_port, msg.dst_port), (80, 53));
     }
 }

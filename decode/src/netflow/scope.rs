@@ -87,6 +87,10 @@ pub(crate) struct Emit<'e> {
     pub report: &'e mut DatagramReport,
     pub unresolved: &'e mut Vec<Unresolved>,
     pub tick: u64,
+    /// Whether more sets follow the one being decoded. Only a later set can announce
+    /// what a record's rate or times wait for (a set's records share one template),
+    /// so records of the datagram's last set are not kept in `unresolved`.
+    pub later_sets: bool,
 }
 
 /// What decoding one data set gave.
@@ -584,7 +588,7 @@ impl RecordSink<'_, '_, '_> {
                 let rate = self.sampling.lookup(&sampler);
                 let times = fields.awaiting_system_init(&self.ctx);
                 let emit = &mut *self.emit;
-                if rate.is_none() || times.is_some() {
+                if emit.later_sets && (rate.is_none() || times.is_some()) {
                     let (index, scope) = (emit.out.len(), self.key);
                     let sampler = rate.is_none().then_some(sampler);
                     emit.unresolved.push(Unresolved { index, scope, sampler, times });

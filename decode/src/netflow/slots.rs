@@ -69,6 +69,17 @@ pub(crate) enum Slot {
     PostDstMac,
 }
 
+/// A set of slots as a mask of their bits, for [`Ints::any`].
+pub(crate) const fn slot_set(slots: &[Slot]) -> u64 {
+    let mut mask = 0;
+    let mut index = 0;
+    while index < slots.len() {
+        mask |= 1 << slots[index] as u8;
+        index += 1;
+    }
+    mask
+}
+
 /// Number of slots (the last variant's index + 1); the presence mask has a bit each.
 const SLOTS: usize = Slot::PostDstMac as usize + 1;
 const _: () = assert!(SLOTS <= u64::BITS as usize);
@@ -126,6 +137,22 @@ impl Ints {
             self.present |= slot.bit();
             self.values[slot as usize] = value;
         }
+    }
+
+    /// Writes the value of `slot`, which has none yet (the caller knows: [`Ints::any`])
+    /// and gets its bit with the others of its set ([`Ints::mark`]).
+    pub fn put_value(&mut self, slot: Slot, value: u64) {
+        self.values[slot as usize] = value;
+    }
+
+    /// Marks the slots of `set` as having the values [`Ints::put_value`] wrote.
+    pub fn mark(&mut self, set: u64) {
+        self.present |= set;
+    }
+
+    /// Whether any slot of `set` (made by [`slot_set`]) has a value.
+    pub fn any(&self, set: u64) -> bool {
+        self.present & set != 0
     }
 
     pub fn get(&self, slot: Slot) -> Option<u64> {

@@ -88,6 +88,9 @@ pub(crate) struct FlowTimes {
     delta_end_us: Option<u64>,
     duration_ns: Option<u64>,
     observation: Option<Stamp>,
+    /// Whether any time element was taken ([`FlowTimes::set`]); without one, resolving
+    /// gives the uptime-derived times as they are.
+    taken: bool,
 }
 
 /// Seconds in one NTP era (the 32-bit seconds field wraps every 2^32 s).
@@ -119,6 +122,7 @@ fn set_first<T>(slot: &mut Option<T>, value: Option<T>) {
 
 impl FlowTimes {
     pub fn set(&mut self, field: TimeField, value: &[u8]) {
+        self.taken = true;
         let scaled = |unit: u64| be_uint(value).and_then(|v| v.checked_mul(unit));
         let unix = |unit: u64| scaled(unit).map(Stamp::UnixNs);
         match field {
@@ -154,6 +158,9 @@ impl FlowTimes {
         uptime_start_ns: Option<u64>,
         uptime_end_ns: Option<u64>,
     ) -> (Option<u64>, Option<u64>) {
+        if !self.taken {
+            return (uptime_start_ns, uptime_end_ns);
+        }
         let export_ns = export_ms.checked_mul(NS_PER_MS);
         let before_export =
             |us: u64| export_ns.and_then(|e| e.checked_sub(us.checked_mul(NS_PER_US)?));
