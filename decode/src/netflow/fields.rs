@@ -313,10 +313,10 @@ impl<A: Copy, B: Copy> ByFamily<A, B> {
 
     /// The value of `family` when present, else the other one.
     fn pick(&self, family: Option<Family>) -> Option<Result<A, B>> {
-        match (family, self.v4, self.v6) {
-            (Some(Family::V6), _, Some(v6)) => Some(Err(v6)),
-            (_, Some(v4), _) => Some(Ok(v4)),
-            (_, None, Some(v6)) => Some(Err(v6)),
+        match (family, &self.v4, &self.v6) {
+            (Some(Family::V6), _, Some(v6)) => Some(Err(*v6)),
+            (_, Some(v4), _) => Some(Ok(*v4)),
+            (_, None, Some(v6)) => Some(Err(*v6)),
             (_, None, None) => None,
         }
     }
