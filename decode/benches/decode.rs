@@ -9,11 +9,16 @@
 //! time per datagram and records per second. Decoding a ring again repeats sequence
 //! numbers, which the decoders take as late duplicates: they still decode every record
 //! (checked before measuring).
+//!
+//! With `DECODE_INSTRUCTIONS=<protocol>` set (v5, v9, ipfix, sflow) the binary instead
+//! decodes that protocol's ring [`ROUNDS`] times in [`decode_rounds`] and prints the
+//! records decoded: `bash bench/instructions.sh` counts the instructions it takes under
+//! callgrind, a figure per record that this host's noise does not move.
 
 use std::hint::black_box;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
-use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
+use criterion::{BatchSize, Criterion, Throughput, criterion_group};
 use flow_decode::{
     Datagram, ExporterSession, FlowBuffer, NetflowSession, NetflowSettings, SamplingPolicy,
     SflowSession, SflowSettings,
@@ -126,5 +131,48 @@ fn decoders(c: &mut Criterion) {
     }
 }
 
+/// Times the instruction-count mode decodes the ring.
+const ROUNDS: usize = 20;
+
+/// Decodes every datagram of the ring [`ROUNDS`] times: the loop
+/// `bench/instructions.sh` counts. Returns the records decoded.
+#[inline(never)]
+fn decode_rounds(session: &mut dyn ExporterSession, stream: &Stream, out: &mut FlowBuffer) -> u64 {
+    let mut records = 0;
+    for _ in 0..ROUNDS {
+        for payload in &stream.ring {
+            out.clear();
+            records += decode(session, black_box(payload), out) as u64;
+        }
+    }
+    records
+}
+
+/// The instruction-count mode: decodes `name`'s full datagrams and prints how many
+/// records that was.
+fn count_records(name: &str) -> Result<(), String> {
+    let protocol: Protocol =
+        name.parse().map_err(|error| format!("DECODE_INSTRUCTIONS={name}: {error}"))?;
+    let stream = stream(protocol, protocol.default_records());
+    let mut session = warmed(protocol, &stream);
+    let records = decode_rounds(session.as_mut(), &stream, &mut FlowBuffer::new());
+    println!("{protocol} records {records}");
+    Ok(())
+}
+
 criterion_group!(benches, decoders);
-criterion_main!(benches);
+
+fn main() {
+    match std::env::var("DECODE_INSTRUCTIONS") {
+        Ok(name) => {
+            if let Err(error) = count_records(&name) {
+                eprintln!("{error}");
+                std::process::exit(2);
+            }
+        }
+        Err(_) => {
+            benches();
+            Criterion::default().configure_from_args().final_summary();
+        }
+    }
+}
