@@ -92,6 +92,15 @@ const L2_SLOTS: u64 = slot_set(&[
 ]);
 const NAT_FIREWALL_SLOTS: u64 =
     slot_set(&[Slot::PostNatSrcPort, Slot::PostNatDstPort, Slot::FirewallEvent, Slot::FlowId]);
+/// The counters of a bi-directional record (initiator/responder, RFC 5103 reverse).
+const BIDIRECTIONAL_SLOTS: u64 = slot_set(&[
+    Slot::InitiatorOctets,
+    Slot::InitiatorPackets,
+    Slot::ResponderOctets,
+    Slot::ResponderPackets,
+    Slot::ReverseOctets,
+    Slot::ReversePackets,
+]);
 const IP_DETAIL_SLOTS: u64 = slot_set(&[
     Slot::IpTtl,
     Slot::MinTtl,
@@ -602,32 +611,28 @@ impl FlowFields {
             .get(Slot::PacketDelta)
             .or(self.ints.get(Slot::PacketTotal))
             .or(self.ints.get(Slot::PostPacketDelta));
+        if !self.ints.any(BIDIRECTIONAL_SLOTS) {
+            msg.bytes = forward_bytes.unwrap_or(0);
+            msg.packets = forward_packets.unwrap_or(0);
+            return;
+        }
         let out_bytes = self.ints.get(Slot::InitiatorOctets).or(forward_bytes);
         let out_packets = self.ints.get(Slot::InitiatorPackets).or(forward_packets);
         let in_bytes = self.ints.get(Slot::ResponderOctets).or(self.ints.get(Slot::ReverseOctets));
         let in_packets =
             self.ints.get(Slot::ResponderPackets).or(self.ints.get(Slot::ReversePackets));
-        let bidirectional = self.ints.get(Slot::InitiatorOctets).is_some()
-            || self.ints.get(Slot::InitiatorPackets).is_some()
-            || in_bytes.is_some()
-            || in_packets.is_some();
-        if bidirectional {
-            msg.bytes_out = out_bytes.unwrap_or(0);
-            msg.packets_out = out_packets.unwrap_or(0);
-            msg.bytes_in = in_bytes.unwrap_or(0);
-            msg.packets_in = in_packets.unwrap_or(0);
-            msg.bytes = msg.bytes_out.saturating_add(msg.bytes_in);
-            msg.packets = msg.packets_out.saturating_add(msg.packets_in);
-        } else {
-            msg.bytes = forward_bytes.unwrap_or(0);
-            msg.packets = forward_packets.unwrap_or(0);
-        }
+        msg.bytes_out = out_bytes.unwrap_or(0);
+        msg.packets_out = out_packets.unwrap_or(0);
+        msg.bytes_in = in_bytes.unwrap_or(0);
+        msg.packets_in = in_packets.unwrap_or(0);
+        msg.bytes = msg.bytes_out.saturating_add(msg.bytes_in);
+        msg.packets = msg.packets_out.saturating_add(msg.packets_in);
     }
 
     /// The record's time elements, as resolving them needs.
-    fn record_times(&self, ctx: &RecordContext<'_>) -> time::RecordTimes {
+    fn record_times(&self, ctx: &RecordContext<'_>) -> time::RecordTimes<&time::FlowTimes> {
         time::RecordTimes {
-            times: self.times,
+            times: &self.times,
             export_ms: ctx.export_ms,
             uptime_start: self.ints.u32(Slot::FlowStartUptime),
             uptime_end: self.ints.u32(Slot::FlowEndUptime),
@@ -641,7 +646,7 @@ impl FlowFields {
             return None;
         }
         let times = self.record_times(ctx);
-        times.has_uptimes().then_some(times)
+        times.has_uptimes().then(|| times.held())
     }
 
     fn write_times(&self, ctx: &RecordContext<'_>, msg: &mut FlowMessage) {

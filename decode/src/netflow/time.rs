@@ -22,6 +22,8 @@
 //! datagram, so IE 160 in options data later in the same datagram still resolves them;
 //! one announced in a later datagram cannot reach flows already emitted.
 
+use std::borrow::Borrow;
+
 use super::fields::RecordContext;
 use super::slots::be_uint;
 
@@ -187,20 +189,32 @@ impl FlowTimes {
 }
 
 /// The time elements of one record with its export time: what resolving its start and
-/// end needs besides the base of its sysUpTime values.
+/// end needs besides the base of its sysUpTime values. The elements are held (`T`:
+/// [`FlowTimes`]) where the record waits for its base, or borrowed from the record.
 #[derive(Debug, Clone, Copy)]
-pub(crate) struct RecordTimes {
-    pub times: FlowTimes,
+pub(crate) struct RecordTimes<T = FlowTimes> {
+    pub times: T,
     pub export_ms: u64,
     pub uptime_start: Option<u32>,
     pub uptime_end: Option<u32>,
 }
 
-impl RecordTimes {
+impl<T: Borrow<FlowTimes>> RecordTimes<T> {
     /// Start and end in Unix ns; the sysUpTime values count only with a `base`.
     pub fn resolve(&self, base: Option<UptimeBase>) -> (Option<u64>, Option<u64>) {
         let uptime = |value: Option<u32>| base.and_then(|b| value.and_then(|v| b.to_unix_ns(v)));
-        self.times.resolve(self.export_ms, uptime(self.uptime_start), uptime(self.uptime_end))
+        let (start, end) = (uptime(self.uptime_start), uptime(self.uptime_end));
+        self.times.borrow().resolve(self.export_ms, start, end)
+    }
+
+    /// These times, holding the time elements.
+    pub fn held(&self) -> RecordTimes {
+        RecordTimes {
+            times: *self.times.borrow(),
+            export_ms: self.export_ms,
+            uptime_start: self.uptime_start,
+            uptime_end: self.uptime_end,
+        }
     }
 
     /// Whether the record carries sysUpTime values (22/21).
