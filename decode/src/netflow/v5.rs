@@ -92,46 +92,47 @@ pub(crate) fn decode(
     for packet in &result.packets {
         if let NetflowPacket::V5(v5) = packet {
             for record in &v5.flowsets {
-                out.push(flow(&v5.header, record, datagram.received_ns, sampler_address));
+                let msg = out.next_slot();
+                write_flow(&v5.header, record, datagram.received_ns, sampler_address, msg);
                 report.flows += 1;
             }
         }
     }
 }
 
-fn flow(
+/// Writes one record into `msg`, a message at its defaults (a kept one keeps its
+/// buffers: no allocation per record).
+fn write_flow(
     header: &Header,
     record: &FlowSet,
     received_ns: u64,
     sampler_address: &[u8],
-) -> FlowMessage {
+    msg: &mut FlowMessage,
+) {
     let time = |at| v5_time_ns(header.unix_secs, header.unix_nsecs, header.sys_up_time, at);
-    FlowMessage {
-        r#type: FlowType::NetflowV5 as i32,
-        time_received_ns: received_ns,
-        sequence_num: header.flow_sequence,
-        sampling_rate: u64::from(header.sampling_interval & SAMPLING_INTERVAL_MASK),
-        sampler_address: sampler_address.to_vec(),
-        time_flow_start_ns: time(record.first),
-        time_flow_end_ns: time(record.last),
-        bytes: u64::from(record.d_octets),
-        packets: u64::from(record.d_pkts),
-        src_addr: record.src_addr.octets().to_vec(),
-        dst_addr: record.dst_addr.octets().to_vec(),
-        next_hop: record.next_hop.octets().to_vec(),
-        etype: u32::from(ETHERTYPE_IPV4),
-        proto: u32::from(record.protocol_number),
-        protocol_name: protocol_name(record.protocol_number).to_owned(),
-        src_port: u32::from(record.src_port),
-        dst_port: u32::from(record.dst_port),
-        in_if: u32::from(record.input),
-        out_if: u32::from(record.output),
-        tcp_flags: u32::from(record.tcp_flags),
-        ip_tos: u32::from(record.tos),
-        src_as: u32::from(record.src_as),
-        dst_as: u32::from(record.dst_as),
-        src_net: u32::from(record.src_mask),
-        dst_net: u32::from(record.dst_mask),
-        ..Default::default()
-    }
+    msg.r#type = FlowType::NetflowV5 as i32;
+    msg.time_received_ns = received_ns;
+    msg.sequence_num = header.flow_sequence;
+    msg.sampling_rate = u64::from(header.sampling_interval & SAMPLING_INTERVAL_MASK);
+    msg.sampler_address.extend_from_slice(sampler_address);
+    msg.time_flow_start_ns = time(record.first);
+    msg.time_flow_end_ns = time(record.last);
+    msg.bytes = u64::from(record.d_octets);
+    msg.packets = u64::from(record.d_pkts);
+    msg.src_addr.extend_from_slice(&record.src_addr.octets());
+    msg.dst_addr.extend_from_slice(&record.dst_addr.octets());
+    msg.next_hop.extend_from_slice(&record.next_hop.octets());
+    msg.etype = u32::from(ETHERTYPE_IPV4);
+    msg.proto = u32::from(record.protocol_number);
+    msg.protocol_name.push_str(protocol_name(record.protocol_number));
+    msg.src_port = u32::from(record.src_port);
+    msg.dst_port = u32::from(record.dst_port);
+    msg.in_if = u32::from(record.input);
+    msg.out_if = u32::from(record.output);
+    msg.tcp_flags = u32::from(record.tcp_flags);
+    msg.ip_tos = u32::from(record.tos);
+    msg.src_as = u32::from(record.src_as);
+    msg.dst_as = u32::from(record.dst_as);
+    msg.src_net = u32::from(record.src_mask);
+    msg.dst_net = u32::from(record.dst_mask);
 }
