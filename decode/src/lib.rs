@@ -72,11 +72,32 @@ pub trait ExporterSession: Send {
 /// Converts an address into the contract's byte form: 4 bytes for IPv4 (also for
 /// v4-mapped IPv6), 16 for IPv6.
 pub fn address_bytes(addr: std::net::IpAddr) -> Vec<u8> {
+    let mut bytes = Vec::new();
+    set_address(&mut bytes, addr);
+    bytes
+}
+
+/// Sets a message's address field to `addr` in the contract's byte form (see
+/// [`address_bytes`]), keeping the field's buffer (a kept message's: see
+/// [`FlowBuffer::next_slot`]).
+pub(crate) fn set_address(field: &mut Vec<u8>, addr: std::net::IpAddr) {
     match addr {
-        std::net::IpAddr::V4(v4) => v4.octets().to_vec(),
+        std::net::IpAddr::V4(v4) => set_bytes(field, &v4.octets()),
         std::net::IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-            Some(v4) => v4.octets().to_vec(),
-            None => v6.octets().to_vec(),
+            Some(v4) => set_bytes(field, &v4.octets()),
+            None => set_bytes(field, &v6.octets()),
         },
     }
+}
+
+/// Sets a message's bytes field to `value`, keeping the field's buffer.
+pub(crate) fn set_bytes(field: &mut Vec<u8>, value: &[u8]) {
+    field.clear();
+    field.extend_from_slice(value);
+}
+
+/// Sets a message's string field to `value`, keeping the field's buffer.
+pub(crate) fn set_text(field: &mut String, value: &str) {
+    field.clear();
+    field.push_str(value);
 }

@@ -14,6 +14,8 @@
 
 use flowpb::{FlowMessage, LayerStack};
 
+use crate::{set_bytes, set_text};
+
 /// Ethertype of IPv4.
 pub const ETHERTYPE_IPV4: u16 = 0x0800;
 /// Ethertype of IPv6.
@@ -132,7 +134,7 @@ pub fn decode_sampled_header(protocol: HeaderProtocol, header: &[u8], msg: &mut 
         next = step.next;
     }
     if let Some(proto) = walk.proto {
-        walk.msg.protocol_name = protocol_name(proto).to_owned();
+        set_text(&mut walk.msg.protocol_name, protocol_name(proto));
     }
 }
 
@@ -265,8 +267,8 @@ impl Walk<'_> {
         let fragment_offset = flags_fragment & 0x1FFF;
         let msg = &mut *self.msg;
         msg.etype = u32::from(ETHERTYPE_IPV4);
-        msg.src_addr = vec![s0, s1, s2, s3];
-        msg.dst_addr = vec![d0, d1, d2, d3];
+        set_bytes(&mut msg.src_addr, &[s0, s1, s2, s3]);
+        set_bytes(&mut msg.dst_addr, &[d0, d1, d2, d3]);
         msg.ip_tos = u32::from(tos);
         msg.ip_ttl = u32::from(ttl);
         msg.fragment_id = u32::from(u16::from_be_bytes([id0, id1]));
@@ -288,8 +290,8 @@ impl Walk<'_> {
         let (src, dst) = addrs.split_at(16);
         let msg = &mut *self.msg;
         msg.etype = u32::from(ETHERTYPE_IPV6);
-        msg.src_addr = src.to_vec();
-        msg.dst_addr = dst.to_vec();
+        set_bytes(&mut msg.src_addr, src);
+        set_bytes(&mut msg.dst_addr, dst);
         msg.ip_tos = u32::from(((v0 & 0x0F) << 4) | (v1 >> 4));
         msg.ipv6_flow_label = u32::from_be_bytes([v0, v1, v2, v3]) & 0x000F_FFFF;
         msg.ip_ttl = u32::from(hop_limit);

@@ -6,8 +6,8 @@ use super::datagram::{FlowSampleHeader, Interface};
 use super::records::{
     ExtendedGateway, ExtendedRouter, ExtendedSwitch, FlowRecords, SampledEthernet, SampledIp,
 };
-use crate::address_bytes;
 use crate::packet::{self, mac_to_u64, protocol_name};
+use crate::{set_address, set_bytes, set_text};
 
 /// `forwarding_status` values (IPFIX IE 89, RFC 7270): the top two bits are the status.
 const FORWARDED: u32 = 0x40;
@@ -23,47 +23,45 @@ pub(crate) struct DatagramContext {
     pub sampler_address: Vec<u8>,
 }
 
-/// Builds the flow of one sample. Records are applied from the least to the most
+/// Writes the flow of one sample into `msg`, a message at its defaults (a kept one
+/// keeps its buffers). Records are applied from the least to the most
 /// precise source, each overwriting what it knows: sampled IPv4/IPv6, then Ethernet
 /// frame data, then the raw header; `bytes` likewise ends as the header's frame length
 /// when there is one. The extended records fill fields no other record has.
-pub(crate) fn build_flow(
+pub(crate) fn write_flow(
     ctx: &DatagramContext,
     sample: &FlowSampleHeader,
     records: FlowRecords<'_>,
-) -> FlowMessage {
-    let mut msg = FlowMessage {
-        r#type: FlowType::Sflow5 as i32,
-        time_received_ns: ctx.received_ns,
-        time_flow_start_ns: ctx.received_ns,
-        time_flow_end_ns: ctx.received_ns,
-        sequence_num: ctx.sequence,
-        sampling_rate: u64::from(sample.sampling_rate),
-        sampler_address: ctx.sampler_address.clone(),
-        packets: 1,
-        ..FlowMessage::default()
-    };
-    apply_interfaces(&mut msg, sample.input, sample.output);
+    msg: &mut FlowMessage,
+) {
+    msg.r#type = FlowType::Sflow5 as i32;
+    msg.time_received_ns = ctx.received_ns;
+    msg.time_flow_start_ns = ctx.received_ns;
+    msg.time_flow_end_ns = ctx.received_ns;
+    msg.sequence_num = ctx.sequence;
+    msg.sampling_rate = u64::from(sample.sampling_rate);
+    set_bytes(&mut msg.sampler_address, &ctx.sampler_address);
+    msg.packets = 1;
+    apply_interfaces(msg, sample.input, sample.output);
     if let Some(ip) = &records.ip {
-        apply_sampled_ip(&mut msg, ip);
+        apply_sampled_ip(msg, ip);
     }
     if let Some(ethernet) = &records.ethernet {
-        apply_sampled_ethernet(&mut msg, ethernet);
+        apply_sampled_ethernet(msg, ethernet);
     }
     if let Some(header) = &records.header {
         msg.bytes = u64::from(header.frame_length);
-        packet::decode_sampled_header(header.protocol, header.header, &mut msg);
+        packet::decode_sampled_header(header.protocol, header.header, msg);
     }
     if let Some(switch) = &records.switch {
-        apply_extended_switch(&mut msg, switch);
+        apply_extended_switch(msg, switch);
     }
     if let Some(router) = &records.router {
-        apply_extended_router(&mut msg, router);
+        apply_extended_router(msg, router);
     }
     if let Some(gateway) = records.gateway {
-        apply_extended_gateway(&mut msg, gateway);
+        apply_extended_gateway(msg, gateway);
     }
-    msg
 }
 
 /// `in_if`/`out_if` carry real ifIndexes only (0 otherwise); the output's format sets
@@ -84,10 +82,10 @@ fn apply_sampled_ip(msg: &mut FlowMessage, ip: &SampledIp) {
     msg.bytes = u64::from(ip.length);
     msg.etype =
         u32::from(if ip.src.is_ipv4() { packet::ETHERTYPE_IPV4 } else { packet::ETHERTYPE_IPV6 });
-    msg.src_addr = address_bytes(ip.src);
-    msg.dst_addr = address_bytes(ip.dst);
+    set_address(&mut msg.src_addr, ip.src);
+    set_address(&mut msg.dst_addr, ip.dst);
     msg.proto = ip.protocol;
-    msg.protocol_name = u8::try_from(ip.protocol).map(protocol_name).unwrap_or("").to_owned();
+    set_text(&mut msg.protocol_name, u8::try_from(ip.protocol).map(protocol_name).unwrap_or(""));
     msg.src_port = ip.src_port;
     msg.dst_port = ip.dst_port;
     msg.tcp_flags = ip.tcp_flags;
@@ -108,7 +106,7 @@ fn apply_extended_switch(msg: &mut FlowMessage, switch: &ExtendedSwitch) {
 
 fn apply_extended_router(msg: &mut FlowMessage, router: &ExtendedRouter) {
     if let Some(next_hop) = router.next_hop {
-        msg.next_hop = address_bytes(next_hop);
+        set_address(&mut msg.next_hop, next_hop);
     }
     msg.src_net = router.src_mask_len;
     msg.dst_net = router.dst_mask_len;
@@ -120,7 +118,7 @@ fn apply_extended_router(msg: &mut FlowMessage, router: &ExtendedRouter) {
 /// reported source AS, or the router's AS when that is 0 (a local source).
 fn apply_extended_gateway(msg: &mut FlowMessage, gateway: ExtendedGateway) {
     if let Some(next_hop) = gateway.next_hop {
-        msg.bgp_next_hop = address_bytes(next_hop);
+        set_address(&mut msg.bgp_next_hop, next_hop);
     }
     msg.src_as = if gateway.src_as != 0 { gateway.src_as } else { gateway.router_as };
     msg.dst_as = gateway.as_path.last().copied().unwrap_or(gateway.router_as);

@@ -48,7 +48,7 @@ use datagram::{
     COUNTER_SAMPLE, DatagramHeader, EXPANDED_COUNTER_SAMPLE, EXPANDED_FLOW_SAMPLE, FLOW_SAMPLE,
     FlowSampleHeader, SFLOW_VERSION, read_element,
 };
-use flow::{DatagramContext, build_flow};
+use flow::{DatagramContext, write_flow};
 use records::FlowRecords;
 use sequence::{AgentKey, SequenceTracker};
 
@@ -235,26 +235,27 @@ fn decode_samples(
             }
             _ => continue,
         };
-        match decode_flow_sample(body, form, context) {
-            Ok(flow) => {
-                out.push(flow);
-                report.flows += 1;
-            }
+        match decode_flow_sample(body, form, context, out) {
+            Ok(()) => report.flows += 1,
             Err(error) => report.errors.push(error.into()),
         }
     }
 }
 
+/// Decodes one flow sample into the next message of `out` (none is taken when the
+/// sample is malformed).
 fn decode_flow_sample(
     body: &[u8],
     form: SampleForm,
     context: &DatagramContext,
-) -> Result<flowpb::FlowMessage, SflowError> {
+    out: &mut FlowBuffer,
+) -> Result<(), SflowError> {
     let mut cur = Cursor::new(body);
     let sample = match form {
         SampleForm::Compact => FlowSampleHeader::read_compact(&mut cur)?,
         SampleForm::Expanded => FlowSampleHeader::read_expanded(&mut cur)?,
     };
     let records = FlowRecords::read(&mut cur)?;
-    Ok(build_flow(context, &sample, records))
+    write_flow(context, &sample, records, out.next_slot());
+    Ok(())
 }
