@@ -45,6 +45,7 @@
 use flowpb::{FlowMessage, FlowType};
 
 use crate::packet::{ETHERTYPE_IPV4, ETHERTYPE_IPV6, protocol_name};
+use crate::{set_bytes, set_text};
 
 use super::options::{SamplerRef, SamplingFields};
 use super::slots::{Ints, Slot, slot_set};
@@ -346,11 +347,11 @@ fn address_vec(value: Option<Result<[u8; 4], [u8; 16]>>) -> Vec<u8> {
     bytes
 }
 
-/// Writes an address into a field's buffer, which is empty (a reset message's).
+/// Sets an address field to `value`, if any (see [`set_bytes`]).
 fn write_address(field: &mut Vec<u8>, value: Option<Result<[u8; 4], [u8; 16]>>) {
     match value {
-        Some(Ok(v4)) => field.extend_from_slice(&v4),
-        Some(Err(v6)) => field.extend_from_slice(&v6),
+        Some(Ok(v4)) => set_bytes(field, &v4),
+        Some(Err(v6)) => set_bytes(field, &v6),
         None => {}
     }
 }
@@ -395,21 +396,10 @@ impl FlowFields {
         self.ints.first(slot, value);
     }
 
-    /// Whether none of the integer slots of `set` (see [`slot_set`]) has a value.
-    pub fn no_int_of(&self, set: u64) -> bool {
-        !self.ints.any(set)
-    }
-
-    /// Writes the value of an integer field whose slot has none yet ([`Self::no_int_of`]
-    /// told, and no other field of the record goes to it); [`Self::mark_ints`] then
-    /// marks the slots written.
-    pub fn put_int_value(&mut self, slot: Slot, value: u64) {
-        self.ints.put_value(slot, value);
-    }
-
-    /// Marks the integer slots of `set` as holding the values written.
-    pub fn mark_ints(&mut self, set: u64) {
-        self.ints.mark(set);
+    /// Takes the integer values of distinct slots, `set` (see [`Ints::fill_unset`]);
+    /// `false`, taking nothing, when one of them has a value already.
+    pub fn fill_unset_ints(&mut self, set: u64, values: impl Iterator<Item = (Slot, u64)>) -> bool {
+        self.ints.fill_unset(set, values)
     }
 
     /// Takes one field of the record whose mapping is known: `target(spec)` of its
@@ -572,7 +562,7 @@ impl FlowFields {
         msg.time_received_ns = ctx.received_ns;
         msg.sequence_num = ctx.sequence;
         msg.sampling_rate = sampling_rate;
-        msg.sampler_address.extend_from_slice(ctx.sampler_address);
+        set_bytes(&mut msg.sampler_address, ctx.sampler_address);
         write_address(&mut msg.src_addr, src);
         write_address(&mut msg.dst_addr, dst);
         write_address(&mut msg.next_hop, self.next_hop.pick(address_family));
@@ -659,7 +649,7 @@ impl FlowFields {
     fn write_l3_l4(&self, family: Option<Family>, msg: &mut FlowMessage) {
         if let Some(proto) = self.ints.u8(Slot::Protocol) {
             msg.proto = u32::from(proto);
-            msg.protocol_name.push_str(protocol_name(proto));
+            set_text(&mut msg.protocol_name, protocol_name(proto));
         }
         msg.src_port = self.ints.u16_or_zero(Slot::SrcPort);
         msg.dst_port = self.ints.u16_or_zero(Slot::DstPort);

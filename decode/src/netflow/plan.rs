@@ -112,18 +112,17 @@ impl FixedReads {
     /// and other fields go to separate places, so reading the integers first changes
     /// nothing; within each kind, template order is kept (the first occurrence wins).
     pub fn read(&self, data: &[u8], flow: &mut FlowFields) {
-        match self.distinct_slots {
-            Some(slots) if data.len() >= self.words_end && flow.no_int_of(slots) => {
-                for read in &self.ints {
-                    flow.put_int_value(read.slot, read.word_value(data));
-                }
-                flow.mark_ints(slots);
+        let filled = match self.distinct_slots {
+            Some(slots) if data.len() >= self.words_end => {
+                let values = self.ints.iter().map(|read| (read.slot, read.word_value(data)));
+                flow.fill_unset_ints(slots, values)
             }
-            _ => {
-                for read in &self.ints {
-                    if let Some(value) = read.value(data) {
-                        flow.apply_int(read.slot, value);
-                    }
+            _ => false,
+        };
+        if !filled {
+            for read in &self.ints {
+                if let Some(value) = read.value(data) {
+                    flow.apply_int(read.slot, value);
                 }
             }
         }

@@ -139,15 +139,18 @@ impl Ints {
         }
     }
 
-    /// Writes the value of `slot`, which has none yet (the caller knows: [`Ints::any`])
-    /// and gets its bit with the others of its set ([`Ints::mark`]).
-    pub fn put_value(&mut self, slot: Slot, value: u64) {
-        self.values[slot as usize] = value;
-    }
-
-    /// Marks the slots of `set` as having the values [`Ints::put_value`] wrote.
-    pub fn mark(&mut self, set: u64) {
+    /// Takes the values of the slots of `set` (made by [`slot_set`]), which `values`
+    /// gives once each, when none of them has one yet: no first-occurrence check per
+    /// value. `false`, taking nothing, when one has.
+    pub fn fill_unset(&mut self, set: u64, values: impl Iterator<Item = (Slot, u64)>) -> bool {
+        if self.any(set) {
+            return false;
+        }
+        for (slot, value) in values {
+            self.values[slot as usize] = value;
+        }
         self.present |= set;
+        true
     }
 
     /// Whether any slot of `set` (made by [`slot_set`]) has a value.
