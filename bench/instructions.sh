@@ -19,14 +19,14 @@ for line in sys.stdin:
 [[ -x $bin ]] || { echo "could not build the decode benchmark" >&2; exit 1; }
 
 printf '%-6s %14s %12s %18s\n' protocol instructions records "instructions/record"
-for protocol in "${@:-v5 v9 ipfix sflow}"; do
-    for p in $protocol; do
-        out=$(DECODE_INSTRUCTIONS=$p valgrind --tool=callgrind --callgrind-out-file=/dev/null \
-            --toggle-collect='decode::decode_rounds' "$bin" 2>&1)
-        instructions=$(sed -n 's/.*Collected : \([0-9]*\).*/\1/p' <<<"$out")
-        records=$(sed -n 's/^[a-z0-9]* records \([0-9]*\)$/\1/p' <<<"$out")
-        [[ -n $instructions && -n $records ]] || { echo "$out" >&2; exit 1; }
-        awk -v p="$p" -v i="$instructions" -v r="$records" \
-            'BEGIN { printf "%-6s %14d %12d %18.0f\n", p, i, r, i / r }'
-    done
+protocols=("$@")
+((${#protocols[@]})) || protocols=(v5 v9 ipfix sflow)
+for p in "${protocols[@]}"; do
+    out=$(DECODE_INSTRUCTIONS=$p valgrind --tool=callgrind --callgrind-out-file=/dev/null \
+        --toggle-collect='decode::decode_rounds' "$bin" 2>&1)
+    instructions=$(sed -n 's/.*Collected : \([0-9]*\).*/\1/p' <<<"$out")
+    records=$(sed -n 's/^[a-z0-9]* records \([0-9]*\)$/\1/p' <<<"$out")
+    [[ -n $instructions && -n $records ]] || { echo "$out" >&2; exit 1; }
+    awk -v p="$p" -v i="$instructions" -v r="$records" \
+        'BEGIN { printf "%-6s %14d %12d %18.0f\n", p, i, r, i / r }'
 done
