@@ -1,16 +1,13 @@
 //! The `FlowMessage` protobuf of the wire contract, generated at build time from
-//! `proto/flow.proto`; its encoding for the publish path ([`encode_flow`]); and its
-//! one-JSON-object-per-line rendering used by the embedded stdout sink and the
-//! operator's tail tool.
+//! `proto/flow.proto`, and its one-JSON-object-per-line rendering used by the
+//! embedded stdout sink and the operator's tail tool.
 
-#[allow(clippy::all)]
+#![allow(clippy::all)]
 mod generated {
     include!(concat!(env!("OUT_DIR"), "/flowpb.rs"));
 }
 
-pub mod encode;
 pub mod json;
 
-pub use encode::encode_flow;
 pub use generated::FlowMessage;
 pub use generated::flow_message::{FlowType, LayerStack};

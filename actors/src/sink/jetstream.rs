@@ -15,6 +15,7 @@ use flow_publish::{
     OutboundMessage, PublisherError,
 };
 use flowpb::FlowMessage;
+use prost::Message;
 use tokio::sync::watch;
 
 use super::{Buffering, Delivery, Encoding, FlowSink, IdentityFields, SinkFuture};
@@ -148,8 +149,8 @@ impl JetStreamLink {
     }
 }
 
-/// Encodes each flow as its own protobuf payload ([`flowpb::encode_flow`]), followed by
-/// `shared` (fields every flow carries, already encoded). The payloads share few allocations (sized from a
+/// Encodes each flow as its own protobuf payload, followed by `shared` (fields every
+/// flow carries, already encoded). The payloads share few allocations (sized from a
 /// typical flow rather than measured: measuring costs a third of the encoding), so a
 /// buffered flow costs about its encoded size plus a 32-byte handle.
 pub fn encode_flows(flows: &[FlowMessage], shared: &[u8]) -> Vec<Bytes> {
@@ -158,7 +159,7 @@ pub fn encode_flows(flows: &[FlowMessage], shared: &[u8]) -> Vec<Bytes> {
     flows
         .iter()
         .map(|flow| {
-            flowpb::encode_flow(flow, &mut buffer);
+            flow.encode_raw(&mut buffer);
             buffer.extend_from_slice(shared);
             buffer.split().freeze()
         })
@@ -312,7 +313,6 @@ fn delivery_of(outcome: &BatchOutcome, flows_per_message: u64) -> Delivery {
 mod tests {
     use super::*;
     use flow_publish::GiveUpReason;
-    use prost::Message;
 
     #[test]
     fn each_flow_is_encoded_on_its_own() {
