@@ -407,8 +407,8 @@ impl Waiting {
     /// ever break, the flows come back.
     fn push(&mut self, flows: Staged) -> Result<(), Staged> {
         match (self, flows) {
-            (Waiting::Decoded(waiting), Staged::Decoded(flows)) => waiting.extend(flows),
-            (Waiting::Encoded(waiting), Staged::Encoded(payloads)) => waiting.extend(payloads),
+            (Waiting::Decoded(waiting), Staged::Decoded(flows)) => append(waiting, flows),
+            (Waiting::Encoded(waiting), Staged::Encoded(payloads)) => append(waiting, payloads),
             (_, mismatched) => return Err(mismatched),
         }
         Ok(())
@@ -416,8 +416,8 @@ impl Waiting {
 
     fn take(&mut self, n: usize) -> Staged {
         match self {
-            Waiting::Decoded(flows) => Staged::Decoded(flows.drain(..n).collect()),
-            Waiting::Encoded(payloads) => Staged::Encoded(payloads.drain(..n).collect()),
+            Waiting::Decoded(flows) => Staged::Decoded(take_front(flows, n)),
+            Waiting::Encoded(payloads) => Staged::Encoded(take_front(payloads, n)),
         }
     }
 
@@ -427,6 +427,23 @@ impl Waiting {
             Waiting::Encoded(payloads) => payloads.clear(),
         }
     }
+}
+
+/// Appends `items` to `queue`. An empty queue takes the vector's buffer instead: an
+/// inline sink's batch then goes from the exporter to the sink without a copy of its
+/// flows (see [`take_front`]).
+fn append<T>(queue: &mut VecDeque<T>, items: Vec<T>) {
+    if queue.is_empty() {
+        *queue = VecDeque::from(items);
+    } else {
+        queue.extend(items);
+    }
+}
+
+/// The first `n` items of `queue` (all of them when it holds no more). Taking them all
+/// takes the queue's buffer, moving nothing when the queue starts at its beginning.
+fn take_front<T>(queue: &mut VecDeque<T>, n: usize) -> Vec<T> {
+    if n >= queue.len() { Vec::from(std::mem::take(queue)) } else { queue.drain(..n).collect() }
 }
 
 /// Observes, for each flow of a delivered batch, the time from its datagram's receipt
@@ -561,7 +578,7 @@ impl Queue {
     /// Flows join the waiting queue, with their receipt times.
     fn enqueue(&mut self, (flows, received): (Staged, Vec<u64>)) {
         match self.waiting.push(flows) {
-            Ok(()) => self.received.extend(received),
+            Ok(()) => append(&mut self.received, received),
             Err(mismatched) => {
                 debug_assert!(mismatched.is_empty(), "flows in a form the sink does not take");
                 tracing::error!(
@@ -586,7 +603,7 @@ impl Queue {
         };
         let lane = self.idle.pop()?;
         let batch = self.waiting.take(n);
-        let received = self.received.drain(..n.min(self.received.len())).collect();
+        let received = take_front(&mut self.received, n);
         if self.waiting.len() == 0 {
             self.flush = self.draining;
         }

@@ -473,3 +473,20 @@ async fn json_lines_are_written_where_flows_are_decoded_with_their_exporter_stam
     }
     assert_eq!(budget.in_flight(), 0);
 }
+
+#[test]
+fn queued_flows_keep_their_order_and_a_batch_taken_whole_keeps_its_buffer() {
+    let mut queue = VecDeque::new();
+    append(&mut queue, (0..10).collect::<Vec<u32>>());
+    append(&mut queue, vec![10, 11]);
+    assert_eq!(take_front(&mut queue, 3), vec![0, 1, 2]);
+    assert_eq!(take_front(&mut queue, 100), (3..12).collect::<Vec<_>>());
+    assert!(queue.is_empty());
+
+    let batch: Vec<u32> = (0..10).collect();
+    let buffer = batch.as_ptr();
+    append(&mut queue, batch);
+    let taken = take_front(&mut queue, 10);
+    assert_eq!(taken, (0..10).collect::<Vec<_>>());
+    assert_eq!(taken.as_ptr(), buffer, "the batch went through without a copy");
+}
