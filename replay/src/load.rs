@@ -126,18 +126,25 @@ struct Pacer {
     per_sec: f64,
 }
 
+/// How long the pacer lets due datagrams wait for a full burst at most: at moderate
+/// rates, waking for every datagram due cost the sender a system call and a wake-up
+/// for one or two datagrams each (0.4 µs a flow at 1 M flows/s against 0.23 at 3 M).
+const PACE_SLICE: Duration = Duration::from_millis(1);
+
 impl Pacer {
-    /// How many datagrams may go now, `sent` having gone; sleeps until at least one
-    /// may.
-    fn allowance(&self, sent: u64) -> u64 {
+    /// How many datagrams may go now, `sent` having gone. Sleeps until `burst` are due,
+    /// or, once one is, for [`PACE_SLICE`] at most.
+    fn allowance(&self, sent: u64, burst: u64) -> u64 {
+        let first_due = Duration::from_secs_f64(sent as f64 / self.per_sec);
+        let burst_due = Duration::from_secs_f64((sent + burst.max(1) - 1) as f64 / self.per_sec);
+        let go = burst_due.min(first_due + PACE_SLICE);
         loop {
-            let due = (self.start.elapsed().as_secs_f64() * self.per_sec) as u64 + 1;
-            if due > sent {
-                return due - sent;
+            let elapsed = self.start.elapsed();
+            if elapsed >= go {
+                let due = (elapsed.as_secs_f64() * self.per_sec) as u64 + 1;
+                return due.saturating_sub(sent).max(1);
             }
-            let next = Duration::from_secs_f64((sent as f64) / self.per_sec);
-            let wait = next.saturating_sub(self.start.elapsed());
-            std::thread::sleep(wait.min(Duration::from_millis(5)));
+            std::thread::sleep((go - elapsed).min(Duration::from_millis(5)));
         }
     }
 }
@@ -214,7 +221,7 @@ fn send_loop(
         turn = (turn + 1) % count;
         let mut n = (plan.burst as u64).min(source.quota);
         if let Some(pacer) = &pacer {
-            n = n.min(pacer.allowance(summary.datagrams));
+            n = n.min(pacer.allowance(summary.datagrams, n));
         }
         if n == 0 {
             continue;
@@ -328,6 +335,27 @@ mod tests {
         counts.sort_unstable();
         assert_eq!(counts, vec![3, 3, 4]);
         assert!(summary.elapsed >= Duration::from_millis(4), "paced at 2000/s");
+    }
+
+    #[test]
+    fn a_paced_burst_waits_for_its_datagrams_but_not_past_the_slice() {
+        // 1,000 datagrams a second: a burst of 4 would take 3 ms to fall due, so it goes
+        // after 1 ms (the slice) with what is due by then; no datagram goes early.
+        let pacer = Pacer { start: Instant::now(), per_sec: 1_000.0 };
+        let allowed = pacer.allowance(0, 4);
+        let elapsed = pacer.start.elapsed();
+        assert!(elapsed >= PACE_SLICE, "waited {elapsed:?}");
+        assert!(allowed >= 2, "{allowed} due after {elapsed:?}");
+        assert!(
+            allowed as f64 <= elapsed.as_secs_f64() * 1_000.0 + 1.0,
+            "{allowed} after {elapsed:?}"
+        );
+        // A million a second: a burst of 32 falls due within the slice, and waits for it.
+        let pacer = Pacer { start: Instant::now(), per_sec: 1_000_000.0 };
+        let allowed = pacer.allowance(0, 32);
+        let elapsed = pacer.start.elapsed();
+        assert!(allowed >= 32, "{allowed} after {elapsed:?}");
+        assert!(elapsed >= Duration::from_micros(31), "waited {elapsed:?}");
     }
 
     #[test]
