@@ -126,9 +126,9 @@ struct Pacer {
     per_sec: f64,
 }
 
-/// How long the pacer lets due datagrams wait for a full burst at most: at moderate
-/// rates, waking for every datagram due cost the sender a system call and a wake-up
-/// for one or two datagrams each (0.4 µs a flow at 1 M flows/s against 0.23 at 3 M).
+/// How long the pacer lets due datagrams wait for a full burst at most. Waking for
+/// every datagram due cost, at moderate rates, a system call and a wake-up for one or
+/// two datagrams each: 0.51 µs of sender CPU a flow at 1 M flows/s, 0.24 with bursts.
 const PACE_SLICE: Duration = Duration::from_millis(1);
 
 impl Pacer {
