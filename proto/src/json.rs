@@ -56,6 +56,21 @@ mod tests {
     }
 
     #[test]
+    fn every_ipv4_octet_and_a_mac_render_as_std_and_hex_write_them() {
+        for octet in 0..=u8::MAX {
+            let octets = [octet, 0, u8::MAX, octet.wrapping_mul(7)];
+            let mac = u64::from(octet) << 40 | u64::from(octet.wrapping_mul(7));
+            let flow =
+                FlowMessage { src_addr: octets.to_vec(), dst_mac: mac, ..Default::default() };
+            let v = to_json(&flow);
+            assert_eq!(v["src_addr"], std::net::Ipv4Addr::from(octets).to_string());
+            let [_, _, a, .., f] = mac.to_be_bytes();
+            assert_eq!(v["dst_mac"], format!("{a:02x}:00:00:00:00:{f:02x}"));
+            assert_eq!(v["src_mac"], "00:00:00:00:00:00");
+        }
+    }
+
+    #[test]
     fn decode_flags_and_nat_fields_render_by_name_and_as_text() {
         let flow = FlowMessage {
             decode_flags: 0b0110 | 0x100,

@@ -17,10 +17,18 @@ macro_rules! key {
     };
 }
 
+/// `{"name":`: the object's opening brace and its first key, as one literal like
+/// [`key!`].
+macro_rules! first_key {
+    ($name:literal) => {
+        concat!("{\"", $name, "\":")
+    };
+}
+
 /// Appends `flow` to `out` as one JSON object, without a trailing newline.
 pub fn write_json(flow: &FlowMessage, out: &mut String) {
-    let mut o = Object::open(out);
-    o.u32s(key!("as_path"), &flow.as_path);
+    let mut o = Object { out };
+    o.u32s(first_key!("as_path"), &flow.as_path);
     o.u32s(key!("bgp_communities"), &flow.bgp_communities);
     o.address(key!("bgp_next_hop"), &flow.bgp_next_hop);
     o.u64(key!("bytes"), flow.bytes);
@@ -91,31 +99,21 @@ pub fn write_json(flow: &FlowMessage, out: &mut String) {
     o.close();
 }
 
-/// An object being written: keys are added in the order given.
+/// An object being written: keys are added in the order given, the first with
+/// [`first_key!`], every other with [`key!`].
 struct Object<'a> {
     out: &'a mut String,
-    first: bool,
 }
 
-impl<'a> Object<'a> {
-    fn open(out: &'a mut String) -> Self {
-        out.push('{');
-        Self { out, first: true }
-    }
-
+impl Object<'_> {
     fn close(self) {
         self.out.push('}');
     }
 
-    /// Writes a [`key!`] (keys are plain identifiers: nothing to escape), the first one
-    /// without its comma.
+    /// Writes a [`key!`] or [`first_key!`] (keys are plain identifiers: nothing to
+    /// escape).
     #[inline(always)]
     fn key(&mut self, key: &'static str) {
-        let key = match self.first {
-            true => key.get(1..).unwrap_or(key),
-            false => key,
-        };
-        self.first = false;
         self.out.push_str(key);
     }
 
@@ -214,6 +212,11 @@ fn push_u64(out: &mut String, value: u64) {
 }
 
 fn push_array<T>(out: &mut String, values: &[T], mut item: impl FnMut(&mut String, &T)) {
+    // Most arrays of most flows are empty.
+    if values.is_empty() {
+        out.push_str("[]");
+        return;
+    }
     out.push('[');
     for (i, value) in values.iter().enumerate() {
         if i > 0 {
@@ -275,19 +278,30 @@ fn push_address(out: &mut String, bytes: &[u8]) {
     out.push('"');
 }
 
-/// Dotted-quad IPv4, as `std::net::Ipv4Addr`'s `Display` writes it.
+/// Dotted-quad IPv4, as `std::net::Ipv4Addr`'s `Display` writes it: each octet in
+/// decimal, no leading zeros.
 fn push_ipv4(out: &mut String, octets: [u8; 4]) {
-    let mut digits = itoa::Buffer::new();
     for (i, octet) in octets.into_iter().enumerate() {
         if i > 0 {
             out.push('.');
         }
-        out.push_str(digits.format(octet));
+        if octet >= 100 {
+            out.push(char::from(b'0' + octet / 100));
+        }
+        if octet >= 10 {
+            out.push(char::from(b'0' + octet / 10 % 10));
+        }
+        out.push(char::from(b'0' + octet % 10));
     }
 }
 
 /// A MAC held in the low 48 bits, first octet most significant, as `"aa:bb:cc:dd:ee:ff"`.
 fn push_mac(out: &mut String, value: u64) {
+    // Most flows carry no MAC.
+    if value == 0 {
+        out.push_str("\"00:00:00:00:00:00\"");
+        return;
+    }
     out.push('"');
     for (i, byte) in value.to_be_bytes()[2..].iter().enumerate() {
         if i > 0 {
