@@ -71,6 +71,21 @@ mod tests {
     }
 
     #[test]
+    fn numbers_render_in_decimal_whatever_their_digits() {
+        let values = (0..1000).chain([u64::from(u32::MAX), u64::MAX - 1, u64::MAX]);
+        for value in values {
+            let flow = FlowMessage {
+                bytes: value,
+                src_port: (value % 65536) as u32,
+                ..Default::default()
+            };
+            let v = to_json(&flow);
+            assert_eq!(v["bytes"], value, "{value}");
+            assert_eq!(v["src_port"], value % 65536, "{value}");
+        }
+    }
+
+    #[test]
     fn decode_flags_and_nat_fields_render_by_name_and_as_text() {
         let flow = FlowMessage {
             decode_flags: 0b0110 | 0x100,
