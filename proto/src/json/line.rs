@@ -17,18 +17,10 @@ macro_rules! key {
     };
 }
 
-/// `{"name":`: the object's opening brace and its first key, as one literal like
-/// [`key!`].
-macro_rules! first_key {
-    ($name:literal) => {
-        concat!("{\"", $name, "\":")
-    };
-}
-
 /// Appends `flow` to `out` as one JSON object, without a trailing newline.
 pub fn write_json(flow: &FlowMessage, out: &mut String) {
-    let mut o = Object { out };
-    o.u32s(first_key!("as_path"), &flow.as_path);
+    let mut o = Object::open(out);
+    o.u32s(key!("as_path"), &flow.as_path);
     o.u32s(key!("bgp_communities"), &flow.bgp_communities);
     o.address(key!("bgp_next_hop"), &flow.bgp_next_hop);
     o.u64(key!("bytes"), flow.bytes);
@@ -99,21 +91,31 @@ pub fn write_json(flow: &FlowMessage, out: &mut String) {
     o.close();
 }
 
-/// An object being written: keys are added in the order given, the first with
-/// [`first_key!`], every other with [`key!`].
+/// An object being written: keys are added in the order given.
 struct Object<'a> {
     out: &'a mut String,
+    first: bool,
 }
 
-impl Object<'_> {
+impl<'a> Object<'a> {
+    fn open(out: &'a mut String) -> Self {
+        out.push('{');
+        Self { out, first: true }
+    }
+
     fn close(self) {
         self.out.push('}');
     }
 
-    /// Writes a [`key!`] or [`first_key!`] (keys are plain identifiers: nothing to
-    /// escape).
+    /// Writes a [`key!`] (keys are plain identifiers: nothing to escape), the first one
+    /// without its comma.
     #[inline(always)]
     fn key(&mut self, key: &'static str) {
+        let key = match self.first {
+            true => key.get(1..).unwrap_or(key),
+            false => key,
+        };
+        self.first = false;
         self.out.push_str(key);
     }
 
