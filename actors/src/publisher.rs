@@ -612,7 +612,7 @@ impl Queue {
 
     /// How many of `waiting` (at least `batch_size`) a full batch takes: `batch_size`;
     /// an inline sink takes them all. It holds about a batch, passed by the exporter
-    /// hand-off admitted last (up to 4,096 flows): publishing that in pieces of
+    /// hand-off admitted last (up to 512 flows): publishing that in pieces of
     /// `batch_size` made its one lane fall behind decoding, as every batch costs a
     /// settle, a wake-up and a task turn whatever its size.
     fn full_batch(&self, waiting: usize) -> usize {

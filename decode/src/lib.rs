@@ -90,14 +90,37 @@ pub(crate) fn set_address(field: &mut Vec<u8>, addr: std::net::IpAddr) {
     }
 }
 
-/// Sets a message's bytes field to `value`, keeping the field's buffer.
+/// Sets a message's bytes field to `value`, keeping the field's buffer. Addresses, most
+/// values, are copied as the arrays they are (4 or 16 bytes), with no call to `memcpy`.
 pub(crate) fn set_bytes(field: &mut Vec<u8>, value: &[u8]) {
     field.clear();
-    field.extend_from_slice(value);
+    if let Ok(v4) = <&[u8; 4]>::try_from(value) {
+        field.extend_from_slice(v4);
+    } else if let Ok(v6) = <&[u8; 16]>::try_from(value) {
+        field.extend_from_slice(v6);
+    } else {
+        field.extend_from_slice(value);
+    }
 }
 
 /// Sets a message's string field to `value`, keeping the field's buffer.
 pub(crate) fn set_text(field: &mut String, value: &str) {
     field.clear();
     field.push_str(value);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn set_bytes_replaces_a_value_of_any_length_keeping_the_buffer() {
+        let mut field = vec![9u8; 40];
+        let kept = field.as_ptr();
+        for value in [&[10u8, 0, 0, 1][..], &[0x20; 16], &[1, 2, 3], &[], &[7; 33]] {
+            set_bytes(&mut field, value);
+            assert_eq!(field, value);
+        }
+        assert_eq!(field.as_ptr(), kept, "no new buffer for values that fit the old one");
+    }
 }
