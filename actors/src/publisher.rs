@@ -447,12 +447,16 @@ fn take_front<T>(queue: &mut VecDeque<T>, n: usize) -> Vec<T> {
 }
 
 /// Observes, for each flow of a delivered batch, the time from its datagram's receipt
-/// until now. Flows without a receipt time are left out.
+/// until now. Flows without a receipt time are left out. The flows of one burst read
+/// share their receipt time, so each run of equal times is observed at once.
 fn observe_flow_latency(histogram: &LatencyHistogram, received: &[u64]) {
     let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
     let now_ns = u64::try_from(now.as_nanos()).unwrap_or(u64::MAX);
-    let latencies = received.iter().filter(|at| **at > 0);
-    histogram.observe_all(latencies.map(|at| Duration::from_nanos(now_ns.saturating_sub(*at))));
+    let runs = received.chunk_by(|a, b| a == b).filter(|run| run[0] > 0);
+    histogram.observe_runs(runs.map(|run| {
+        let latency = Duration::from_nanos(now_ns.saturating_sub(run[0]));
+        (latency, u64::try_from(run.len()).unwrap_or(u64::MAX))
+    }));
 }
 
 /// What to do with flows arriving when `max_flows` are held.

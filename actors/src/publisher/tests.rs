@@ -490,3 +490,18 @@ fn queued_flows_keep_their_order_and_a_batch_taken_whole_keeps_its_buffer() {
     assert_eq!(taken, (0..10).collect::<Vec<_>>());
     assert_eq!(taken.as_ptr(), buffer, "the batch went through without a copy");
 }
+
+#[test]
+fn each_flow_with_a_receipt_time_is_observed_once_whatever_its_run() {
+    let histogram = LatencyHistogram::default();
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).expect("after 1970");
+    let at = |ago_ms: u64| u64::try_from(now.as_nanos()).expect("fits") - ago_ms * 1_000_000;
+    let (old, new) = (at(3_000), at(2));
+    observe_flow_latency(&histogram, &[old, old, 0, old, new, new, 0, 0, old]);
+    let snapshot = histogram.snapshot();
+    assert_eq!(snapshot.count, 6, "the flows without a receipt time are left out");
+    let inf = snapshot.buckets.iter().position(|(bound, _)| *bound >= 3.0).expect("a bucket");
+    assert_eq!(snapshot.buckets[inf].1, 4, "three seconds old: four flows in three runs");
+    let (low, high) = (4.0 * 3.0 + 2.0 * 0.002, 4.0 * 3.0 + 2.0 * 0.002 + 6.0);
+    assert!((low..high).contains(&snapshot.sum_seconds), "{}", snapshot.sum_seconds);
+}
