@@ -35,8 +35,7 @@ impl LatencyHistogram {
         self.observe_runs([(latency, 1)]);
     }
 
-    /// Records many observations given as runs, a latency and how many times it was
-    /// observed (a batch's flows come in runs of one datagram burst's receipt time),
+    /// Records many observations, as runs of (latency, how many times it was seen),
     /// tallied first so that each bucket's atomic is touched once per call, not once
     /// per observation (a batch's flows, on the publish path, would otherwise cost two
     /// atomic adds each).

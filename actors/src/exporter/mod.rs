@@ -33,10 +33,10 @@ use self::report::Reporter;
 
 /// Flows decoded from a batch that go on to the publisher before the rest of the batch
 /// is decoded, so the decode buffer never grows past that by more than one datagram's
-/// flows. 512 messages (~0.5 MB with their buffers) and their payloads stay in a core's
-/// L2 cache from decoding to encoding, and the next datagrams are decoded into the same
-/// messages: at 2.9 M flows/s, handing on every 4,096 (~4 MB) cost 11% more CPU a flow
-/// (TESTING.md, session 17).
+/// flows. 512 messages (~0.5 MB with their buffers) stay in a core's L2 cache from
+/// decoding to encoding, and the next datagrams are decoded into the same messages: at
+/// 2.9 M flows/s, handing on every 4,096 (~4 MB) cost 11% more CPU a flow (TESTING.md,
+/// session 17).
 const HAND_OFF_FLOWS: usize = 512;
 const _: () = assert!(HAND_OFF_FLOWS <= KEPT_MESSAGES, "a hand-off's messages are all kept");
 

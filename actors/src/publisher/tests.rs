@@ -500,8 +500,9 @@ fn each_flow_with_a_receipt_time_is_observed_once_whatever_its_run() {
     observe_flow_latency(&histogram, &[old, old, 0, old, new, new, 0, 0, old]);
     let snapshot = histogram.snapshot();
     assert_eq!(snapshot.count, 6, "the flows without a receipt time are left out");
-    let inf = snapshot.buckets.iter().position(|(bound, _)| *bound >= 3.0).expect("a bucket");
-    assert_eq!(snapshot.buckets[inf].1, 4, "three seconds old: four flows in three runs");
+    let three_seconds =
+        snapshot.buckets.iter().position(|(bound, _)| *bound >= 3.0).expect("a bucket");
+    assert_eq!(snapshot.buckets[three_seconds].1, 4, "three seconds old: four flows, three runs");
     let (low, high) = (4.0 * 3.0 + 2.0 * 0.002, 4.0 * 3.0 + 2.0 * 0.002 + 6.0);
     assert!((low..high).contains(&snapshot.sum_seconds), "{}", snapshot.sum_seconds);
 }
