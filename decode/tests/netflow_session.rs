@@ -672,3 +672,37 @@ fn closing_a_session_gives_up_and_counts_its_pending_flows() {
     assert_eq!((ipfix.pending_flows, ipfix.pending_dropped, ipfix.pending_bytes), (0, 2, 0));
     assert!(session.close().is_empty(), "a second close has nothing left");
 }
+
+/// At `max_templates`, the template evicted is the one whose data came least
+/// recently, in whichever datagram and set order the data came, not the oldest one
+/// defined: netflow_parser's LRU order follows the data sets.
+#[test]
+fn eviction_at_max_templates_takes_the_template_used_least_recently() {
+    let mut settings = settings(false);
+    settings.max_templates = 2;
+    let mut session = NetflowSession::new(&settings);
+    let templates = template_set(2, &[(300, &[(8, 4)]), (301, &[(12, 4)])]);
+    let evicted_by = |session: &mut NetflowSession, sequence: u32, data: Vec<Vec<u8>>| {
+        let packet = ipfix_packet(EXPORT_SECS, sequence, 0, &data);
+        decode(session, source(4739), u64::from(sequence), &packet);
+        let next = template_set(2, &[(302 + sequence as u16, &[(7, 2)])]);
+        let packet = ipfix_packet(EXPORT_SECS, sequence + 1, 0, &[next]);
+        let (_, report) = decode(session, source(4739), u64::from(sequence) + 1, &packet);
+        report
+            .events
+            .iter()
+            .filter_map(|event| match event {
+                LifecycleEvent::TemplateEvicted { template_id, .. } => Some(*template_id),
+                _ => None,
+            })
+            .collect::<Vec<_>>()
+    };
+    decode(&mut session, source(4739), 1, &ipfix_packet(EXPORT_SECS, 1, 0, &[templates]));
+    // 300 was defined first, but its data came last.
+    let data = vec![set(301, &[10, 0, 0, 2]), set(300, &[10, 0, 0, 1])];
+    assert_eq!(evicted_by(&mut session, 2, data), vec![301]);
+    // Now 300 and 304 are held; 304's data came before 300's, in an earlier datagram.
+    decode(&mut session, source(4739), 4, &ipfix_packet(EXPORT_SECS, 4, 0, &[set(304, &[0, 80])]));
+    let data = vec![set(300, &[10, 0, 0, 1])];
+    assert_eq!(evicted_by(&mut session, 5, data), vec![304]);
+}

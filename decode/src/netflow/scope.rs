@@ -134,6 +134,11 @@ pub(crate) struct Scope {
     restart_requested: bool,
     /// Session clock tick of the last use, for evicting the least recently used scope.
     pub last_used: u64,
+    /// Data sets decoded with a compiled layout: the clock of the order templates were
+    /// last used in (see [`Scope::tell_parser_uses`]).
+    uses: u64,
+    /// `uses` when netflow_parser was last told the order of use.
+    uses_told: u64,
 }
 
 impl Scope {
@@ -151,6 +156,8 @@ impl Scope {
             stream: Stream::new(unit),
             restart_requested: false,
             last_used: 0,
+            uses: 0,
+            uses_told: 0,
         }
     }
 
@@ -209,6 +216,7 @@ impl Scope {
     ) -> TemplateChanges {
         let (protocol, domain) = (self.protocol, self.domain);
         let scan = scan_template_set(protocol, set.id, set.body, max_fields);
+        self.tell_parser_uses(header_bytes);
         let evictions_before = self.evictions();
         single_set_datagram(header_bytes, set.whole, &mut buffers.datagram);
         let result = self.parser.parse_bytes(&buffers.datagram);
@@ -307,12 +315,10 @@ impl Scope {
     /// export header `header_bytes`. Flows go to `emit`; options records update the
     /// scope.
     ///
-    /// Records are split by our compiled [`Layout`] straight from the wire;
-    /// netflow_parser is still asked, with the set emptied, whether it holds the
-    /// template (so it stays the authority on which templates exist, and its LRU order
-    /// follows their use). v9 options records go through netflow_parser, which knows
-    /// the v9 scope types (system, interface, ...; IPFIX scopes are Information
-    /// Elements like any field).
+    /// Records are split by our compiled [`Layout`] straight from the wire; the use
+    /// is noted for netflow_parser's LRU order (see [`Scope::tell_parser_uses`]). v9
+    /// options records go through netflow_parser, which knows the v9 scope types
+    /// (system, interface, ...; IPFIX scopes are Information Elements like any field).
     pub fn decode_data_set(
         &mut self,
         header_bytes: &[u8],
@@ -331,7 +337,8 @@ impl Scope {
             None => false,
         };
         let parsed = if compiled {
-            self.confirm_template(header_bytes, set)?;
+            self.uses += 1;
+            self.layouts.use_at(set_id, self.uses);
             None
         } else {
             single_set_datagram(header_bytes, set, &mut buffers.datagram);
@@ -372,18 +379,38 @@ impl Scope {
         Ok(sink.outcome)
     }
 
-    /// Whether netflow_parser holds the template of `set`, asked with the set emptied
-    /// (its header alone): an empty data set costs the parser a lookup, not a decode.
-    fn confirm_template(&mut self, header_bytes: &[u8], set: &[u8]) -> Result<(), SetFailure> {
+    /// netflow_parser evicts its least recently used template when a template set
+    /// brings one more than `max_templates` (and only then). Data sets are decoded by
+    /// our layouts, so before it reads a template set it is told which templates were
+    /// used since it was last told, each touched in the order of its last use: its LRU
+    /// order is then what touching it on every data set gave, for a lookup per
+    /// template instead of one per data set. A template it no longer holds (which the
+    /// layouts' reconciling should make impossible) loses its layout.
+    fn tell_parser_uses(&mut self, header_bytes: &[u8]) {
+        if self.uses == self.uses_told {
+            return;
+        }
+        for id in self.layouts.used_since(self.uses_told) {
+            if !self.parser_touches(header_bytes, id) {
+                self.layouts.remove(id);
+            }
+        }
+        self.uses_told = self.uses;
+    }
+
+    /// Whether netflow_parser holds template `id`, asked with an empty data set of it
+    /// under `header_bytes` (which makes it the template's most recent use): an empty
+    /// data set costs the parser a lookup, not a decode.
+    fn parser_touches(&mut self, header_bytes: &[u8], id: u16) -> bool {
         let header_len = header_bytes.len();
         let len = header_len + 4;
         // The v9 header is the longer of the two.
         let mut probe = [0u8; V9_HEADER_LEN + 4];
-        let (Some(set_header), Some(out)) = (set.get(..4), probe.get_mut(..len)) else {
-            return Err(SetFailure::MissingTemplate);
+        let Some(out) = probe.get_mut(..len) else {
+            return false;
         };
         out[..header_len].copy_from_slice(header_bytes);
-        out[header_len..header_len + 2].copy_from_slice(&set_header[..2]);
+        out[header_len..header_len + 2].copy_from_slice(&id.to_be_bytes());
         out[len - 2..].copy_from_slice(&4u16.to_be_bytes());
         if self.protocol == Protocol::Ipfix {
             out[2..4].copy_from_slice(&(len as u16).to_be_bytes());
@@ -402,7 +429,7 @@ impl Scope {
                 }),
                 _ => false,
             });
-        if holds { Ok(()) } else { Err(SetFailure::MissingTemplate) }
+        holds
     }
 
     /// netflow_parser's decode of the set in `datagram`.

@@ -194,11 +194,13 @@ pub(crate) enum Installed {
     Replaced { old_field_count: usize },
 }
 
-/// A layout and the session datagram tick it was last (re)defined in.
+/// A layout, the session datagram tick it was last (re)defined in and the scope's
+/// use clock when a data set last used it (0: never).
 #[derive(Debug)]
 struct Defined {
     layout: Layout,
     tick: u64,
+    used: u64,
 }
 
 /// The layouts of one scope's templates, by template id.
@@ -216,9 +218,31 @@ impl Layouts {
         self.by_id.len()
     }
 
-    /// Installs `layout` for `id`, defined in datagram `tick`.
+    /// The layout of `id`, noting that a data set uses it at `clock` (see
+    /// [`Layouts::used_since`]).
+    pub fn use_at(&mut self, id: u16, clock: u64) -> Option<&Layout> {
+        let defined = self.by_id.get_mut(&id)?;
+        defined.used = clock;
+        Some(&defined.layout)
+    }
+
+    /// Ids of the templates data sets used after `clock`, least recently used first.
+    pub fn used_since(&self, clock: u64) -> Vec<u16> {
+        let mut used: Vec<(u64, u16)> = self
+            .by_id
+            .iter()
+            .filter(|(_, d)| d.used > clock)
+            .map(|(id, d)| (d.used, *id))
+            .collect();
+        used.sort_unstable();
+        used.into_iter().map(|(_, id)| id).collect()
+    }
+
+    /// Installs `layout` for `id`, defined in datagram `tick` (a redefinition keeps
+    /// when the template was last used).
     pub fn install(&mut self, id: u16, layout: Layout, tick: u64) -> Installed {
-        match self.by_id.insert(id, Defined { layout, tick }) {
+        let used = self.by_id.get(&id).map_or(0, |d| d.used);
+        match self.by_id.insert(id, Defined { layout, tick, used }) {
             None => Installed::New,
             Some(old) if Some(&old.layout) == self.get(id) => Installed::Refreshed,
             Some(old) => Installed::Replaced { old_field_count: old.layout.fields.len() },
@@ -297,6 +321,24 @@ mod tests {
             layouts.install(256, layout(&[4, 2]), 3),
             Installed::Replaced { old_field_count: 1 }
         );
+    }
+
+    #[test]
+    fn templates_used_since_a_clock_come_least_recently_used_first() {
+        let mut layouts = Layouts::default();
+        for id in [256, 257, 258] {
+            layouts.install(id, layout(&[4]), 1);
+        }
+        assert!(layouts.used_since(0).is_empty());
+        layouts.use_at(258, 1);
+        layouts.use_at(256, 2);
+        layouts.use_at(257, 3);
+        layouts.use_at(258, 4);
+        assert_eq!(layouts.used_since(0), vec![256, 257, 258]);
+        assert_eq!(layouts.used_since(3), vec![258]);
+        layouts.install(256, layout(&[4]), 2);
+        assert_eq!(layouts.used_since(1), vec![256, 257, 258], "a refresh keeps its use");
+        assert!(layouts.use_at(300, 5).is_none());
     }
 
     #[test]
