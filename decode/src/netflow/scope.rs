@@ -416,7 +416,7 @@ impl Scope {
             out[2..4].copy_from_slice(&(len as u16).to_be_bytes());
         }
         let result = self.parser.parse_bytes(out);
-        let holds = result.error.is_none()
+        result.error.is_none()
             && result.packets.iter().any(|packet| match packet {
                 NetflowPacket::V9(packet) => {
                     packet.flowsets.iter().any(|set| matches!(set.body, v9::FlowSetBody::Data(_)))
@@ -428,8 +428,7 @@ impl Scope {
                     )
                 }),
                 _ => false,
-            });
-        holds
+            })
     }
 
     /// netflow_parser's decode of the set in `datagram`.
