@@ -322,36 +322,39 @@ impl<A: Copy, B: Copy> ByFamily<A, B> {
     }
 
     /// The value of `family` when present, else the other one.
-    fn pick(&self, family: Option<Family>) -> Option<Result<A, B>> {
+    fn pick(&self, family: Option<Family>) -> Option<Result<&A, &B>> {
         match (family, &self.v4, &self.v6) {
-            (Some(Family::V6), _, Some(v6)) => Some(Err(*v6)),
-            (_, Some(v4), _) => Some(Ok(*v4)),
-            (_, None, Some(v6)) => Some(Err(*v6)),
+            (Some(Family::V6), _, Some(v6)) => Some(Err(v6)),
+            (_, Some(v4), _) => Some(Ok(v4)),
+            (_, None, Some(v6)) => Some(Err(v6)),
             (_, None, None) => None,
         }
     }
 }
 
+/// An IPv4 or IPv6 address of a record, by reference (picking one copies no bytes).
+type Address<'a> = Result<&'a [u8; 4], &'a [u8; 16]>;
+
 /// The address of a pair that is not all zeros (IPv4 first), else whichever is present.
-fn non_zero_first(pair: ByFamily<[u8; 4], [u8; 16]>) -> Option<Result<[u8; 4], [u8; 16]>> {
+fn non_zero_first(pair: &ByFamily<[u8; 4], [u8; 16]>) -> Option<Address<'_>> {
     match pair {
-        ByFamily { v4: Some(v4), .. } if v4 != [0; 4] => Some(Ok(v4)),
-        ByFamily { v6: Some(v6), .. } if v6 != [0; 16] => Some(Err(v6)),
+        ByFamily { v4: Some(v4), .. } if *v4 != [0; 4] => Some(Ok(v4)),
+        ByFamily { v6: Some(v6), .. } if *v6 != [0; 16] => Some(Err(v6)),
         pair => pair.pick(None),
     }
 }
 
-fn address_vec(value: Option<Result<[u8; 4], [u8; 16]>>) -> Vec<u8> {
+fn address_vec(value: Option<Address<'_>>) -> Vec<u8> {
     let mut bytes = Vec::new();
     write_address(&mut bytes, value);
     bytes
 }
 
 /// Sets an address field to `value`, if any (see [`set_bytes`]).
-fn write_address(field: &mut Vec<u8>, value: Option<Result<[u8; 4], [u8; 16]>>) {
+fn write_address(field: &mut Vec<u8>, value: Option<Address<'_>>) {
     match value {
-        Some(Ok(v4)) => set_bytes(field, &v4),
-        Some(Err(v6)) => set_bytes(field, &v6),
+        Some(Ok(v4)) => set_bytes(field, v4),
+        Some(Err(v6)) => set_bytes(field, v6),
         None => {}
     }
 }
@@ -582,8 +585,8 @@ impl FlowFields {
         if !nat_addresses && !self.ints.any(NAT_FIREWALL_SLOTS) {
             return;
         }
-        write_address(&mut msg.post_nat_src_addr, non_zero_first(self.post_nat_src));
-        write_address(&mut msg.post_nat_dst_addr, non_zero_first(self.post_nat_dst));
+        write_address(&mut msg.post_nat_src_addr, non_zero_first(&self.post_nat_src));
+        write_address(&mut msg.post_nat_dst_addr, non_zero_first(&self.post_nat_dst));
         msg.post_nat_src_port = self.ints.u16_or_zero(Slot::PostNatSrcPort);
         msg.post_nat_dst_port = self.ints.u16_or_zero(Slot::PostNatDstPort);
         msg.firewall_event = self.ints.u8_or_zero(Slot::FirewallEvent);
@@ -658,11 +661,11 @@ impl FlowFields {
         msg.src_net = self
             .masks(Slot::SrcMask4, Slot::SrcMask6)
             .pick(family)
-            .map_or(0, |m| u32::from(m.unwrap_or_else(|m| m)));
+            .map_or(0, |m| u32::from(*m.unwrap_or_else(|m| m)));
         msg.dst_net = self
             .masks(Slot::DstMask4, Slot::DstMask6)
             .pick(family)
-            .map_or(0, |m| u32::from(m.unwrap_or_else(|m| m)));
+            .map_or(0, |m| u32::from(*m.unwrap_or_else(|m| m)));
     }
 
     /// TTL, fragmentation, flow label, forwarding status and ICMP type/code.
@@ -720,8 +723,8 @@ impl FlowFields {
                 }
             }
         }
-        let top_addr = match self.mpls_top_addr {
-            ByFamily { v4: Some(v4), v6: Some(v6) } if v4 == [0; 4] && v6 != [0; 16] => {
+        let top_addr = match &self.mpls_top_addr {
+            ByFamily { v4: Some(v4), v6: Some(v6) } if *v4 == [0; 4] && *v6 != [0; 16] => {
                 Some(Err(v6))
             }
             pair => pair.pick(family),
