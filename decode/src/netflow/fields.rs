@@ -167,6 +167,45 @@ pub(crate) enum Target {
     SrhSegmentBasicList,
 }
 
+/// The parts of [`FlowFields`] a non-integer [`Target`] writes, a bit each: what
+/// [`FlowFields::reset`] clears for the next record of a fixed-length template.
+pub(crate) mod part {
+    pub const SRC_ADDR: u16 = 1 << 0;
+    pub const DST_ADDR: u16 = 1 << 1;
+    pub const NEXT_HOP: u16 = 1 << 2;
+    pub const BGP_NEXT_HOP: u16 = 1 << 3;
+    pub const MPLS: u16 = 1 << 4;
+    pub const MPLS_TOP_ADDR: u16 = 1 << 5;
+    pub const SAMPLING: u16 = 1 << 6;
+    pub const POST_NAT_SRC: u16 = 1 << 7;
+    pub const POST_NAT_DST: u16 = 1 << 8;
+    pub const COMMUNITIES: u16 = 1 << 9;
+    pub const TIMES: u16 = 1 << 10;
+    pub const SRH: u16 = 1 << 11;
+}
+
+impl Target {
+    /// The part of [`FlowFields`] this target writes (see [`part`]); 0 for integers,
+    /// which have their own reset.
+    pub fn part(self) -> u16 {
+        match self {
+            Target::Int(_) => 0,
+            Target::SrcAddr4 | Target::SrcAddr6 => part::SRC_ADDR,
+            Target::DstAddr4 | Target::DstAddr6 => part::DST_ADDR,
+            Target::NextHop4 | Target::NextHop6 => part::NEXT_HOP,
+            Target::BgpNextHop4 | Target::BgpNextHop6 => part::BGP_NEXT_HOP,
+            Target::MplsSection(_) => part::MPLS,
+            Target::MplsTopAddr4 | Target::MplsTopAddr6 => part::MPLS_TOP_ADDR,
+            Target::Sampling => part::SAMPLING,
+            Target::PostNatSrc4 | Target::PostNatSrc6 => part::POST_NAT_SRC,
+            Target::PostNatDst4 | Target::PostNatDst6 => part::POST_NAT_DST,
+            Target::DstCommunityList => part::COMMUNITIES,
+            Target::Time(_) => part::TIMES,
+            Target::SrhSegment | Target::SrhSegmentList | Target::SrhSegmentBasicList => part::SRH,
+        }
+    }
+}
+
 /// The mapping table: IANA Information Element ids (v9 field types share the numbers)
 /// and the RFC 5103 reverse counters.
 pub(crate) fn target(spec: FieldSpec) -> Option<Target> {
@@ -390,6 +429,56 @@ impl FlowFields {
     pub fn apply(&mut self, spec: FieldSpec, value: &[u8]) {
         if let Some(target) = target(spec) {
             self.apply_target(spec.id, target, value);
+        }
+    }
+
+    /// Readies fields that held a record of a fixed-length template for the next
+    /// record of the same template, as if new: `parts` are the parts its non-integer
+    /// fields write (see [`part`]). The integer values stay: the template writes every
+    /// one of its slots again and leaves the others at 0 (see [`Ints::forget`]).
+    pub fn reset(&mut self, parts: u16) {
+        self.ints.forget();
+        self.first_family = None;
+        if parts == 0 {
+            return;
+        }
+        let reset = |bit: u16| parts & bit != 0;
+        if reset(part::SRC_ADDR) {
+            self.src_addr = ByFamily::default();
+        }
+        if reset(part::DST_ADDR) {
+            self.dst_addr = ByFamily::default();
+        }
+        if reset(part::NEXT_HOP) {
+            self.next_hop = ByFamily::default();
+        }
+        if reset(part::BGP_NEXT_HOP) {
+            self.bgp_next_hop = ByFamily::default();
+        }
+        if reset(part::MPLS) {
+            self.mpls = Default::default();
+            self.has_mpls_entries = false;
+        }
+        if reset(part::MPLS_TOP_ADDR) {
+            self.mpls_top_addr = ByFamily::default();
+        }
+        if reset(part::SAMPLING) {
+            self.sampling = SamplingFields::default();
+        }
+        if reset(part::POST_NAT_SRC) {
+            self.post_nat_src = ByFamily::default();
+        }
+        if reset(part::POST_NAT_DST) {
+            self.post_nat_dst = ByFamily::default();
+        }
+        if reset(part::COMMUNITIES) {
+            self.communities.clear();
+        }
+        if reset(part::TIMES) {
+            self.times = time::FlowTimes::default();
+        }
+        if reset(part::SRH) {
+            self.srh_segments.clear();
         }
     }
 

@@ -527,21 +527,32 @@ impl RecordSink<'_, '_, '_> {
             self.emit.out.reserve(records);
         }
         let mut rest = body;
+        // The set's flows are read into one `FlowFields` (~0.9 KB), readied for each
+        // next record, rather than into new ones.
+        let mut flow = FlowFields::default();
+        let mut fresh = true;
         while let Some(len) = self.layout.record_len(rest).filter(|len| *len > 0) {
             let (wire, tail) = rest.split_at(len);
-            let mut record = Record::new(self.layout.kind);
-            match &mut record {
-                // The record with the rest of the set after it (see `read_flow`).
-                Record::Flow(flow) => self.layout.read_flow(rest, flow),
-                Record::Options(options) => {
+            match self.layout.kind {
+                TemplateKind::Data => {
+                    if !fresh {
+                        self.layout.reset_flow(&mut flow);
+                    }
+                    fresh = false;
+                    // The record with the rest of the set after it (see `read_flow`).
+                    self.layout.read_flow(rest, &mut flow);
+                    self.finish_flow(&mut flow);
+                }
+                TemplateKind::Options => {
+                    let mut options = OptionsFields::default();
                     let mut index = 0;
                     self.layout.for_each_field(wire, |spec, value| {
                         options.apply_field(spec, value, index < scope_fields);
                         index += 1;
                     });
+                    self.finish_options(&options);
                 }
             }
-            self.finish(&mut record);
             rest = tail;
         }
     }
@@ -600,36 +611,34 @@ impl RecordSink<'_, '_, '_> {
                 options.apply_field(*spec, self.value, skip + index < scope_fields);
             }
         }
-        self.finish(&mut Record::Options(options));
+        self.finish_options(&options);
         Ok(())
     }
 
-    /// Takes a record's flow (or options) where it lies: a record is hundreds of
-    /// bytes, and moving it into each step copied it every time.
-    fn finish(&mut self, record: &mut Record) {
-        match record {
-            Record::Flow(fields) => {
-                self.observe_system_init(fields.system_init_ms());
-                let sampler = fields.sampler();
-                let rate = self.sampling.lookup(&sampler);
-                let times = fields.awaiting_system_init(&self.ctx);
-                let emit = &mut *self.emit;
-                if emit.later_sets && (rate.is_none() || times.is_some()) {
-                    let (index, scope) = (emit.out.len(), self.key);
-                    let sampler = rate.is_none().then_some(sampler);
-                    emit.unresolved.push(Unresolved { index, scope, sampler, times });
-                }
-                fields.finish_into(&self.ctx, rate.unwrap_or(0), emit.out.next_slot());
-                self.outcome.flows += 1;
-                emit.report.flows += 1;
-            }
-            Record::Options(options) => {
-                self.sampling.learn(options, self.emit.tick);
-                self.observe_system_init(options.system_init_ms);
-                self.outcome.options += 1;
-                self.emit.report.non_flow_records += 1;
-            }
+    /// Writes a record's flow, taken where it lies: a record is hundreds of bytes,
+    /// and moving it into each step copied it every time.
+    fn finish_flow(&mut self, fields: &mut FlowFields) {
+        self.observe_system_init(fields.system_init_ms());
+        let sampler = fields.sampler();
+        let rate = self.sampling.lookup(&sampler);
+        let times = fields.awaiting_system_init(&self.ctx);
+        let emit = &mut *self.emit;
+        if emit.later_sets && (rate.is_none() || times.is_some()) {
+            let (index, scope) = (emit.out.len(), self.key);
+            let sampler = rate.is_none().then_some(sampler);
+            emit.unresolved.push(Unresolved { index, scope, sampler, times });
         }
+        fields.finish_into(&self.ctx, rate.unwrap_or(0), emit.out.next_slot());
+        self.outcome.flows += 1;
+        emit.report.flows += 1;
+    }
+
+    /// Takes an options record: the sampling rates and boot time it announces.
+    fn finish_options(&mut self, options: &OptionsFields) {
+        self.sampling.learn(options, self.emit.tick);
+        self.observe_system_init(options.system_init_ms);
+        self.outcome.options += 1;
+        self.emit.report.non_flow_records += 1;
     }
 
     /// Takes the exporter's boot time from IE 160; one that moved forward past the
@@ -646,22 +655,5 @@ impl RecordSink<'_, '_, '_> {
         }
         *self.system_init_ms = Some(init);
         self.ctx.system_init_ms = Some(init);
-    }
-}
-
-/// A record being collected: a flow, or options data the collector consumes. It lives
-/// on the stack for one record, so the size difference of the variants costs nothing.
-#[allow(clippy::large_enum_variant)]
-enum Record {
-    Flow(FlowFields),
-    Options(OptionsFields),
-}
-
-impl Record {
-    fn new(kind: TemplateKind) -> Self {
-        match kind {
-            TemplateKind::Data => Record::Flow(FlowFields::default()),
-            TemplateKind::Options => Record::Options(OptionsFields::default()),
-        }
     }
 }

@@ -153,6 +153,13 @@ impl Ints {
         true
     }
 
+    /// Marks every slot unset, keeping the values: for the next record of a template
+    /// that writes all its slots in every record. The slots it never writes keep 0,
+    /// which [`Ints::or_zero`] relies on.
+    pub fn forget(&mut self) {
+        self.present = 0;
+    }
+
     /// Whether any slot of `set` (made by [`slot_set`]) has a value.
     pub fn any(&self, set: u64) -> bool {
         self.present & set != 0

@@ -150,6 +150,17 @@ impl Layout {
         }
     }
 
+    /// Readies `flow`, which holds the record this layout read last, for the next one
+    /// (see [`FlowFields::reset`]): cheaper than new fields for a fixed-length
+    /// template; new fields for a variable-length one, whose integer fields may come
+    /// and go from record to record.
+    pub fn reset_flow(&self, flow: &mut FlowFields) {
+        match &self.plan {
+            Plan::Fixed(reads) => reads.reset(flow),
+            Plan::Variable(_) => *flow = FlowFields::default(),
+        }
+    }
+
     /// Reads the data record at the start of `data` (which [`Layout::record_len`] has
     /// measured) into `flow`, by the compiled plan. `data` may go on past the record
     /// (the rest of its set): only the record's own fields are read.
