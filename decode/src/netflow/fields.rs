@@ -496,6 +496,7 @@ impl FlowFields {
 
     /// Takes one field of the record whose mapping is known: `target(spec)` of its
     /// `FieldSpec`, whose Information Element id is `id`.
+    #[inline]
     pub fn apply_target(&mut self, id: u16, target: Target, value: &[u8]) {
         match target {
             Target::Int(slot) => {
