@@ -92,6 +92,7 @@ pub(crate) fn set_address(field: &mut Vec<u8>, addr: std::net::IpAddr) {
 
 /// Sets a message's bytes field to `value`, keeping the field's buffer. Addresses, most
 /// values, are copied as the arrays they are (4 or 16 bytes), with no call to `memcpy`.
+#[inline]
 pub(crate) fn set_bytes(field: &mut Vec<u8>, value: &[u8]) {
     field.clear();
     if let Ok(v4) = <&[u8; 4]>::try_from(value) {

@@ -102,11 +102,18 @@ impl SamplingFields {
         true
     }
 
-    /// The 1-in-N rate the record's own sampling IEs give, if any.
+    /// The 1-in-N rate the record's own sampling IEs give, if any (no call for a
+    /// record without them: most).
+    #[inline]
     pub fn rate(&self) -> Option<u64> {
         if !self.taken {
             return None;
         }
+        self.announced_rate()
+    }
+
+    /// [`SamplingFields::rate`] of a record with sampling IEs.
+    fn announced_rate(&self) -> Option<u64> {
         let interval = self.interval.filter(|v| *v > 0);
         match self.algorithm {
             Some(SYSTEMATIC_COUNT_BASED) => self.count_based().or(interval),
@@ -241,11 +248,17 @@ impl SamplingTable {
     }
 
     /// The rate for a flow record; `None` when unknown.
+    #[inline]
     pub fn lookup(&self, record: &SamplerRef) -> Option<u64> {
         // An exporter that announces no rate (most do not sample) pays no lookup.
         if record.own_rate.is_some() || self.rates.is_empty() {
             return record.own_rate;
         }
+        self.announced(record)
+    }
+
+    /// The rate announced for the sampler, selector, interface or domain of `record`.
+    fn announced(&self, record: &SamplerRef) -> Option<u64> {
         let get = |key: Option<SamplerKey>| key.and_then(|k| self.rates.get(&k)).map(|a| a.rate);
         get(record.selector_id.map(SamplerKey::Selector))
             .or_else(|| get(record.sampler_id.map(SamplerKey::Sampler)))

@@ -153,7 +153,9 @@ impl FlowTimes {
         }
     }
 
-    /// Start and end in Unix ns, given the export time and the uptime-derived times.
+    /// Start and end in Unix ns, given the export time and the uptime-derived times
+    /// (those alone, with no call, for a record without time elements: most v9).
+    #[inline]
     pub fn resolve(
         &self,
         export_ms: u64,
@@ -163,6 +165,16 @@ impl FlowTimes {
         if !self.taken {
             return (uptime_start_ns, uptime_end_ns);
         }
+        self.resolve_elements(export_ms, uptime_start_ns, uptime_end_ns)
+    }
+
+    /// [`FlowTimes::resolve`] for a record with time elements.
+    fn resolve_elements(
+        &self,
+        export_ms: u64,
+        uptime_start_ns: Option<u64>,
+        uptime_end_ns: Option<u64>,
+    ) -> (Option<u64>, Option<u64>) {
         let export_ns = export_ms.checked_mul(NS_PER_MS);
         let before_export =
             |us: u64| export_ns.and_then(|e| e.checked_sub(us.checked_mul(NS_PER_US)?));
