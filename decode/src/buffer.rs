@@ -28,6 +28,7 @@ impl FlowBuffer {
     /// A message for the next flow, every field at its default (a kept message
     /// cleared field by field in place: prost's `clear` empties its byte, string,
     /// repeated and map fields without freeing them).
+    #[inline]
     pub fn next_slot(&mut self) -> &mut FlowMessage {
         if self.live == self.messages.len() {
             self.messages.push(FlowMessage::default());
